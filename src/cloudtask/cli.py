@@ -1,0 +1,229 @@
+"""The `cloudtask` command: argv, template and environment in; a session run."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, NoReturn
+
+from . import __version__
+from .config import (
+    BY_NAME,
+    OPTIONS,
+    Config,
+    TemplateValues,
+    check_coming,
+    resolve,
+    suggest,
+)
+from .console import Console, plan_text, summary_line
+from .errors import CloudtaskError, ExitStatus, UsageError
+from .jobs import Command, read_jobs
+from .providers import get_provider
+from .runner import run_session
+from .session import SessionDir
+
+USAGE = "usage: {prog} [OPTIONS] {command}[ARG...] < JOBS"
+
+
+@dataclass
+class Argv:
+    """The command line split into options and positional arguments."""
+
+    options: dict[str, str | bool] = field(default_factory=dict)
+    positional: list[str] = field(default_factory=list)
+    help: bool = False
+    version: bool = False
+
+
+def parse_argv(argv: Sequence[str]) -> Argv:
+    """Options up to the first positional argument; everything after is the command."""
+    parsed = Argv()
+    args = list(argv)
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        if arg == "--":
+            break
+        if arg in ("-h", "--help"):
+            parsed.help = True
+            continue
+        if arg == "--version":
+            parsed.version = True
+            continue
+        if not arg.startswith("-") or arg == "-":
+            index -= 1
+            break
+        if not arg.startswith("--"):
+            raise UsageError(f"unknown option {arg}")
+        name, has_value, value = arg[2:].partition("=")
+        option = BY_NAME.get(name)
+        if option is None:
+            raise UsageError(
+                f"unknown option --{name}"
+                + suggest(name, [o.name for o in OPTIONS]).replace("mean ", "mean --")
+            )
+        if option.flag:
+            if has_value:
+                raise UsageError(f"--{name} takes no value")
+            parsed.options[name] = True
+            continue
+        if not has_value:
+            if index >= len(args):
+                raise UsageError(f"--{name} needs a value ({option.metavar})")
+            value = args[index]
+            index += 1
+        parsed.options[name] = value
+    parsed.positional = args[index:]
+    return parsed
+
+
+def help_text(prog: str, description: str | None, has_command: bool) -> str:
+    command = "" if has_command else "COMMAND "
+    lines = [USAGE.format(prog=prog, command=command), ""]
+    lines.append(
+        description
+        or "Run COMMAND once for every line of standard input, the line's "
+        "words appended as arguments, in parallel on several workers."
+    )
+    lines += [
+        "",
+        "options (each also CLOUDTASK_<NAME> in the environment, or NAME in a task template):",
+    ]
+    for option in OPTIONS:
+        flag = option.flag_name if option.flag else f"{option.flag_name}={option.metavar}"
+        lines.append(f"  {flag}")
+        lines.append(f"      {option.help}")
+        default = option.default_help or (
+            None if option.default in (None, False) else str(option.default)
+        )
+        extra = f"env {option.env}" + (f"; default: {default}" if default else "")
+        if option.coming:
+            extra += f"; not available yet (comes with {option.coming})"
+        lines.append(f"      {extra}")
+    lines += [
+        "  -h, --help",
+        "      show this help and exit",
+        "  --version",
+        "      show the version and exit",
+        "",
+        "exit status: 0 every job ok, 1 some job not ok or aborted, 2 usage or input error",
+    ]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A task template's contribution: option values, command, description."""
+
+    values: TemplateValues
+    command: Command | None
+    description: str | None
+
+
+def run(
+    argv: Sequence[str],
+    template: Template | None = None,
+    prog: str = "cloudtask",
+    stdin: IO[bytes] | None = None,
+) -> int:
+    """The whole command; returns its exit status. Errors are one line, never a traceback."""
+    console = Console()
+    try:
+        return _run(argv, template, prog, stdin or sys.stdin.buffer, console)
+    except CloudtaskError as exc:
+        sys.stderr.write(f"{prog}: {exc}\n")
+        return int(exc.exit_status)
+    except KeyboardInterrupt:  # before any job started: nothing to clean up
+        sys.stderr.write(f"\n{prog}: interrupted: nothing ran\n")
+        return ExitStatus.NOT_OK
+
+
+def _run(
+    argv: Sequence[str], template: Template | None, prog: str, stdin: IO[bytes], console: Console
+) -> int:
+    parsed = parse_argv(argv)
+    has_command = template is not None and template.command is not None
+    if parsed.help:
+        print(help_text(prog, template.description if template else None, has_command))
+        return ExitStatus.OK
+    if parsed.version:
+        print(f"cloudtask {__version__}")
+        return ExitStatus.OK
+    config = resolve(parsed.options, template.values if template else None)
+    check_coming(config)
+    provider = get_provider(config.provider).from_config(config)
+    command = task_command(template, parsed.positional)
+    if command is None:
+        raise UsageError("no command given\n" + USAGE.format(prog=prog, command="COMMAND "))
+    if stdin.isatty():
+        raise UsageError(
+            "no jobs: give them on standard input, one per line\n"
+            + USAGE.format(prog=prog, command="" if has_command else "COMMAND ")
+        )
+    commands = job_commands(command, stdin)
+    split = min(config.split or 1, len(commands))
+    if sys.stderr.isatty() and not config.force:
+        confirm(config, commands, split)
+    session = SessionDir.create(config.sessions)
+    with session.open_log(session.log_path) as log:
+        console.log = log
+        console.line(
+            f"session {session.id}: {len(commands)} jobs, split {split}, "
+            f"provider {config.provider}, log {session.log_path}"
+        )
+        summary = asyncio.run(run_session(config, commands, provider, split, console, session))
+        if summary.aborted:
+            console.line(f"session {session.id} aborted: unfinished jobs are pending")
+        console.line(summary_line(session.id, summary.elapsed, summary.counts))
+        console.log = None
+    return ExitStatus.OK if summary.all_ok else ExitStatus.NOT_OK
+
+
+def task_command(template: Template | None, positional: list[str]) -> Command | None:
+    if template is not None and template.command is not None:
+        return template.command.with_extra(positional)
+    return Command.from_argv(positional) if positional else None
+
+
+def job_commands(command: Command, stdin: Iterable[bytes]) -> list[str]:
+    """Every job's command, all input validated before anything runs."""
+    commands = [command.for_job(job.args) for job in read_jobs(stdin)]
+    if not commands:
+        raise UsageError("no jobs: standard input has no job lines")
+    return commands
+
+
+def confirm(config: Config, commands: Sequence[str], split: int) -> None:
+    """Show what will run and ask for an explicit yes, on the terminal."""
+    workers = [f"{config.provider} x{split}"]
+    text = plan_text(
+        jobs=len(commands),
+        first=commands[0],
+        last=commands[-1],
+        workers=workers,
+        split=split,
+        options=config.shown(),
+    )
+    try:
+        with open("/dev/tty", "r+", encoding="utf-8") as tty:
+            tty.write("\n".join(text) + "\nType yes to run it (or use --force): ")
+            tty.flush()
+            answer = tty.readline().strip().lower()
+    except OSError:
+        raise UsageError("cannot ask for confirmation without a terminal; use --force") from None
+    if answer != "yes":
+        raise NotConfirmed("not confirmed: nothing ran")
+
+
+class NotConfirmed(CloudtaskError):
+    exit_status = ExitStatus.NOT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "cloudtask"
+    sys.exit(run(sys.argv[1:] if argv is None else argv, prog=prog))

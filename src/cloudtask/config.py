@@ -1,0 +1,459 @@
+"""The one option table, and the immutable Config built from it.
+
+Every option is declared once, in OPTIONS. From each entry come its command
+line flag (--ssh-identity), its environment variable (CLOUDTASK_SSH_IDENTITY),
+its template attribute (SSH_IDENTITY), its default, its help text and the
+parser that validates its value. Precedence, highest first: command line,
+template attribute, environment variable, default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+ENV_PREFIX = "CLOUDTASK_"
+
+# Where an option's behaviour is not built yet; giving the option says so.
+SSH_WORKERS = "SSH workers"
+SESSIONS = "durable sessions"
+CLOUD = "cloud workers"
+REPORTS = "reports"
+
+
+# -- value parsers: str -> value, ValueError with a reason when bad ----------
+
+
+def whole(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"must be a positive number of seconds, got {text.strip()}")
+    return value
+
+
+def dollars(text: str) -> float:
+    try:
+        value = float(text.strip().lstrip("$"))
+    except ValueError:
+        raise ValueError(f"not an amount of dollars: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"must be a positive amount, got {text.strip()}")
+    return value
+
+
+def text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def existing_file(value: str) -> Path:
+    path = Path(text(value)).expanduser()
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    return path
+
+
+def existing_dir(value: str) -> Path:
+    path = Path(text(value)).expanduser()
+    if not path.is_dir():
+        raise ValueError(f"no such directory: {path}")
+    return path
+
+
+def directory(value: str) -> Path:
+    path = Path(text(value)).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"not a directory: {path}")
+    return path
+
+
+def workers(value: str) -> str:
+    """A file of addresses, or addresses separated by blanks or commas."""
+    value = text(value)
+    path = Path(value).expanduser()
+    if path.is_file():
+        return value
+    if "/" in value:
+        raise ValueError(f"no such file: {path}")
+    if not [word for word in re.split(r"[\s,]+", value) if word]:
+        raise ValueError("no worker addresses")
+    return value
+
+
+_HALT = re.compile(r"fail=(\d+)(%?)")
+
+
+def halt(value: str) -> str:
+    match = _HALT.fullmatch(value.strip())
+    if not match:
+        raise ValueError(f"expected fail=N or fail=P%, got {value!r}")
+    number, percent = int(match[1]), bool(match[2])
+    if number < 1 or (percent and number > 100):
+        raise ValueError(f"threshold out of range: {value!r}")
+    return value.strip()
+
+
+def provider(value: str) -> str:
+    from .providers import PROVIDERS
+
+    name = value.strip()
+    if name not in PROVIDERS:
+        raise ValueError(f"unknown provider {name!r}; valid: {', '.join(sorted(PROVIDERS))}")
+    return name
+
+
+# -- the table ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    help: str
+    parse: Callable[[str], Any] = text
+    default: Any = None
+    default_help: str | None = None  # how --help states a derived default
+    metavar: str = "VALUE"
+    flag: bool = False  # takes no value: given means true
+    secret: bool = False  # masked when shown, never stored
+    relative_to_template: bool = False  # a relative path in a template is beside it
+    coming: str | None = None  # the capability that brings it, when not built yet
+
+    @property
+    def attr(self) -> str:
+        return self.name.upper().replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.attr
+
+    @property
+    def flag_name(self) -> str:
+        return "--" + self.name
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "split",
+        "number of workers running jobs in parallel (capped at the number of jobs)",
+        whole(1),
+        default_help="the number of --workers, else 1",
+        metavar="N",
+    ),
+    Option(
+        "workers",
+        "pre-launched workers: a file with one address per line, or addresses "
+        "separated by spaces or commas (user@host:port)",
+        workers,
+        metavar="LIST",
+        coming=SSH_WORKERS,
+    ),
+    Option(
+        "timeout",
+        "per-job time limit; on expiry every process of the job is killed",
+        seconds,
+        default=3600.0,
+        metavar="SECONDS",
+    ),
+    Option(
+        "retries",
+        "times a failed or timed-out job is queued again",
+        whole(0),
+        default=0,
+        metavar="N",
+    ),
+    Option(
+        "strikes",
+        "consecutive failures after which a worker is retired; 0: never",
+        whole(0),
+        default=0,
+        metavar="N",
+    ),
+    Option(
+        "user", "login user on workers", text, default="root", metavar="NAME", coming=SSH_WORKERS
+    ),
+    Option("pre", "setup command run on each worker before its first job", metavar="CMD"),
+    Option("post", "cleanup command run on each worker after its last job", metavar="CMD"),
+    Option(
+        "overlay",
+        "directory copied onto each worker's root file system at setup",
+        existing_dir,
+        metavar="DIR",
+        relative_to_template=True,
+        coming=SSH_WORKERS,
+    ),
+    Option(
+        "ssh-identity",
+        "private key for the first login (else ssh-agent, default keys)",
+        existing_file,
+        metavar="FILE",
+        coming=SSH_WORKERS,
+    ),
+    Option(
+        "sessions",
+        "directory where sessions are kept",
+        directory,
+        default=Path("~/.cloudtask"),
+        metavar="DIR",
+        relative_to_template=True,
+    ),
+    Option(
+        "resume",
+        "resume the unfinished jobs of session ID",
+        whole(1),
+        metavar="ID",
+        coming=SESSIONS,
+    ),
+    Option(
+        "retry",
+        "run the failed jobs of session ID again, then the unfinished ones",
+        whole(1),
+        metavar="ID",
+        coming=SESSIONS,
+    ),
+    Option("force", "do not ask for confirmation", flag=True, default=False),
+    Option(
+        "report",
+        "hook run when the session ends: 'mail: FROM TO...', 'sh: CMD', 'py: CODE'",
+        metavar="HOOK",
+        coming=REPORTS,
+    ),
+    Option(
+        "provider",
+        "what launches workers: local, hub, ec2, libcloud",
+        provider,
+        default_help="hub when a Hub API key is set, else local",
+        metavar="NAME",
+    ),
+    Option("hub-apikey", "TurnKey Hub API key", secret=True, metavar="KEY", coming=CLOUD),
+    Option("hub-url", "TurnKey Hub API base URL", metavar="URL", coming=CLOUD),
+    Option(
+        "backup-id", "TKLBAM backup restored on each launched worker", metavar="ID", coming=CLOUD
+    ),
+    Option("snapshot-id", "snapshot launched workers start from", metavar="ID", coming=CLOUD),
+    Option("ami-id", "AMI launched workers start from", metavar="ID", coming=CLOUD),
+    Option("ec2-region", "region launched workers run in", metavar="REGION", coming=CLOUD),
+    Option("ec2-size", "size (instance type) of launched workers", metavar="SIZE", coming=CLOUD),
+    Option("ec2-type", "s3 or ebs backed, or spot / on-demand", metavar="TYPE", coming=CLOUD),
+    Option(
+        "joblog",
+        "also write a per-job log in GNU parallel's --joblog format",
+        metavar="FILE",
+        coming=SESSIONS,
+    ),
+    Option(
+        "halt",
+        "stop early when failures pass fail=N or fail=P% of finished jobs",
+        halt,
+        metavar="SPEC",
+        coming=SESSIONS,
+    ),
+    Option(
+        "budget",
+        "stop launching when the projected cost would pass DOLLARS",
+        dollars,
+        metavar="DOLLARS",
+        coming=CLOUD,
+    ),
+)
+
+BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+BY_ATTR: dict[str, Option] = {option.attr: option for option in OPTIONS}
+
+# Template attributes that are not options.
+TEMPLATE_ONLY = frozenset({"DESCRIPTION", "COMMAND"})
+
+
+def suggest(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+# -- the resolved configuration ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every option's effective value, and where each came from."""
+
+    split: int | None = None
+    workers: str | None = None
+    timeout: float = 3600.0
+    retries: int = 0
+    strikes: int = 0
+    user: str = "root"
+    pre: str | None = None
+    post: str | None = None
+    overlay: Path | None = None
+    ssh_identity: Path | None = None
+    sessions: Path = Path("~/.cloudtask")
+    resume: int | None = None
+    retry: int | None = None
+    force: bool = False
+    report: str | None = None
+    provider: str = "local"
+    hub_apikey: str | None = None
+    hub_url: str | None = None
+    backup_id: str | None = None
+    snapshot_id: str | None = None
+    ami_id: str | None = None
+    ec2_region: str | None = None
+    ec2_size: str | None = None
+    ec2_type: str | None = None
+    joblog: str | None = None
+    halt: str | None = None
+    budget: float | None = None
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def value(self, option: Option) -> Any:
+        return getattr(self, option.attr.lower())
+
+    def shown(self) -> list[tuple[str, str, str]]:
+        """(option, value, source) for every option with a value, secrets masked."""
+        rows = []
+        for option in OPTIONS:
+            value = self.value(option)
+            if value is None or (option.flag and not value):
+                continue
+            shown = "********" if option.secret else str(value)
+            rows.append((option.name, shown, self.sources.get(option.name, "default")))
+        return rows
+
+
+@dataclass(frozen=True)
+class TemplateValues:
+    """A task template's option attributes, and the file they are relative to."""
+
+    values: Mapping[str, object]
+    path: Path | None
+
+
+def template_text(option: Option, value: object) -> str:
+    """A template attribute's Python value as the text the option parses."""
+    if option.flag:
+        if not isinstance(value, bool):
+            raise ValueError(f"must be True or False, got {value!r}")
+        return "1" if value else ""
+    if isinstance(value, bool):
+        raise ValueError(f"must not be True or False, got {value!r}")
+    if isinstance(value, str | int | float | Path):
+        return str(value)
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return ",".join(value)
+    raise ValueError(f"unsupported value {value!r}")
+
+
+def env_flag(value: str) -> bool:
+    word = value.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected 1/0, true/false or yes/no, got {value!r}")
+
+
+def resolve(
+    cli: Mapping[str, str | bool],
+    template: TemplateValues | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """One Config from the command line, a template, the environment and defaults.
+
+    `cli` maps option names to the text given (or True for a flag). Every value
+    is validated here; a bad one raises UsageError naming where it came from.
+    """
+    environ = os.environ if environ is None else environ
+    template_values = template.values if template else {}
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for option in OPTIONS:
+        key = option.attr.lower()
+        if option.name in cli:
+            values[key] = _parse_cli(option, cli[option.name])
+            sources[option.name] = "command line"
+        elif option.attr in template_values:
+            assert template is not None
+            values[key] = _parse_template(option, template_values[option.attr], template.path)
+            sources[option.name] = "template"
+        elif option.env in environ:
+            values[key] = _parse(option, environ[option.env], option.env, env=True)
+            sources[option.name] = "environment"
+        elif option.default is not None:
+            values[key] = option.default
+    values["sessions"] = Path(values["sessions"]).expanduser()
+    if "provider" not in sources:
+        values["provider"] = "hub" if values.get("hub_apikey") else "local"
+    return Config(**values, sources=sources)
+
+
+def _parse(option: Option, raw: str, where: str, *, env: bool = False) -> Any:
+    try:
+        if option.flag:
+            return env_flag(raw) if env else bool(raw)
+        return option.parse(raw)
+    except ValueError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+
+
+def _parse_cli(option: Option, raw: str | bool) -> Any:
+    if option.flag:
+        return bool(raw)
+    assert isinstance(raw, str)
+    return _parse(option, raw, option.flag_name)
+
+
+def _parse_template(option: Option, raw: object, path: Path | None) -> Any:
+    where = f"template attribute {option.attr}" + (f" ({path})" if path else "")
+    try:
+        raw_text = template_text(option, raw)
+    except ValueError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    if option.relative_to_template and path is not None:
+        candidate = Path(raw_text).expanduser()
+        if not candidate.is_absolute():
+            raw_text = str(path.parent / candidate)
+    return _parse(option, raw_text, where)
+
+
+def check_coming(config: Config) -> None:
+    """Refuse an option whose behaviour is not built yet, rather than ignore it."""
+    for option in OPTIONS:
+        if option.coming and option.name in config.sources:
+            where = _where(option, config.sources[option.name])
+            raise UsageError(f"{where}: not available yet: comes with {option.coming}")
+
+
+def _where(option: Option, source: str) -> str:
+    if source == "environment":
+        return option.env
+    if source == "template":
+        return f"template attribute {option.attr}"
+    return option.flag_name
+
+
+def config_field_names() -> set[str]:
+    return {f.name for f in fields(Config)} - {"sources"}

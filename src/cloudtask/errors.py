@@ -1,0 +1,51 @@
+"""The one exception tree of cloudtask, and the exit statuses it maps to.
+
+    CloudtaskError            anything cloudtask reports as a one-line error
+    ├── UsageError            bad option, bad template, bad command line   (exit 2)
+    ├── InputError            bad job input: names the line and the reason (exit 2)
+    ├── SessionError          the session directory cannot be made or written (exit 2)
+    └── WorkerError           a worker cannot run commands: the worker failed, not the job
+
+Errors from the libraries underneath are translated into these once, where
+they are caught; the command line catches CloudtaskError in one place and
+prints its message, never a traceback.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    OK = 0  # every job ok
+    NOT_OK = 1  # some job is not ok, or the run was aborted
+    USAGE = 2  # usage or input error: nothing ran
+
+
+class CloudtaskError(Exception):
+    """An error shown to the user as one line."""
+
+    exit_status = ExitStatus.USAGE
+
+
+class UsageError(CloudtaskError):
+    """A bad option, option value, template or command line."""
+
+
+class InputError(CloudtaskError):
+    """Bad job input, refused before anything runs."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"input line {line}: {reason}")
+        self.line = line
+        self.reason = reason
+
+
+class SessionError(CloudtaskError):
+    """The session directory cannot be created or written."""
+
+
+class WorkerError(CloudtaskError):
+    """A worker cannot run commands any more: it is failed, not the job."""
+
+    exit_status = ExitStatus.NOT_OK

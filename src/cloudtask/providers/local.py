@@ -1,0 +1,37 @@
+"""The local provider: each worker is a slot on this machine, jobs are processes."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Mapping
+
+from ..config import OPTIONS, Config
+from ..transport import Transport
+from ..transport.local import LocalTransport
+from .base import Instance, Provider
+
+
+class LocalProvider(Provider):
+    name = "local"
+
+    @classmethod
+    def from_config(cls, config: Config) -> LocalProvider:
+        return cls(frozenset(option.env for option in OPTIONS if option.secret))
+
+    def __init__(self, hidden_env: frozenset[str] = frozenset()) -> None:
+        # Secrets given in the environment are not passed on to jobs.
+        self.environ: Mapping[str, str] = {
+            key: value for key, value in os.environ.items() if key not in hidden_env
+        }
+        self._numbers = itertools.count(1)
+
+    async def launch(self) -> Instance:
+        number = next(self._numbers)
+        return Instance(id=f"local-{number}", name=f"local{number}", address="localhost")
+
+    async def connect(self, instance: Instance) -> Transport:
+        return LocalTransport(self.environ)
+
+    async def destroy(self, instance: Instance) -> None:
+        return None

@@ -1,0 +1,71 @@
+"""The session loop: workers, scheduler, console and signals wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .config import Config
+from .console import Console
+from .providers import Provider
+from .scheduler import JobState, Scheduler
+from .session import SessionDir
+from .worker import Run, Worker
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    counts: dict[JobState, int]
+    elapsed: float
+    aborted: bool
+
+    @property
+    def all_ok(self) -> bool:
+        return not self.aborted and self.counts[JobState.OK] == sum(self.counts.values())
+
+
+async def run_session(
+    config: Config,
+    commands: Sequence[str],
+    provider: Provider,
+    split: int,
+    console: Console,
+    session: SessionDir,
+) -> RunSummary:
+    started = time.monotonic()
+    scheduler = Scheduler(
+        range(1, len(commands) + 1), retries=config.retries, strikes=config.strikes
+    )
+    run = Run(config, commands, scheduler, console, session)
+    tasks = [asyncio.create_task(Worker(run, provider).lifecycle()) for _ in range(split)]
+    aborted = False
+
+    def on_signal(signum: int) -> None:
+        nonlocal aborted
+        if not aborted:
+            aborted = True
+            console.warn(
+                f"{signal.Signals(signum).name}: aborting; running jobs are stopped "
+                "(again to skip the workers' cleanup)"
+            )
+            run.abort()
+            return
+        console.warn(f"{signal.Signals(signum).name} again: stopping now")
+        for task in tasks:
+            task.cancel()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            raise result
+    return RunSummary(scheduler.counts(), time.monotonic() - started, aborted)

@@ -1,0 +1,95 @@
+"""Task templates: a Python class whose attributes are option defaults.
+
+    from cloudtask import Task
+
+    class Refresh(Task):
+        COMMAND = "refresh-iso"
+        SPLIT = 10
+
+    Refresh.main()
+
+A template behaves like the cloudtask command with those defaults; extra
+positional arguments are appended to COMMAND. Templates inherit from each
+other like any classes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from pathlib import Path
+from typing import ClassVar, NoReturn
+
+from .config import BY_ATTR, TEMPLATE_ONLY, TemplateValues, suggest
+from .errors import UsageError
+from .jobs import Command, quote_words
+
+
+class Task:
+    DESCRIPTION: ClassVar[str | None] = None
+    COMMAND: ClassVar[str | list[str] | tuple[str, ...] | None] = None
+
+    @classmethod
+    def template(cls) -> object:
+        """The template as the command line takes it (a cli.Template)."""
+        from .cli import Template
+
+        path = template_path(cls)
+        where = f" ({path})" if path else ""
+        values: dict[str, object] = {}
+        for klass in reversed(cls.__mro__):  # base classes first: subclasses override
+            if klass in (Task, object):
+                continue
+            for attr, value in vars(klass).items():
+                if not attr.isupper() or attr in TEMPLATE_ONLY:
+                    continue
+                if attr not in BY_ATTR:
+                    raise UsageError(
+                        f"template attribute {attr}{where}: unknown option"
+                        + suggest(attr, [*BY_ATTR, *TEMPLATE_ONLY])
+                    )
+                values[attr] = value
+        for attr, value in list(values.items()):
+            if value is None:  # None in a subclass unsets an inherited value
+                del values[attr]
+        return Template(
+            TemplateValues(values, path), template_command(cls.COMMAND, where), cls.DESCRIPTION
+        )
+
+    @classmethod
+    def main(cls, argv: list[str] | None = None) -> NoReturn:
+        from .cli import Template, run
+
+        prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else cls.__name__
+        try:
+            template = cls.template()
+        except UsageError as exc:
+            sys.stderr.write(f"{prog}: {exc}\n")
+            sys.exit(int(exc.exit_status))
+        assert isinstance(template, Template)
+        sys.exit(run(sys.argv[1:] if argv is None else argv, template, prog=prog))
+
+
+def template_command(command: object, where: str) -> Command | None:
+    if command is None:
+        return None
+    if isinstance(command, str) and command.strip():
+        return Command(command)
+    if (
+        isinstance(command, list | tuple)
+        and command
+        and all(isinstance(word, str) for word in command)
+    ):
+        return Command(quote_words(command))
+    raise UsageError(
+        f"template attribute COMMAND{where}: expected a command string or a "
+        f"list of words, got {command!r}"
+    )
+
+
+def template_path(cls: type) -> Path | None:
+    try:
+        source = inspect.getsourcefile(cls)
+    except TypeError:
+        source = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    return Path(source).resolve() if source else None

@@ -1,0 +1,160 @@
+"""Run commands as local processes: the transport of the local provider."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..errors import WorkerError
+from .base import RunResult
+
+# After SIGTERM a timed-out job gets this long to end before SIGKILL.
+KILL_GRACE = 1.0
+# Output still buffered when the job's processes are gone is read for at most this long.
+DRAIN_LIMIT = 2.0
+_READ_SIZE = 65536
+# Strong references to fire-and-forget tasks, which asyncio holds only weakly.
+_background: set[asyncio.Task[None]] = set()
+
+
+class LocalTransport:
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self.environ = dict(os.environ if environ is None else environ)
+
+    async def run(
+        self,
+        command: str,
+        *,
+        timeout: float | None,
+        output: Callable[[bytes], None],
+        stop: asyncio.Event | None = None,
+    ) -> RunResult:
+        loop = asyncio.get_running_loop()
+        # A session of its own makes the job a process group we can kill whole,
+        # and keeps the terminal's Ctrl-C away from it (the controller decides).
+        try:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", command],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=self.environ,
+            )
+        except OSError as exc:
+            raise WorkerError(f"cannot start a process: {exc.strerror or exc}") from exc
+        assert proc.stdout is not None
+        eof = _stream(loop, proc.stdout.fileno(), output)
+        exited = _exit_future(loop, proc)
+        try:
+            reason = await _wait_exit(exited, timeout, stop)
+            if reason is not None:
+                await _terminate(proc.pid, exited)
+            status = proc.wait()
+        finally:
+            # Whatever happened, nothing the job started outlives it.
+            _kill_group(proc.pid, signal.SIGKILL)
+            if proc.poll() is None:
+                proc.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(eof), DRAIN_LIMIT)
+            loop.remove_reader(proc.stdout.fileno())
+            proc.stdout.close()
+        if status < 0:
+            return RunResult(None, -status, reason == "timeout", reason == "stop")
+        return RunResult(status, None, reason == "timeout", reason == "stop")
+
+    async def close(self) -> None:
+        return None
+
+
+def _stream(
+    loop: asyncio.AbstractEventLoop, fd: int, output: Callable[[bytes], None]
+) -> asyncio.Future[None]:
+    """Feed everything read from fd to output; the future is done at EOF."""
+    eof: asyncio.Future[None] = loop.create_future()
+    os.set_blocking(fd, False)
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            output(data)
+            return
+        loop.remove_reader(fd)
+        if not eof.done():
+            eof.set_result(None)
+
+    loop.add_reader(fd, readable)
+    return eof
+
+
+def _exit_future(
+    loop: asyncio.AbstractEventLoop, proc: subprocess.Popen[bytes]
+) -> asyncio.Future[None]:
+    """A future done when the process exits (it is not reaped here)."""
+    exited: asyncio.Future[None] = loop.create_future()
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    if pidfd is not None:
+
+        def on_exit() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(pidfd, on_exit)
+        return exited
+
+    async def poll() -> None:  # no pidfd here (not Linux): poll instead
+        while proc.poll() is None:
+            await asyncio.sleep(0.02)
+        if not exited.done():
+            exited.set_result(None)
+
+    task = loop.create_task(poll())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return exited
+
+
+async def _wait_exit(
+    exited: asyncio.Future[None], timeout: float | None, stop: asyncio.Event | None
+) -> str | None:
+    """Wait for the process to exit: None, or why it must be killed first."""
+    stopping = asyncio.ensure_future(stop.wait()) if stop is not None else None
+    waits: set[asyncio.Future[Any]] = {exited} if stopping is None else {exited, stopping}
+    try:
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if stopping is not None:
+            stopping.cancel()
+    if exited in done:
+        return None
+    return "stop" if stopping is not None and stopping in done else "timeout"
+
+
+async def _terminate(pgid: int, exited: asyncio.Future[None]) -> None:
+    """SIGTERM the group, then SIGKILL it if the job has not ended in KILL_GRACE."""
+    _kill_group(pgid, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(exited), KILL_GRACE)
+    _kill_group(pgid, signal.SIGKILL)
+    await exited
+
+
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

@@ -1,0 +1,199 @@
+"""One worker's lifecycle: obtain, connect, setup, run jobs, cleanup, release.
+
+Every kind of worker (local slot, SSH server, cloud instance) goes through
+these same steps; the provider and the transport are what differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TextIO
+
+from .config import Config
+from .console import Console, duration, plural
+from .errors import WorkerError
+from .output import OutputLines
+from .providers import Instance, Provider
+from .scheduler import Ended, Outcome, Scheduler, Wait
+from .session import SessionDir
+from .transport import RunResult, Transport
+
+
+@dataclass
+class Run:
+    """What the workers of one run share."""
+
+    config: Config
+    commands: Sequence[str]  # job id - 1 -> shell command
+    scheduler: Scheduler
+    console: Console
+    session: SessionDir
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def changed(self) -> None:
+        """Wake the workers waiting for work: the queue or the running set changed."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_for_change(self) -> None:
+        await self._changed.wait()
+
+    def abort(self) -> None:
+        """Start nothing new and stop what runs; workers then clean up."""
+        self.scheduler.stop()
+        self.stop.set()
+        self.changed()
+
+
+def outcome_of(result: RunResult) -> Outcome:
+    if result.timed_out:
+        return Outcome.TIMEOUT
+    return Outcome.OK if result.ok else Outcome.FAILED
+
+
+def ended_text(result: RunResult, ended: Ended, elapsed: float, attempts: int, retries: int) -> str:
+    how = f"{result.describe()} after {duration(elapsed)}"
+    if ended.requeued:
+        return f"{outcome_of(result).value} ({how}); queued again, retry {attempts} of {retries}"
+    return f"{ended.state.value} ({how})"
+
+
+class Worker:
+    def __init__(self, run: Run, provider: Provider) -> None:
+        self.run = run
+        self.provider = provider
+        self.name = "?"
+
+    async def lifecycle(self) -> None:
+        instance = await self.provider.launch()
+        self.name = instance.name
+        log = self.run.session.worker_log(self.name)
+        try:
+            await self._connected(instance, log)
+        finally:
+            await self.provider.destroy(instance)
+            log.close()
+
+    async def _connected(self, instance: Instance, log: TextIO) -> None:
+        try:
+            transport = await self.provider.connect(instance)
+        except WorkerError as exc:
+            self.run.console.warn(f"{self.name}: cannot connect: {exc}")
+            return
+        try:
+            if not await self._setup(transport, log):
+                return
+            self.run.scheduler.add_worker(self.name)
+            try:
+                alive = await self._run_jobs(transport, log)
+            finally:
+                if self.name in self.run.scheduler.workers and not self._busy():
+                    self.run.scheduler.remove_worker(self.name)
+                self.run.changed()
+            if alive:
+                await self._step(transport, log, "post", self.run.config.post)
+        finally:
+            await transport.close()
+
+    def _busy(self) -> bool:
+        return self.run.scheduler.workers[self.name].job is not None
+
+    async def _setup(self, transport: Transport, log: TextIO) -> bool:
+        try:
+            return await self._step(transport, log, "pre", self.run.config.pre)
+        except WorkerError as exc:
+            self.run.console.warn(f"{self.name}: setup failed: {exc}; it gets no jobs")
+            return False
+
+    async def _step(
+        self, transport: Transport, log: TextIO, label: str, command: str | None
+    ) -> bool:
+        """Run --pre or --post; True when there was none or it succeeded."""
+        if not command:
+            return True
+        console = self.run.console
+        console.line(f"{self.name} {label}: {command}")
+        result = await self._execute(transport, log, label, command, stop=None)
+        if result.ok:
+            return True
+        console.warn(
+            f"{self.name}: --{label} {result.describe()}"
+            + ("; it gets no jobs" if label == "pre" else "")
+        )
+        return False
+
+    async def _run_jobs(self, transport: Transport, log: TextIO) -> bool:
+        """Run jobs until there is no work for this worker; False if it failed."""
+        scheduler = self.run.scheduler
+        while True:
+            decision = scheduler.next_job(self.name)
+            if decision is Wait.RELEASE:
+                return True
+            if decision is Wait.WAIT:
+                await self.run.wait_for_change()
+                continue
+            try:
+                await self._run_job(transport, log, decision)
+            except WorkerError as exc:
+                ended = scheduler.fail_worker(self.name)
+                self.run.console.warn(f"{self.name} failed: {exc}")
+                if ended is not None:
+                    what = "queued again" if ended.requeued else "lost"
+                    self.run.console.line(f"{self.name} job {decision} {what}")
+                return False
+            finally:
+                self.run.changed()
+
+    async def _run_job(self, transport: Transport, log: TextIO, job_id: int) -> None:
+        run, console = self.run, self.run.console
+        command = run.commands[job_id - 1]
+        console.line(f"{self.name} job {job_id} started: {command}")
+        started = time.monotonic()
+        result = await self._execute(transport, log, job_id, command, stop=run.stop)
+        elapsed = time.monotonic() - started
+        if result.stopped:
+            run.scheduler.interrupt(self.name, job_id)
+            console.line(f"{self.name} job {job_id} stopped by the abort: pending again")
+            return
+        ended = run.scheduler.end_attempt(self.name, job_id, outcome_of(result))
+        attempts = run.scheduler.jobs[job_id].attempts
+        console.line(
+            f"{self.name} job {job_id} "
+            + ended_text(result, ended, elapsed, attempts, run.config.retries)
+        )
+        if ended.worker_retired:
+            console.line(
+                f"{self.name} retired after {plural(run.config.strikes, 'failure')} in a row"
+            )
+
+    async def _execute(
+        self,
+        transport: Transport,
+        log: TextIO,
+        job: int | str,
+        command: str,
+        stop: asyncio.Event | None,
+    ) -> RunResult:
+        """Run one command, its output streamed to the console and the worker log."""
+        lines = OutputLines()
+        label = f"job {job}" if isinstance(job, int) else job
+        log.write(f"== {label} started {datetime.now().isoformat(timespec='seconds')}: {command}\n")
+
+        def show(data: bytes) -> None:
+            for line in lines.feed(data):
+                self.run.console.job_output(self.name, job, line)
+                log.write(line + "\n")
+
+        result = await transport.run(
+            command, timeout=self.run.config.timeout, output=show, stop=stop
+        )
+        for line in lines.flush():
+            self.run.console.job_output(self.name, job, line)
+            log.write(line + "\n")
+        log.write(f"== {label} {result.describe()}\n")
+        return result

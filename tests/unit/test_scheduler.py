@@ -1,0 +1,623 @@
+"""The scheduler (SPEC section 5): which worker runs which job next."""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cloudtask.scheduler import Ended, JobState, Outcome, Scheduler, SchedulerError, Wait
+
+OK, FAILED, TIMEOUT = Outcome.OK, Outcome.FAILED, Outcome.TIMEOUT
+
+
+def _scheduler(jobs: int, *workers: str, keep_idle: bool = True, **options: int) -> Scheduler:
+    scheduler = Scheduler(range(1, jobs + 1), **options)
+    for worker in workers:
+        scheduler.add_worker(worker, keep_idle=keep_idle)
+    return scheduler
+
+
+def _run(scheduler: Scheduler, worker: str, outcome: Outcome) -> Ended:
+    job = scheduler.next_job(worker)
+    assert isinstance(job, int)
+    return scheduler.end_attempt(worker, job, outcome)
+
+
+# -- first come, first served ----------------------------------------------------
+
+
+def test_jobs_are_served_in_input_order() -> None:
+    scheduler = Scheduler([3, 1, 2])
+    scheduler.add_worker("a")
+    assert scheduler.next_job("a") == 3
+    scheduler.end_attempt("a", 3, OK)
+    assert scheduler.next_job("a") == 1
+    scheduler.end_attempt("a", 1, OK)
+    assert scheduler.next_job("a") == 2
+
+
+def test_a_fast_worker_does_more_jobs() -> None:
+    scheduler = _scheduler(5, "fast", "slow")
+    assert scheduler.next_job("fast") == 1
+    assert scheduler.next_job("slow") == 2
+    assert scheduler.jobs[1].state is JobState.RUNNING
+    assert scheduler.running == 2
+    scheduler.end_attempt("fast", 1, OK)
+    assert scheduler.next_job("fast") == 3
+    scheduler.end_attempt("fast", 3, OK)
+    assert scheduler.next_job("fast") == 4
+    scheduler.end_attempt("fast", 4, OK)
+    assert scheduler.next_job("fast") == 5
+    scheduler.end_attempt("fast", 5, OK)
+    assert scheduler.next_job("fast") is Wait.WAIT  # job 2 still runs
+    scheduler.end_attempt("slow", 2, OK)
+    assert scheduler.done
+    assert scheduler.counts()[JobState.OK] == 5
+    assert scheduler.next_job("fast") is Wait.RELEASE
+    assert scheduler.next_job("slow") is Wait.RELEASE
+
+
+def test_job_given_twice_is_refused() -> None:
+    with pytest.raises(SchedulerError):
+        Scheduler([1, 2, 1])
+
+
+def test_counts_and_done() -> None:
+    scheduler = _scheduler(3, "a", retries=0)
+    assert not scheduler.done
+    assert scheduler.counts() == {
+        JobState.PENDING: 3,
+        JobState.RUNNING: 0,
+        JobState.OK: 0,
+        JobState.FAILED: 0,
+        JobState.TIMEOUT: 0,
+        JobState.LOST: 0,
+    }
+    _run(scheduler, "a", OK)
+    _run(scheduler, "a", FAILED)
+    assert scheduler.next_job("a") == 3
+    counts = scheduler.counts()
+    assert counts[JobState.OK] == counts[JobState.FAILED] == counts[JobState.RUNNING] == 1
+    assert sum(counts.values()) == 3
+    scheduler.end_attempt("a", 3, TIMEOUT)
+    assert scheduler.done
+    assert scheduler.counts()[JobState.TIMEOUT] == 1
+
+
+def test_no_jobs_is_done_and_releases() -> None:
+    scheduler = _scheduler(0, "a")
+    assert scheduler.done
+    assert scheduler.next_job("a") is Wait.RELEASE
+
+
+def test_final_states() -> None:
+    assert not JobState.PENDING.final
+    assert not JobState.RUNNING.final
+    assert all(s.final for s in (JobState.OK, JobState.FAILED, JobState.TIMEOUT, JobState.LOST))
+
+
+# -- retries -------------------------------------------------------------------
+
+
+def test_failed_job_goes_to_the_back_of_the_queue() -> None:
+    scheduler = _scheduler(3, "a", retries=1)
+    assert scheduler.next_job("a") == 1
+    ended = scheduler.end_attempt("a", 1, FAILED)
+    assert ended == Ended(JobState.PENDING, requeued=True, worker_retired=False)
+    assert scheduler.jobs[1].state is JobState.PENDING
+    assert scheduler.jobs[1].attempts == 1
+    assert list(scheduler.queue) == [2, 3, 1]
+    order = []
+    for _ in range(3):
+        job = scheduler.next_job("a")
+        assert isinstance(job, int)
+        order.append(job)
+        scheduler.end_attempt("a", job, OK)
+    assert order == [2, 3, 1]
+    assert scheduler.jobs[1].state is JobState.OK
+    assert scheduler.jobs[1].attempts == 2
+
+
+@pytest.mark.parametrize("retries", [0, 1, 3])
+@pytest.mark.parametrize(("last", "final"), [(FAILED, JobState.FAILED), (TIMEOUT, JobState.TIMEOUT)])
+def test_retries_give_at_most_n_plus_one_attempts(
+    retries: int, last: Outcome, final: JobState
+) -> None:
+    scheduler = _scheduler(1, "a", retries=retries)
+    other = TIMEOUT if last is FAILED else FAILED
+    for attempt in range(1, retries + 1):
+        assert scheduler.next_job("a") == 1
+        ended = scheduler.end_attempt("a", 1, other)
+        assert ended.requeued
+        assert ended.state is JobState.PENDING
+        assert scheduler.jobs[1].attempts == attempt
+    assert scheduler.next_job("a") == 1
+    ended = scheduler.end_attempt("a", 1, last)
+    assert ended == Ended(final, requeued=False, worker_retired=False)
+    assert scheduler.jobs[1].state is final
+    assert scheduler.jobs[1].attempts == retries + 1
+    assert not scheduler.queue
+    assert scheduler.done
+    assert scheduler.next_job("a") is Wait.RELEASE
+
+
+def test_ok_job_is_never_run_again() -> None:
+    scheduler = _scheduler(1, "a", retries=3)
+    assert scheduler.next_job("a") == 1
+    assert scheduler.end_attempt("a", 1, OK) == Ended(JobState.OK, False, False)
+    assert scheduler.jobs[1].attempts == 1
+    assert scheduler.next_job("a") is Wait.RELEASE
+
+
+# -- strikes -------------------------------------------------------------------
+
+
+def test_strikes_retire_a_worker_after_n_consecutive_failures() -> None:
+    scheduler = _scheduler(10, "a", "b", strikes=2)
+    assert not _run(scheduler, "a", FAILED).worker_retired
+    assert not _run(scheduler, "a", OK).worker_retired  # resets the count
+    assert not _run(scheduler, "a", TIMEOUT).worker_retired  # timeouts count too
+    assert scheduler.workers["a"].strikes == 1
+    ended = _run(scheduler, "a", FAILED)
+    assert ended == Ended(JobState.FAILED, requeued=False, worker_retired=True)
+    assert scheduler.workers["a"].retired
+    # Jobs are still waiting, but a retired worker gets none of them.
+    assert scheduler.queue
+    assert scheduler.next_job("a") is Wait.RELEASE
+    scheduler.remove_worker("a")
+    assert scheduler.next_job("b") == 5
+
+
+def test_strikes_retire_even_when_the_job_is_retried() -> None:
+    scheduler = _scheduler(1, "a", "b", strikes=1, retries=1)
+    ended = _run(scheduler, "a", TIMEOUT)
+    assert ended == Ended(JobState.PENDING, requeued=True, worker_retired=True)
+    assert scheduler.next_job("a") is Wait.RELEASE
+    assert scheduler.next_job("b") == 1
+
+
+def test_strikes_zero_never_retires() -> None:
+    scheduler = _scheduler(20, "a", strikes=0)
+    for _ in range(20):
+        assert not _run(scheduler, "a", FAILED).worker_retired
+    assert not scheduler.workers["a"].retired
+    assert scheduler.counts()[JobState.FAILED] == 20
+
+
+def test_strikes_are_per_worker() -> None:
+    scheduler = _scheduler(10, "a", "b", strikes=2)
+    assert not _run(scheduler, "a", FAILED).worker_retired
+    assert not _run(scheduler, "b", FAILED).worker_retired
+    assert not _run(scheduler, "b", OK).worker_retired
+    assert _run(scheduler, "a", FAILED).worker_retired
+    assert not scheduler.workers["b"].retired
+
+
+# -- worker failures -------------------------------------------------------------
+
+
+def test_failed_worker_puts_its_job_at_the_front_without_a_retry() -> None:
+    scheduler = _scheduler(3, "a", "b", retries=0)
+    assert scheduler.next_job("a") == 1
+    assert scheduler.next_job("b") == 2
+    ended = scheduler.fail_worker("a")
+    assert ended == Ended(JobState.PENDING, requeued=True, worker_retired=True)
+    assert scheduler.jobs[1].state is JobState.PENDING
+    assert scheduler.jobs[1].attempts == 0
+    assert list(scheduler.queue) == [1, 3]
+    assert scheduler.next_job("a") is Wait.RELEASE
+    scheduler.remove_worker("a")
+    scheduler.end_attempt("b", 2, OK)
+    assert scheduler.next_job("b") == 1
+    # retries=0: the one real attempt still ends it, the lost one did not count.
+    assert scheduler.end_attempt("b", 1, FAILED) == Ended(JobState.FAILED, False, False)
+    assert scheduler.jobs[1].attempts == 1
+
+
+def test_job_is_lost_after_lost_after_worker_failures_in_a_row() -> None:
+    scheduler = Scheduler([1, 2], lost_after=3, retries=5)
+    for n in range(1, 4):
+        scheduler.add_worker(f"w{n}")
+        assert scheduler.next_job(f"w{n}") == 1
+        ended = scheduler.fail_worker(f"w{n}")
+        assert ended is not None
+        if n < 3:
+            assert ended == Ended(JobState.PENDING, requeued=True, worker_retired=True)
+            assert scheduler.queue[0] == 1
+        else:
+            assert ended == Ended(JobState.LOST, requeued=False, worker_retired=True)
+    assert scheduler.jobs[1].state is JobState.LOST
+    assert list(scheduler.queue) == [2]
+    scheduler.add_worker("w4")
+    assert scheduler.next_job("w4") == 2
+
+
+def test_worker_losses_in_a_row_are_reset_by_a_real_attempt() -> None:
+    scheduler = Scheduler([1], lost_after=2, retries=1)
+    scheduler.add_worker("w1")
+    scheduler.add_worker("w2")
+    scheduler.add_worker("w3")
+    assert scheduler.next_job("w1") == 1
+    assert scheduler.fail_worker("w1") == Ended(JobState.PENDING, True, True)
+    assert scheduler.next_job("w2") == 1
+    assert scheduler.end_attempt("w2", 1, FAILED).requeued
+    assert scheduler.next_job("w2") == 1
+    # One worker failure since the last real attempt: not lost yet.
+    assert scheduler.fail_worker("w2") == Ended(JobState.PENDING, True, True)
+    assert scheduler.next_job("w3") == 1
+    assert scheduler.fail_worker("w3") == Ended(JobState.LOST, False, True)
+
+
+def test_fail_idle_worker() -> None:
+    scheduler = _scheduler(2, "a", "b")
+    assert scheduler.fail_worker("a") is None
+    assert scheduler.workers["a"].retired
+    assert scheduler.next_job("a") is Wait.RELEASE
+    assert list(scheduler.queue) == [1, 2]
+    assert scheduler.next_job("b") == 1
+
+
+# -- wait or release -------------------------------------------------------------
+
+
+def test_idle_worker_waits_if_cheap_and_is_released_otherwise() -> None:
+    scheduler = _scheduler(1, "busy")
+    scheduler.add_worker("cheap", keep_idle=True)
+    scheduler.add_worker("costly", keep_idle=False)
+    assert scheduler.next_job("busy") == 1
+    assert scheduler.next_job("cheap") is Wait.WAIT
+    assert scheduler.next_job("costly") is Wait.RELEASE
+    scheduler.end_attempt("busy", 1, OK)
+    assert scheduler.next_job("cheap") is Wait.RELEASE
+
+
+def test_waiting_worker_picks_up_a_retried_job() -> None:
+    scheduler = _scheduler(1, "a", "b", retries=1)
+    assert scheduler.next_job("a") == 1
+    assert scheduler.next_job("b") is Wait.WAIT
+    scheduler.end_attempt("a", 1, FAILED)
+    assert scheduler.next_job("b") == 1
+    assert scheduler.next_job("a") is Wait.WAIT
+    scheduler.end_attempt("b", 1, OK)
+    assert scheduler.next_job("a") is Wait.RELEASE
+    assert scheduler.next_job("b") is Wait.RELEASE
+
+
+def test_waiting_worker_picks_up_the_job_of_a_failed_worker() -> None:
+    scheduler = _scheduler(1, "a", "b")
+    assert scheduler.next_job("a") == 1
+    assert scheduler.next_job("b") is Wait.WAIT
+    scheduler.fail_worker("a")
+    assert scheduler.next_job("b") == 1
+
+
+def test_keep_idle_does_not_wait_when_nothing_runs() -> None:
+    scheduler = _scheduler(1, "a", "b")
+    _run(scheduler, "a", OK)
+    assert scheduler.next_job("b") is Wait.RELEASE
+
+
+# -- stop and interrupt ----------------------------------------------------------
+
+
+def test_stop_releases_every_worker_once_its_job_ends() -> None:
+    scheduler = _scheduler(5, "a", "b", retries=2)
+    assert scheduler.next_job("a") == 1
+    scheduler.stop()
+    assert scheduler.next_job("b") is Wait.RELEASE
+    assert scheduler.end_attempt("a", 1, FAILED).requeued
+    assert scheduler.next_job("a") is Wait.RELEASE
+    assert scheduler.counts()[JobState.PENDING] == 5
+    assert not scheduler.done
+
+
+def test_interrupt_puts_the_job_back_as_if_never_run() -> None:
+    scheduler = _scheduler(3, "a", "b", retries=0)
+    assert scheduler.next_job("a") == 1
+    assert scheduler.next_job("b") == 2
+    scheduler.interrupt("b", 2)
+    assert scheduler.jobs[2].state is JobState.PENDING
+    assert scheduler.jobs[2].attempts == 0
+    assert scheduler.workers["b"].job is None
+    assert list(scheduler.queue) == [2, 3]
+    assert scheduler.running == 1
+    assert scheduler.next_job("b") == 2
+    assert scheduler.end_attempt("b", 2, OK).state is JobState.OK
+
+
+# -- misuse ----------------------------------------------------------------------
+
+
+def test_asking_for_a_job_while_running_is_an_error() -> None:
+    scheduler = _scheduler(2, "a")
+    assert scheduler.next_job("a") == 1
+    with pytest.raises(SchedulerError):
+        scheduler.next_job("a")
+    # The refused question changed nothing.
+    assert list(scheduler.queue) == [2]
+    assert scheduler.workers["a"].job == 1
+
+
+def test_unknown_worker_is_an_error() -> None:
+    scheduler = _scheduler(2, "a")
+    with pytest.raises(SchedulerError):
+        scheduler.next_job("nobody")
+    with pytest.raises(SchedulerError):
+        scheduler.end_attempt("nobody", 1, OK)
+    with pytest.raises(SchedulerError):
+        scheduler.fail_worker("nobody")
+    with pytest.raises(SchedulerError):
+        scheduler.remove_worker("nobody")
+    with pytest.raises(SchedulerError):
+        scheduler.interrupt("nobody", 1)
+    assert list(scheduler.queue) == [1, 2]
+
+
+def test_removing_a_running_worker_is_an_error() -> None:
+    scheduler = _scheduler(1, "a")
+    assert scheduler.next_job("a") == 1
+    with pytest.raises(SchedulerError):
+        scheduler.remove_worker("a")
+    assert "a" in scheduler.workers
+    scheduler.end_attempt("a", 1, OK)
+    scheduler.remove_worker("a")
+    assert "a" not in scheduler.workers
+    with pytest.raises(SchedulerError):
+        scheduler.remove_worker("a")
+
+
+def test_adding_a_worker_twice_is_an_error() -> None:
+    scheduler = _scheduler(1, "a")
+    with pytest.raises(SchedulerError):
+        scheduler.add_worker("a")
+
+
+def test_ending_a_job_the_worker_does_not_run_is_an_error() -> None:
+    scheduler = _scheduler(2, "a", "b")
+    assert scheduler.next_job("a") == 1
+    with pytest.raises(SchedulerError):
+        scheduler.end_attempt("b", 1, OK)
+    with pytest.raises(SchedulerError):
+        scheduler.end_attempt("a", 2, OK)
+    with pytest.raises(SchedulerError):
+        scheduler.interrupt("a", 2)
+    assert scheduler.jobs[1].state is JobState.RUNNING
+    assert scheduler.jobs[1].attempts == 0
+
+
+# -- simulation --------------------------------------------------------------------
+
+
+@dataclass
+class _Model:
+    """An independent account of what the docstring rules say must happen."""
+
+    retries: int
+    strikes: int
+    lost_after: int
+    queue: deque[int]
+    state: dict[int, JobState]
+    keep_idle: dict[str, bool]
+    attempts: Counter[int] = field(default_factory=Counter)
+    losses: Counter[int] = field(default_factory=Counter)
+    consecutive: Counter[str] = field(default_factory=Counter)
+    holding: dict[str, int] = field(default_factory=dict)
+    retired: set[str] = field(default_factory=set)
+    stopped: bool = False
+
+
+def _check(scheduler: Scheduler, model: _Model) -> None:
+    held = [r.job for r in scheduler.workers.values() if r.job is not None]
+    # No job is on two workers at once.
+    assert len(held) == len(set(held))
+    assert {w: r.job for w, r in scheduler.workers.items() if r.job is not None} == model.holding
+    for job_id, record in scheduler.jobs.items():
+        # RUNNING exactly when one worker holds it.
+        assert (record.state is JobState.RUNNING) == (job_id in held)
+        assert record.state is model.state[job_id]
+        assert record.attempts <= model.retries + 1
+        assert record.attempts == model.attempts[job_id]
+    # The queue holds exactly the pending jobs, once each, in the model's order.
+    assert list(scheduler.queue) == list(model.queue)
+    pending = {j for j, r in scheduler.jobs.items() if r.state is JobState.PENDING}
+    assert set(scheduler.queue) == pending
+    assert len(scheduler.queue) == len(pending)
+    counts = scheduler.counts()
+    assert sum(counts.values()) == len(scheduler.jobs)
+    tally = dict.fromkeys(JobState, 0)
+    for record in scheduler.jobs.values():
+        tally[record.state] += 1
+    assert counts == tally
+    assert scheduler.running == len(held)
+    for worker, record in scheduler.workers.items():
+        assert record.retired == (worker in model.retired)
+        if record.retired:
+            assert record.job is None
+
+
+_RUNNING_ACTIONS = ["ok"] * 5 + ["failed"] * 3 + ["timeout"] * 2 + ["fail_worker", "interrupt"]
+_IDLE_ACTIONS = ["ask"] * 12 + ["fail_worker"]
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.data())
+def test_simulation(data: st.DataObject) -> None:
+    n_jobs = data.draw(st.integers(0, 30), label="jobs")
+    n_workers = data.draw(st.integers(1, 5), label="workers")
+    retries = data.draw(st.integers(0, 3), label="retries")
+    strikes = data.draw(st.integers(0, 3), label="strikes")
+    lost_after = data.draw(st.integers(1, 3), label="lost_after")
+    keep = data.draw(st.lists(st.booleans(), min_size=n_workers, max_size=n_workers))
+    job_ids = data.draw(st.permutations(range(1, n_jobs + 1)), label="job order")
+    stop_at = data.draw(st.one_of(st.none(), st.none(), st.integers(1, 80)), label="stop at")
+
+    scheduler = Scheduler(job_ids, retries=retries, strikes=strikes, lost_after=lost_after)
+    names = [f"w{n}" for n in range(n_workers)]
+    keep_idle = dict(zip(names, keep, strict=True))
+    for name in names:
+        scheduler.add_worker(name, keep_idle=keep_idle[name])
+    model = _Model(
+        retries=retries,
+        strikes=strikes,
+        lost_after=lost_after,
+        queue=deque(job_ids),
+        state=dict.fromkeys(job_ids, JobState.PENDING),
+        keep_idle=keep_idle,
+    )
+    # Where each worker is, from the runner's side.
+    status = dict.fromkeys(names, "idle")  # idle | waiting | running | released
+    release_order: list[str] = []
+    interrupts = 0
+    _check(scheduler, model)
+
+    def wake_waiting() -> None:
+        for name in names:
+            if status[name] == "waiting":
+                status[name] = "idle"
+
+    for step in range(1, 100_000):
+        if all(s == "released" for s in status.values()):
+            break
+        if step == stop_at:
+            scheduler.stop()
+            model.stopped = True
+            wake_waiting()
+        actors = [w for w in names if status[w] in ("idle", "running")]
+        # Liveness: a waiting worker waits on a running job, whose end wakes it.
+        assert actors, f"every worker waits and nothing runs: {status}"
+        worker = data.draw(st.sampled_from(actors))
+
+        if status[worker] == "idle":
+            action = data.draw(st.sampled_from(_IDLE_ACTIONS))
+            if action == "fail_worker":
+                assert scheduler.fail_worker(worker) is None
+                model.retired.add(worker)
+                assert scheduler.next_job(worker) is Wait.RELEASE
+                scheduler.remove_worker(worker)
+                status[worker] = "released"
+                release_order.append(worker)
+                continue
+            answer = scheduler.next_job(worker)
+            if worker in model.retired or model.stopped:
+                expected: int | Wait = Wait.RELEASE
+            elif model.queue:
+                expected = model.queue[0]
+            elif model.holding and keep_idle[worker]:
+                expected = Wait.WAIT
+            else:
+                expected = Wait.RELEASE
+            assert answer == expected
+            if isinstance(answer, int):
+                assert worker not in model.retired  # a retired worker never gets a job
+                assert model.state[answer] is JobState.PENDING
+                model.queue.popleft()
+                model.state[answer] = JobState.RUNNING
+                model.holding[worker] = answer
+                status[worker] = "running"
+            elif answer is Wait.WAIT:
+                status[worker] = "waiting"
+            else:
+                if worker not in model.retired and not model.stopped:
+                    # Released only when there is nothing to run...
+                    assert not scheduler.queue
+                    # ...and, for a worker cheap to keep, nothing that may come back.
+                    if keep_idle[worker]:
+                        assert scheduler.running == 0
+                scheduler.remove_worker(worker)
+                status[worker] = "released"
+                release_order.append(worker)
+            _check(scheduler, model)
+            continue
+
+        # The worker is running a job.
+        job = model.holding[worker]
+        action = data.draw(st.sampled_from(_RUNNING_ACTIONS))
+        if action == "interrupt" and interrupts >= 3:
+            action = "ok"
+        if action == "interrupt":
+            interrupts += 1
+            scheduler.interrupt(worker, job)
+            del model.holding[worker]
+            model.state[job] = JobState.PENDING
+            model.queue.appendleft(job)
+            status[worker] = "idle"
+        elif action == "fail_worker":
+            ended = scheduler.fail_worker(worker)
+            del model.holding[worker]
+            model.retired.add(worker)
+            model.losses[job] += 1
+            if model.losses[job] >= lost_after:
+                model.state[job] = JobState.LOST
+                assert ended == Ended(JobState.LOST, requeued=False, worker_retired=True)
+            else:
+                model.state[job] = JobState.PENDING
+                model.queue.appendleft(job)
+                assert ended == Ended(JobState.PENDING, requeued=True, worker_retired=True)
+            assert scheduler.next_job(worker) is Wait.RELEASE
+            scheduler.remove_worker(worker)
+            status[worker] = "released"
+            release_order.append(worker)
+        else:
+            outcome = Outcome(action)
+            ended = scheduler.end_attempt(worker, job, outcome)
+            del model.holding[worker]
+            model.attempts[job] += 1
+            model.losses[job] = 0
+            if outcome is Outcome.OK:
+                model.consecutive[worker] = 0
+                expected_state = JobState.OK
+            else:
+                model.consecutive[worker] += 1
+                if model.attempts[job] <= retries:
+                    expected_state = JobState.PENDING
+                    model.queue.append(job)
+                elif outcome is Outcome.FAILED:
+                    expected_state = JobState.FAILED
+                else:
+                    expected_state = JobState.TIMEOUT
+            model.state[job] = expected_state
+            retire = strikes > 0 and model.consecutive[worker] >= strikes
+            if retire:
+                # Retired at exactly `strikes` consecutive failures, not later.
+                assert model.consecutive[worker] == strikes
+                model.retired.add(worker)
+            assert ended == Ended(
+                expected_state,
+                requeued=expected_state is JobState.PENDING,
+                worker_retired=retire,
+            )
+            status[worker] = "idle"
+        wake_waiting()
+        _check(scheduler, model)
+    else:
+        pytest.fail("the simulation did not end")
+
+    # Every worker has been released.
+    assert not scheduler.workers
+    assert scheduler.running == 0
+    assert sorted(release_order) == names
+    states = [r.state for r in scheduler.jobs.values()]
+    assert JobState.RUNNING not in states
+    assert sum(scheduler.counts().values()) == n_jobs
+    unfinished = [j for j, r in scheduler.jobs.items() if not r.state.final]
+    if unfinished:
+        assert all(scheduler.jobs[j].state is JobState.PENDING for j in unfinished)
+        assert not scheduler.done
+        if not model.stopped:
+            # Work was left only because the workers that could do it were
+            # retired: every worker cheap to keep, and the last one to go.
+            assert all(w in model.retired for w in names if keep_idle[w])
+            assert release_order[-1] in model.retired
+            if all(keep_idle.values()):
+                assert model.retired == set(names)
+    else:
+        assert scheduler.done
+        assert all(state.final for state in states)
