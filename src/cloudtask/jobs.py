@@ -59,6 +59,8 @@ def is_skipped(text: str) -> bool:
 
 def parse_line(raw: bytes, line: int) -> list[str] | None:
     """The words of one raw input line, or None when the line is no job."""
+    # The line ending is not part of the line: a backslash before it escapes nothing.
+    raw = raw.removesuffix(b"\n").removesuffix(b"\r")
     if b"\0" in raw:
         raise InputError(line, "NUL byte")
     try:

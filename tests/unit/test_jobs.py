@@ -23,12 +23,15 @@ _NASTY = " \t\r\n\x0b\x0c\xa0\u2003\u2028'\"\\#$`!*?;&|<>(){}[]~=%é漢😀"
 _ANY_CHAR = st.characters(codec="utf-8", exclude_characters="\0")
 _WORD = st.text(alphabet=st.one_of(_ANY_CHAR, st.sampled_from(_NASTY)), max_size=12)
 
+# Blanks that str.split() would split on but a POSIX shell does not.
+_OTHER_BLANKS = "\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2003\u2028\u2029\u3000"
+
 # Text with no quoting characters: the lexer's fast path must agree with shlex.
 _PLAIN_CHAR = st.characters(codec="utf-8", exclude_characters="\0'\"\\")
 _PLAIN_LINE = st.text(
     alphabet=st.one_of(
         _PLAIN_CHAR,
-        st.sampled_from(" \t\r\n\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2003\u2028\u2029\u3000#$"),
+        st.sampled_from(_OTHER_BLANKS + " \t\r\n#$"),
     ),
     max_size=40,
 )
@@ -187,8 +190,11 @@ def test_invalid_utf8_names_the_byte() -> None:
 
 
 def _counting(lines: Iterator[bytes], pulled: list[int]) -> Iterator[bytes]:
+    """Count the lines pulled; fail fast (not hang) if an endless input is slurped."""
     for line in lines:
         pulled[0] += 1
+        if pulled[0] > 100_000:
+            raise AssertionError("read_jobs reads ahead instead of streaming")
         yield line
 
 

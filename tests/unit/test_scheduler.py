@@ -123,7 +123,9 @@ def test_failed_job_goes_to_the_back_of_the_queue() -> None:
 
 
 @pytest.mark.parametrize("retries", [0, 1, 3])
-@pytest.mark.parametrize(("last", "final"), [(FAILED, JobState.FAILED), (TIMEOUT, JobState.TIMEOUT)])
+@pytest.mark.parametrize(
+    ("last", "final"), [(FAILED, JobState.FAILED), (TIMEOUT, JobState.TIMEOUT)]
+)
 def test_retries_give_at_most_n_plus_one_attempts(
     retries: int, last: Outcome, final: JobState
 ) -> None:
@@ -433,13 +435,20 @@ def _check(scheduler: Scheduler, model: _Model) -> None:
         tally[record.state] += 1
     assert counts == tally
     assert scheduler.running == len(held)
+    assert scheduler.done == all(r.state.final for r in scheduler.jobs.values())
     for worker, record in scheduler.workers.items():
         assert record.retired == (worker in model.retired)
         if record.retired:
             assert record.job is None
 
 
-_RUNNING_ACTIONS = ["ok"] * 5 + ["failed"] * 3 + ["timeout"] * 2 + ["fail_worker", "interrupt"]
+_RUNNING_ACTIONS = [
+    *["ok"] * 5,
+    *["failed"] * 3,
+    *["timeout"] * 2,
+    *["fail_worker"] * 2,
+    "interrupt",
+]
 _IDLE_ACTIONS = ["ask"] * 12 + ["fail_worker"]
 
 
@@ -478,6 +487,19 @@ def test_simulation(data: st.DataObject) -> None:
     interrupts = 0
     _check(scheduler, model)
 
+    replacements = 0
+
+    def replace(failed: str) -> None:
+        """Sometimes the runner launches a new worker in place of a failed one."""
+        nonlocal replacements
+        if replacements < 5 and data.draw(st.booleans(), label=f"replace {failed}"):
+            replacements += 1
+            name = f"r{replacements}"
+            keep_idle[name] = data.draw(st.booleans(), label=f"keep {name} idle")
+            scheduler.add_worker(name, keep_idle=keep_idle[name])
+            names.append(name)
+            status[name] = "idle"
+
     def wake_waiting() -> None:
         for name in names:
             if status[name] == "waiting":
@@ -504,6 +526,8 @@ def test_simulation(data: st.DataObject) -> None:
                 scheduler.remove_worker(worker)
                 status[worker] = "released"
                 release_order.append(worker)
+                replace(worker)
+                _check(scheduler, model)
                 continue
             answer = scheduler.next_job(worker)
             if worker in model.retired or model.stopped:
@@ -565,6 +589,7 @@ def test_simulation(data: st.DataObject) -> None:
             scheduler.remove_worker(worker)
             status[worker] = "released"
             release_order.append(worker)
+            replace(worker)
         else:
             outcome = Outcome(action)
             ended = scheduler.end_attempt(worker, job, outcome)
@@ -603,7 +628,7 @@ def test_simulation(data: st.DataObject) -> None:
     # Every worker has been released.
     assert not scheduler.workers
     assert scheduler.running == 0
-    assert sorted(release_order) == names
+    assert sorted(release_order) == sorted(names)
     states = [r.state for r in scheduler.jobs.values()]
     assert JobState.RUNNING not in states
     assert sum(scheduler.counts().values()) == n_jobs
