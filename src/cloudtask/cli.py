@@ -19,7 +19,7 @@ from .config import (
     resolve,
     suggest,
 )
-from .console import Console, plan_text, summary_line
+from .console import Console, plan_text, silence_stdout, summary_line
 from .errors import CloudtaskError, ExitStatus, UsageError
 from .jobs import Command, read_jobs
 from .providers import get_provider
@@ -138,6 +138,9 @@ def run(
     except CloudtaskError as exc:
         sys.stderr.write(f"{prog}: {exc}\n")
         return int(exc.exit_status)
+    except BrokenPipeError:  # stdout closed early (| head): the rest is not wanted
+        silence_stdout()
+        return ExitStatus.OK
     except KeyboardInterrupt:  # before any job started: nothing to clean up
         sys.stderr.write(f"\n{prog}: interrupted: nothing ran\n")
         return ExitStatus.NOT_OK
@@ -210,9 +213,12 @@ def confirm(config: Config, commands: Sequence[str], split: int) -> None:
         options=config.shown(),
     )
     try:
-        with open("/dev/tty", "r+", encoding="utf-8") as tty:
-            tty.write("\n".join(text) + "\nType yes to run it (or use --force): ")
-            tty.flush()
+        with (
+            open("/dev/tty", "w", encoding="utf-8") as out,
+            open("/dev/tty", encoding="utf-8") as tty,
+        ):
+            out.write("\n".join(text) + "\nType yes to run it (or use --force): ")
+            out.flush()
             answer = tty.readline().strip().lower()
     except OSError:
         raise UsageError("cannot ask for confirmation without a terminal; use --force") from None

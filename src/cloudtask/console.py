@@ -6,6 +6,7 @@ text to the terminal and to the session log.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TextIO
@@ -65,17 +66,30 @@ def plan_text(
     return lines
 
 
+def silence_stdout() -> None:
+    """Send what is still printed to /dev/null, so exiting does not fail on flush."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 class Console:
     """Writes event lines to the terminal (stdout) and to the session log."""
 
     def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
-        self.out = out or sys.stdout
+        self.out: TextIO | None = out or sys.stdout
         self.err = err or sys.stderr
         self.log: TextIO | None = None
 
     def line(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+        if self.out is not None:
+            try:
+                self.out.write(text + "\n")
+                self.out.flush()
+            except BrokenPipeError:
+                # Nobody reads stdout any more (| head): the run and its log go on.
+                self.out = None
+                silence_stdout()
         if self.log is not None:
             self.log.write(text + "\n")
 

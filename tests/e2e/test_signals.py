@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from tests.processes import live_processes_with
 
 CLOUDTASK = str(Path(sys.executable).with_name("cloudtask"))
@@ -86,7 +85,7 @@ def test_second_ctrl_c_skips_the_cleanup_and_leaves_nothing_running() -> None:
     os.killpg(proc.pid, signal.SIGINT)
     wait_until(lambda: len(live_processes_with(f"sleep {post}")) == 1)
     os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=20)
+    _, err = proc.communicate(timeout=20)
     assert proc.returncode == 1, err
     assert "again" in err
     assert live_processes_with(f"sleep {sleep}") == []

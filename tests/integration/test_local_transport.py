@@ -6,8 +6,9 @@ import asyncio
 import time
 import uuid
 
-from cloudtask.transport.local import LocalTransport
 from tests.processes import live_processes_with
+
+from cloudtask.transport.local import LocalTransport
 
 
 def run(command: str, timeout: float | None = 10, stop_after: float | None = None):
@@ -17,8 +18,7 @@ def run(command: str, timeout: float | None = 10, stop_after: float | None = Non
         stop = asyncio.Event()
         if stop_after is not None:
             asyncio.get_running_loop().call_later(stop_after, stop.set)
-        return await LocalTransport().run(command, timeout=timeout, output=chunks.append,
-                                          stop=stop)
+        return await LocalTransport().run(command, timeout=timeout, output=chunks.append, stop=stop)
 
     result = asyncio.run(go())
     return result, b"".join(chunks)
