@@ -22,9 +22,11 @@ from .config import (
 from .console import Console, plan_text, silence_stdout, summary_line
 from .errors import CloudtaskError, ExitStatus, UsageError
 from .jobs import Command, read_jobs
-from .providers import get_provider
+from .providers import Provider, get_provider
+from .providers.prelaunched import Prelaunched
 from .runner import run_session
 from .session import SessionDir
+from .ssh import HostKeys, SessionKey, SSHOptions, Target, check_resolvable, resolve_target
 
 USAGE = "usage: {prog} [OPTIONS] {command}[ARG...] < JOBS"
 
@@ -159,7 +161,8 @@ def _run(
         return ExitStatus.OK
     config = resolve(parsed.options, template.values if template else None)
     check_coming(config)
-    provider = get_provider(config.provider).from_config(config)
+    targets = worker_targets(config)
+    provider_class = get_provider(config.provider)
     command = task_command(template, parsed.positional)
     if command is None:
         raise UsageError("no command given\n" + USAGE.format(prog=prog, command="COMMAND "))
@@ -169,15 +172,26 @@ def _run(
             + USAGE.format(prog=prog, command="" if has_command else "COMMAND ")
         )
     commands = job_commands(command, stdin)
-    split = min(config.split or 1, len(commands))
+    split = min(config.split or len(targets) or 1, len(commands))
     if sys.stderr.isatty() and not config.force:
         confirm(config, commands, split)
     session = SessionDir.create(config.sessions)
+    provider: Provider
+    if targets:
+        options = SSHOptions(
+            identity=config.ssh_identity,
+            keepalive=config.keepalive,
+            host_keys=HostKeys(session.known_hosts_path),
+            session_key=SessionKey(session.id),
+        )
+        provider = Prelaunched(targets, options)
+    else:
+        provider = provider_class.from_config(config)
     with session.open_log(session.log_path) as log:
         console.log = log
         console.line(
             f"session {session.id}: {len(commands)} jobs, split {split}, "
-            f"provider {config.provider}, log {session.log_path}"
+            f"provider {provider.name}, log {session.log_path}"
         )
         summary = asyncio.run(run_session(config, commands, provider, split, console, session))
         if summary.aborted:
@@ -185,6 +199,15 @@ def _run(
         console.line(summary_line(session.id, summary.elapsed, summary.counts))
         console.log = None
     return ExitStatus.OK if summary.all_ok else ExitStatus.NOT_OK
+
+
+def worker_targets(config: Config) -> list[Target]:
+    """Where each --workers address leads; unknown hosts are refused before anything runs."""
+    user_given = "user" in config.sources
+    targets = [resolve_target(address, config.user, user_given) for address in config.workers or ()]
+    for target in targets:
+        check_resolvable(target)
+    return targets
 
 
 def task_command(template: Template | None, positional: list[str]) -> Command | None:
@@ -203,7 +226,10 @@ def job_commands(command: Command, stdin: Iterable[bytes]) -> list[str]:
 
 def confirm(config: Config, commands: Sequence[str], split: int) -> None:
     """Show what will run and ask for an explicit yes, on the terminal."""
-    workers = [f"{config.provider} x{split}"]
+    if config.workers:
+        workers = [str(address) for address in config.workers[:split]]
+    else:
+        workers = [f"{config.provider} x{split}"]
     text = plan_text(
         jobs=len(commands),
         first=commands[0],

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .addresses import Address, read_addresses
 from .errors import UsageError
 
 ENV_PREFIX = "CLOUDTASK_"
 
 # Where an option's behaviour is not built yet; giving the option says so.
-SSH_WORKERS = "SSH workers"
 SESSIONS = "durable sessions"
 CLOUD = "cloud workers"
 REPORTS = "reports"
@@ -92,17 +92,16 @@ def directory(value: str) -> Path:
     return path
 
 
-def workers(value: str) -> str:
+def workers(value: str) -> tuple[Address, ...]:
     """A file of addresses, or addresses separated by blanks or commas."""
     value = text(value)
     path = Path(value).expanduser()
-    if path.is_file():
-        return value
-    if "/" in value:
+    if not path.is_file() and "/" in value:
         raise ValueError(f"no such file: {path}")
-    if not [word for word in re.split(r"[\s,]+", value) if word]:
-        raise ValueError("no worker addresses")
-    return value
+    try:
+        return tuple(read_addresses(value))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
 
 
 _HALT = re.compile(r"fail=(\d+)(%?)")
@@ -170,7 +169,6 @@ OPTIONS: tuple[Option, ...] = (
         "separated by spaces or commas (user@host:port)",
         workers,
         metavar="LIST",
-        coming=SSH_WORKERS,
     ),
     Option(
         "timeout",
@@ -194,7 +192,18 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
-        "user", "login user on workers", text, default="root", metavar="NAME", coming=SSH_WORKERS
+        "user",
+        "login user on workers (an address's own user@, then ~/.ssh/config, come first)",
+        text,
+        default="root",
+        metavar="NAME",
+    ),
+    Option(
+        "keepalive",
+        "seconds between liveness checks of a worker; after 3 unanswered it is failed",
+        seconds,
+        default=5.0,
+        metavar="SECONDS",
     ),
     Option("pre", "setup command run on each worker before its first job", metavar="CMD"),
     Option("post", "cleanup command run on each worker after its last job", metavar="CMD"),
@@ -204,14 +213,12 @@ OPTIONS: tuple[Option, ...] = (
         existing_dir,
         metavar="DIR",
         relative_to_template=True,
-        coming=SSH_WORKERS,
     ),
     Option(
         "ssh-identity",
         "private key for the first login (else ssh-agent, default keys)",
         existing_file,
         metavar="FILE",
-        coming=SSH_WORKERS,
     ),
     Option(
         "sessions",
@@ -301,11 +308,12 @@ class Config:
     """Every option's effective value, and where each came from."""
 
     split: int | None = None
-    workers: str | None = None
+    workers: tuple[Address, ...] | None = None
     timeout: float = 3600.0
     retries: int = 0
     strikes: int = 0
     user: str = "root"
+    keepalive: float = 5.0
     pre: str | None = None
     post: str | None = None
     overlay: Path | None = None
@@ -339,9 +347,15 @@ class Config:
             value = self.value(option)
             if value is None or (option.flag and not value):
                 continue
-            shown = "********" if option.secret else str(value)
+            shown = "********" if option.secret else shown_value(value)
             rows.append((option.name, shown, self.sources.get(option.name, "default")))
         return rows
+
+
+def shown_value(value: object) -> str:
+    if isinstance(value, tuple):
+        return " ".join(str(item) for item in value)
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -445,6 +459,17 @@ def check_coming(config: Config) -> None:
         if option.coming and option.name in config.sources:
             where = _where(option, config.sources[option.name])
             raise UsageError(f"{where}: not available yet: comes with {option.coming}")
+    if config.workers:
+        if config.split is not None and config.split > len(config.workers):
+            raise UsageError(
+                f"--split={config.split} is more than the {len(config.workers)} --workers "
+                f"given: launching more workers is not available yet: comes with {CLOUD}"
+            )
+    elif config.overlay is not None:
+        raise UsageError(
+            "--overlay: the local provider does not copy an overlay onto this machine; "
+            "give --workers"
+        )
 
 
 def _where(option: Option, source: str) -> str:

@@ -27,6 +27,11 @@ class SessionDir:
         return self.path / "log"
 
     @property
+    def known_hosts_path(self) -> Path:
+        """Host keys trusted on first use, pinned for the session (and its resume)."""
+        return self.path / "known_hosts"
+
+    @property
     def workers_path(self) -> Path:
         return self.path / "workers"
 

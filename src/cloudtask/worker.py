@@ -104,7 +104,12 @@ class Worker:
         return self.run.scheduler.workers[self.name].job is not None
 
     async def _setup(self, transport: Transport, log: TextIO) -> bool:
+        """Copy the overlay, then run --pre (the session key is authorized on connect)."""
+        overlay = self.run.config.overlay
         try:
+            if overlay is not None:
+                self.run.console.line(f"{self.name} overlay: {overlay}")
+                await transport.put_overlay(overlay)
             return await self._step(transport, log, "pre", self.run.config.pre)
         except WorkerError as exc:
             self.run.console.warn(f"{self.name}: setup failed: {exc}; it gets no jobs")

@@ -481,15 +481,7 @@ def test_a_bad_environment_value_is_ignored_when_the_command_line_overrides_it()
 
 def coming_values(tmp_path: Path) -> dict[str, str]:
     """A valid value for every option that is not available yet."""
-    identity = tmp_path / "id_test"
-    identity.write_text("not really a key\n")
-    overlay = tmp_path / "overlay"
-    overlay.mkdir(exist_ok=True)
     return {
-        "workers": "host1,host2",
-        "user": "bob",
-        "overlay": str(overlay),
-        "ssh-identity": str(identity),
         "resume": "1",
         "retry": "1",
         "report": "sh: true",

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cloudtask import config
+from cloudtask.addresses import Address
 from cloudtask.config import (
     BY_ATTR,
     BY_NAME,
@@ -296,8 +297,7 @@ def test_a_template_value_of_the_wrong_type_is_refused(value: object) -> None:
 def test_a_template_list_of_workers_is_accepted() -> None:
     got = resolve({}, TemplateValues({"WORKERS": ["a", "b@c:22"]}, None), {})
 
-    assert got.workers is not None
-    assert "a" in got.workers and "b@c:22" in got.workers
+    assert got.workers == (Address("a"), Address("c", "b", 22))
 
 
 def test_an_environment_flag_that_is_not_a_boolean_is_refused() -> None:
@@ -338,8 +338,15 @@ def test_workers_file_or_addresses(tmp_path: Path) -> None:
     listing = tmp_path / "workers.txt"
     listing.write_text("host1\nhost2\n")
 
-    assert resolve({"workers": str(listing)}, None, {}).workers == str(listing)
-    assert resolve({"workers": "a, b c"}, None, {}).workers == "a, b c"
+    assert resolve({"workers": str(listing)}, None, {}).workers == (
+        Address("host1"),
+        Address("host2"),
+    )
+    assert resolve({"workers": "a, b c"}, None, {}).workers == (
+        Address("a"),
+        Address("b"),
+        Address("c"),
+    )
 
 
 # -- template paths -------------------------------------------------------------
@@ -384,10 +391,6 @@ def coming_values(tmp_path: Path) -> dict[str, object]:
     key = tmp_path / "key"
     key.write_text("k")
     return {
-        "workers": "host1",
-        "user": "bob",
-        "overlay": str(tmp_path),
-        "ssh-identity": str(key),
         "resume": "1",
         "retry": "2",
         "report": "sh: true",

@@ -3,7 +3,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
+
+# After SIGTERM a timed-out or stopped command gets this long to end before SIGKILL.
+KILL_GRACE = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,4 +48,26 @@ class Transport(Protocol):
         """
         ...
 
-    async def close(self) -> None: ...
+    async def put_overlay(self, directory: Path) -> None:
+        """Copy a directory onto the worker's /; existing directories keep mode and owner."""
+        ...
+
+    async def close(self) -> None:
+        """Clean up what connecting set up (the session key) and disconnect."""
+        ...
+
+
+async def first_event(
+    ended: asyncio.Future[Any], timeout: float | None, stop: asyncio.Event | None
+) -> str | None:
+    """Wait for a command to end: None, or why it must be killed first ("timeout", "stop")."""
+    stopping = asyncio.ensure_future(stop.wait()) if stop is not None else None
+    waits: set[asyncio.Future[Any]] = {ended} if stopping is None else {ended, stopping}
+    try:
+        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if stopping is not None:
+            stopping.cancel()
+    if ended in done:
+        return None
+    return "stop" if stopping is not None and stopping in done else "timeout"

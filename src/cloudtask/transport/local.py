@@ -8,13 +8,11 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable, Mapping
-from typing import Any
+from pathlib import Path
 
 from ..errors import WorkerError
-from .base import RunResult
+from .base import KILL_GRACE, RunResult, first_event
 
-# After SIGTERM a timed-out job gets this long to end before SIGKILL.
-KILL_GRACE = 1.0
 # Output still buffered when the job's processes are gone is read for at most this long.
 DRAIN_LIMIT = 2.0
 _READ_SIZE = 65536
@@ -52,7 +50,7 @@ class LocalTransport:
         eof = _stream(loop, proc.stdout.fileno(), output)
         exited = _exit_future(loop, proc)
         try:
-            reason = await _wait_exit(exited, timeout, stop)
+            reason = await first_event(exited, timeout, stop)
             if reason is not None:
                 await _terminate(proc.pid, exited)
             status = proc.wait()
@@ -68,6 +66,9 @@ class LocalTransport:
         if status < 0:
             return RunResult(None, -status, reason == "timeout", reason == "stop")
         return RunResult(status, None, reason == "timeout", reason == "stop")
+
+    async def put_overlay(self, directory: Path) -> None:
+        raise WorkerError("the local provider does not copy an overlay onto this machine")
 
     async def close(self) -> None:
         return None
@@ -128,22 +129,6 @@ def _exit_future(
     _background.add(task)
     task.add_done_callback(_background.discard)
     return exited
-
-
-async def _wait_exit(
-    exited: asyncio.Future[None], timeout: float | None, stop: asyncio.Event | None
-) -> str | None:
-    """Wait for the process to exit: None, or why it must be killed first."""
-    stopping = asyncio.ensure_future(stop.wait()) if stop is not None else None
-    waits: set[asyncio.Future[Any]] = {exited} if stopping is None else {exited, stopping}
-    try:
-        done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if stopping is not None:
-            stopping.cancel()
-    if exited in done:
-        return None
-    return "stop" if stopping is not None and stopping in done else "timeout"
 
 
 async def _terminate(pgid: int, exited: asyncio.Future[None]) -> None:

@@ -1,0 +1,36 @@
+"""Workers the user already has (--workers): reached over SSH, never destroyed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..ssh import SSHOptions, Target, connect
+from ..transport import Transport
+from .base import Instance, Provider
+
+
+class Prelaunched(Provider):
+    name = "workers"
+
+    def __init__(self, targets: Sequence[Target], options: SSHOptions) -> None:
+        self.options = options
+        self._pending = list(targets)
+        self._targets: dict[str, Target] = {}
+        self._names: set[str] = set()
+
+    async def launch(self) -> Instance:
+        target = self._pending.pop(0)
+        name = target.address.label
+        number = 1
+        while name in self._names:  # an address listed twice is two job slots
+            number += 1
+            name = f"{target.address.label}-{number}"
+        self._names.add(name)
+        self._targets[name] = target
+        return Instance(id=str(target.address), name=name, address=str(target.address))
+
+    async def connect(self, instance: Instance) -> Transport:
+        return await connect(self._targets[instance.name], self.options)
+
+    async def destroy(self, instance: Instance) -> None:
+        return None  # pre-launched workers are the user's: never destroyed

@@ -1,0 +1,242 @@
+"""SSH connections to workers: OpenSSH config, host keys, the session key.
+
+- Addresses are resolved as OpenSSH would (~/.ssh/config Host aliases,
+  HostName, Port, User, IdentityFile, ProxyJump), through asyncssh.
+- Host keys are checked against the user's known_hosts. A host with no
+  entry there is trusted on first use and its key pinned in the session's
+  own known_hosts file; a host whose key differs from its entry is refused.
+- Each session has a key pair of its own: its public key is added to the
+  worker's authorized_keys at setup and removed at cleanup, under a lock on
+  ~/.ssh, removing exactly the one line this worker added.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+import shlex
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+from asyncssh.config import SSHClientConfig
+
+from .addresses import Address
+from .errors import UsageError, WorkerError
+from .session import PRIVATE_FILE
+from .transport.ssh import SSHTransport
+
+# A worker whose keepalives go unanswered this many times in a row is failed.
+KEEPALIVE_COUNT = 3
+CONNECT_TIMEOUT = 30.0
+USER_CONFIG = Path("~/.ssh/config")
+USER_KNOWN_HOSTS = (Path("~/.ssh/known_hosts"), Path("/etc/ssh/ssh_known_hosts"))
+
+
+def user_config_paths() -> list[str]:
+    path = USER_CONFIG.expanduser()
+    return [str(path)] if os.access(path, os.R_OK) else []
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where an address really leads, once ~/.ssh/config is applied."""
+
+    address: Address
+    host: str  # HostName, or the address's host
+    port: int
+    user: str
+    proxied: bool  # reached through ProxyJump or ProxyCommand
+
+
+def resolve_target(address: Address, default_user: str, user_given: bool) -> Target:
+    """Apply ~/.ssh/config to an address, as `ssh` would.
+
+    The user is, highest first: the address's own, --user when given, the
+    config's User, then --user's default.
+    """
+    config = SSHClientConfig.load(
+        None,
+        user_config_paths(),
+        False,
+        False,
+        False,
+        getpass.getuser(),
+        None,
+        address.host,
+        address.port,
+    )
+    host = str(config.get("Hostname") or address.host)
+    port = address.port or int(str(config.get("Port") or 22))
+    config_user = config.get("User")
+    user = address.user or (default_user if user_given or not config_user else str(config_user))
+    proxied = bool(config.get("ProxyJump") or config.get("ProxyCommand"))
+    return Target(address, host, port, user, proxied)
+
+
+def check_resolvable(target: Target) -> None:
+    """An unknown host name is a usage error, found before anything runs."""
+    if target.proxied:
+        return  # only the jump host can resolve it
+    try:
+        socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise UsageError(f"--workers: unknown host {target.address.host!r}") from None
+
+
+class SessionKey:
+    """The session's own key pair: only in memory, never written to disk here."""
+
+    def __init__(self, session_id: int) -> None:
+        comment = f"cloudtask-session-{session_id}-{secrets.token_hex(4)}"
+        self.private = asyncssh.generate_private_key("ssh-ed25519", comment=comment)
+        self.line = self.private.export_public_key("openssh").decode().strip()
+
+
+# Edits of ~/.ssh/authorized_keys hold a lock on ~/.ssh (flock on the directory
+# leaves no lock file behind). Removal writes a copy without one line of ours
+# and renames it into place, so sshd never reads a half-written file.
+_LOCKED = "umask 077; mkdir -p ~/.ssh; exec 9<~/.ssh; command -v flock >/dev/null && flock 9; "
+# Adding prints "new" when it created the file, so removing can delete it again.
+_ADD = _LOCKED + (
+    'f=~/.ssh/authorized_keys; [ -e "$f" ] || echo new; '
+    'if [ -s "$f" ] && [ -n "$(tail -c 1 "$f")" ]; then echo >>"$f"; fi; '
+    'printf "%s\\n" "$1" >>"$f"'
+)
+_REMOVE = _LOCKED + (
+    'f=~/.ssh/authorized_keys; t="$f.cloudtask.$$"; [ -f "$f" ] || exit 0; '
+    'grep -qxF -- "$1" "$f" || exit 0; '
+    'cp -p "$f" "$t" && awk -v key="$1" \'!gone && $0 == key { gone = 1; next } { print }\' '
+    '"$f" >"$t" && mv -f "$t" "$f"; '
+    'if [ "$2" = new ] && [ ! -s "$f" ]; then rm -f "$f"; fi'
+)
+
+
+def authorized_keys_command(script: str, key_line: str, created: bool = False) -> str:
+    new = " new" if created else ""
+    return f"/bin/sh -c {shlex.quote(script)} cloudtask-keys {shlex.quote(key_line)}{new}"
+
+
+# (trusted host keys, trusted CA keys, revoked keys), as asyncssh takes them.
+KnownKeys = tuple[list[Any], list[Any], list[Any]]
+
+
+class HostKeys:
+    """Host keys trusted for this session: known_hosts, plus keys pinned on first use."""
+
+    def __init__(self, pins_path: Path, known_hosts: tuple[Path, ...] = USER_KNOWN_HOSTS) -> None:
+        files = [str(path.expanduser()) for path in known_hosts if path.expanduser().is_file()]
+        self.known = asyncssh.read_known_hosts(files) if files else None
+        self.pins_path = pins_path
+        self.pins = asyncssh.read_known_hosts(str(pins_path)) if pins_path.is_file() else None
+
+    def trusted(self, host: str, addr: str, port: int | None) -> KnownKeys:
+        keys: list[Any] = []
+        cas: list[Any] = []
+        revoked: list[Any] = []
+        for source in (self.known, self.pins):
+            if source is not None:
+                found = source.match(host, addr, port)
+                keys += found[0]
+                cas += found[1]
+                revoked += found[2]
+        return keys, cas, revoked
+
+    def first_use(self, host: str, addr: str, port: int | None, key: asyncssh.SSHKey) -> bool:
+        """A key not among the trusted: pin it if the host is unknown, refuse if it changed."""
+        keys, cas, _ = self.trusted(host, addr, port)
+        if key in keys:
+            return True  # pinned meanwhile, by another connection to the same host
+        if keys or cas:
+            return False
+        pattern = host if port in (None, 22) else f"[{host}]:{port}"
+        line = f"{pattern} {key.export_public_key('openssh').decode().strip()}\n"
+        fd = os.open(self.pins_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
+        with os.fdopen(fd, "a") as pins:
+            pins.write(line)
+        self.pins = asyncssh.read_known_hosts(str(self.pins_path))
+        return True
+
+
+@dataclass
+class _Client(asyncssh.SSHClient):
+    host_keys: HostKeys
+    lost: str | None = None
+    refused_key: bool = field(default=False)
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        if self.host_keys.first_use(host, addr, port, key):
+            return True
+        self.refused_key = True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = f"connection lost: {exc}" if exc else "connection closed"
+
+
+@dataclass(frozen=True)
+class SSHOptions:
+    identity: Path | None
+    keepalive: float
+    host_keys: HostKeys
+    session_key: SessionKey
+
+
+async def connect(target: Target, options: SSHOptions) -> SSHTransport:
+    """A connection to the worker, with the session key authorized on it."""
+    client = _Client(options.host_keys)
+    name = str(target.address)
+    try:
+        conn, _ = await asyncssh.create_connection(
+            lambda: client,
+            target.address.host,
+            port=target.port,
+            username=target.user,
+            config=user_config_paths(),
+            known_hosts=options.host_keys.trusted,
+            client_keys=[str(options.identity)] if options.identity else (),
+            password_auth=False,
+            kbdint_auth=False,
+            keepalive_interval=options.keepalive,
+            keepalive_count_max=KEEPALIVE_COUNT,
+            connect_timeout=CONNECT_TIMEOUT,
+        )
+    except asyncssh.HostKeyNotVerifiable:
+        if client.refused_key:
+            raise WorkerError(
+                f"host key of {name} has changed (it does not match known_hosts): refused"
+            ) from None
+        raise WorkerError(f"host key of {name} could not be verified: refused") from None
+    except asyncssh.PermissionDenied:
+        raise WorkerError(f"{name}: permission denied (key authentication only)") from None
+    except (asyncssh.Error, OSError, TimeoutError) as exc:
+        raise WorkerError(f"cannot connect to {name}: {exc or type(exc).__name__}") from None
+    transport = SSHTransport(conn, lambda: client.lost)
+    key = options.session_key.line
+    said = await _edit_keys(transport, authorized_keys_command(_ADD, key), "authorize the key")
+    created = said.strip() == "new"
+
+    async def remove_key() -> None:
+        command = authorized_keys_command(_REMOVE, key, created)
+        await _edit_keys(transport, command, "remove the session key")
+
+    transport.on_close(remove_key)
+    return transport
+
+
+async def _edit_keys(transport: SSHTransport, command: str, what: str) -> str:
+    """Run an authorized_keys edit; what it printed, or WorkerError saying why it failed."""
+    output: list[bytes] = []
+    result = await transport.run(command, timeout=CONNECT_TIMEOUT, output=output.append)
+    said = b"".join(output).decode(errors="replace")
+    if not result.ok:
+        detail = said.strip().splitlines()
+        raise WorkerError(
+            f"cannot {what}: {result.describe()}" + (f": {detail[-1]}" if detail else "")
+        )
+    return said

@@ -1,0 +1,151 @@
+"""Run commands on a worker over one kept-open SSH connection, a channel per command.
+
+Each command runs under a small POSIX sh wrapper on the worker. The wrapper
+starts the command in a session of its own (setsid: a process group the
+wrapper can kill whole) with stdin from /dev/null, and watches the channel's
+stdin: a line names a signal to send to the group, and end of file (the
+controller closed it, or the connection is gone) kills the group. So a
+timeout, an abort and a lost controller all leave nothing running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from ..errors import WorkerError
+from ..overlay import UNPACK_COMMAND, overlay_tar
+from .base import KILL_GRACE, RunResult, first_event
+
+_WRAPPER = r"""exec 3<&0 </dev/null
+setsid /bin/sh -c "$1" & job=$!
+{ while read -r sig <&3; do kill -s "$sig" -- "-$job" 2>/dev/null; done
+  kill -s KILL -- "-$job" 2>/dev/null; } &
+watch=$!
+exec 3<&-
+wait "$job"; status=$?
+kill -s KILL -- "-$job" 2>/dev/null
+kill "$watch" 2>/dev/null
+exit "$status"
+"""
+_READ_SIZE = 65536
+
+
+def wrapped(command: str) -> str:
+    """The remote command line that runs `command` under the wrapper, whatever the login shell."""
+    return f"exec /bin/sh -c {shlex.quote(_WRAPPER)} cloudtask-job {shlex.quote(command)}"
+
+
+class SSHTransport:
+    def __init__(self, conn: asyncssh.SSHClientConnection, lost: Callable[[], str | None]) -> None:
+        self.conn = conn
+        self._lost = lost  # why the connection is gone, or None while it is up
+        self._before_close: list[Callable[[], Awaitable[None]]] = []
+
+    def on_close(self, cleanup: Callable[[], Awaitable[None]]) -> None:
+        """Run `cleanup` (over this connection) when the transport is closed."""
+        self._before_close.append(cleanup)
+
+    async def run(
+        self,
+        command: str,
+        *,
+        timeout: float | None,
+        output: Callable[[bytes], None],
+        stop: asyncio.Event | None = None,
+    ) -> RunResult:
+        try:
+            process = await self.conn.create_process(
+                wrapped(command), stderr=asyncssh.STDOUT, encoding=None
+            )
+        except (asyncssh.Error, OSError) as exc:
+            raise WorkerError(self._why(exc)) from exc
+        pump = asyncio.ensure_future(_pump(process.stdout, output))
+        closed = asyncio.ensure_future(process.wait_closed())
+        try:
+            reason = await first_event(closed, timeout, stop)
+            if reason is not None:
+                await self._kill(process, closed)
+            await closed
+            await pump
+        except (asyncssh.Error, OSError) as exc:
+            raise WorkerError(self._why(exc)) from exc
+        finally:
+            pump.cancel()
+            closed.cancel()
+            process.close()
+        if self._lost() is not None or (
+            process.exit_status is None and process.exit_signal is None
+        ):
+            raise WorkerError(self._why(None))
+        status = process.exit_status
+        signal_number = None
+        if process.exit_signal is not None:
+            status, signal_number = None, _signal_number(process.exit_signal[0])
+        return RunResult(status, signal_number, reason == "timeout", reason == "stop")
+
+    async def _kill(self, process: Any, closed: asyncio.Future[Any]) -> None:
+        """SIGTERM the command's group, then end the channel's input: the wrapper kills it."""
+        with contextlib.suppress(asyncssh.Error, OSError, BrokenPipeError):
+            process.stdin.write(b"TERM\n")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(closed), KILL_GRACE)
+        with contextlib.suppress(asyncssh.Error, OSError, BrokenPipeError):
+            process.stdin.write_eof()
+
+    async def put_overlay(self, directory: Path) -> None:
+        """Unpack the overlay directory onto the worker's root file system."""
+        try:
+            process = await self.conn.create_process(
+                UNPACK_COMMAND, stderr=asyncssh.STDOUT, encoding=None
+            )
+            process.stdin.write(overlay_tar(directory))
+            process.stdin.write_eof()
+            said = await process.stdout.read()
+            await process.wait_closed()
+        except (asyncssh.Error, OSError) as exc:
+            raise WorkerError(self._why(exc)) from exc
+        if process.exit_status != 0:
+            lines = said.decode(errors="replace").strip().splitlines()
+            raise WorkerError(
+                f"--overlay: tar exit {process.exit_status}" + (f": {lines[-1]}" if lines else "")
+            )
+
+    def _why(self, exc: BaseException | None) -> str:
+        return self._lost() or (str(exc) if exc else "the connection closed")
+
+    async def close(self) -> None:
+        """Run the cleanups, then disconnect; a cleanup that fails raises WorkerError."""
+        try:
+            for cleanup in reversed(self._before_close):
+                await cleanup()
+        finally:
+            self._before_close.clear()
+            await self.disconnect()
+
+    async def disconnect(self) -> None:
+        self.conn.close()
+        with contextlib.suppress(asyncssh.Error, OSError):
+            await self.conn.wait_closed()
+
+
+async def _pump(stream: Any, output: Callable[[bytes], None]) -> None:
+    while True:
+        data = await stream.read(_READ_SIZE)
+        if not data:
+            return
+        output(data)
+
+
+def _signal_number(name: str) -> int | None:
+    import signal
+
+    with contextlib.suppress(KeyError):
+        return int(signal.Signals["SIG" + name])
+    return None
