@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .config import Config
 from .console import Console
+from .errors import WorkerError
 from .providers import Provider
 from .scheduler import JobState, Scheduler
 from .session import SessionDir
@@ -68,4 +69,17 @@ async def run_session(
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
             raise result
+    await close_again(run)
     return RunSummary(scheduler.counts(), time.monotonic() - started, aborted)
+
+
+async def close_again(run: Run) -> None:
+    """A last try at the cleanups that failed (a worker that was unreachable then)."""
+    for name, transport in list(run.unclosed.items()):
+        try:
+            await transport.close()
+        except WorkerError as exc:
+            run.console.warn(f"{name}: cleanup failed: {exc}")
+        else:
+            run.console.line(f"{name} cleaned up")
+            del run.unclosed[name]

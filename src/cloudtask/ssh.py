@@ -17,6 +17,7 @@ import os
 import secrets
 import shlex
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,24 +101,42 @@ class SessionKey:
 # leaves no lock file behind). Removal writes a copy without one line of ours
 # and renames it into place, so sshd never reads a half-written file.
 _LOCKED = "umask 077; mkdir -p ~/.ssh; exec 9<~/.ssh; command -v flock >/dev/null && flock 9; "
-# Adding prints "new" when it created the file, so removing can delete it again.
-_ADD = _LOCKED + (
-    'f=~/.ssh/authorized_keys; [ -e "$f" ] || echo new; '
-    'if [ -s "$f" ] && [ -n "$(tail -c 1 "$f")" ]; then echo >>"$f"; fi; '
-    'printf "%s\\n" "$1" >>"$f"'
+# Both edits leave every other byte of the file as it was. Adding appends the
+# key line, or puts it first when the last line has no newline (appending would
+# change that line). A file that did not exist is marked as created by
+# cloudtask, and removed again once empty and no session key is left in it.
+_KEYS = (
+    'f=~/.ssh/authorized_keys; m=~/.ssh/.authorized_keys.cloudtask-created; t="$f.cloudtask.$$"; '
 )
-_REMOVE = _LOCKED + (
-    'f=~/.ssh/authorized_keys; t="$f.cloudtask.$$"; [ -f "$f" ] || exit 0; '
-    'grep -qxF -- "$1" "$f" || exit 0; '
-    'cp -p "$f" "$t" && awk -v key="$1" \'!gone && $0 == key { gone = 1; next } { print }\' '
-    '"$f" >"$t" && mv -f "$t" "$f"; '
-    'if [ "$2" = new ] && [ ! -s "$f" ]; then rm -f "$f"; fi'
+_ADD = (
+    _LOCKED
+    + _KEYS
+    + (
+        'if [ ! -e "$f" ]; then : >"$f" && : >"$m" || exit 1; fi; '
+        'if [ -s "$f" ] && [ -n "$(tail -c 1 "$f")" ]; then '
+        '{ cp -p "$f" "$t" && { printf "%s\\n" "$1"; cat "$f"; } >"$t" && mv -f "$t" "$f"; } '
+        '|| { rm -f "$t"; exit 1; }; '
+        'else printf "%s\\n" "$1" >>"$f"; fi'
+    )
+)
+_REMOVE = (
+    _LOCKED
+    + _KEYS
+    + (
+        '[ -f "$f" ] || exit 0; '
+        'n=$(grep -nxF -m 1 -- "$1" "$f" | cut -d: -f1); '
+        'if [ -n "$n" ]; then '
+        '{ cp -p "$f" "$t" && sed "${n}d" "$f" >"$t" && mv -f "$t" "$f"; } '
+        '|| { rm -f "$t"; exit 1; }; '
+        "fi; "
+        'if [ -e "$m" ] && ! grep -q " cloudtask-session-" "$f"; then '
+        '[ -s "$f" ] || rm -f "$f"; rm -f "$m"; fi'
+    )
 )
 
 
-def authorized_keys_command(script: str, key_line: str, created: bool = False) -> str:
-    new = " new" if created else ""
-    return f"/bin/sh -c {shlex.quote(script)} cloudtask-keys {shlex.quote(key_line)}{new}"
+def authorized_keys_command(script: str, key_line: str) -> str:
+    return f"/bin/sh -c {shlex.quote(script)} cloudtask-keys {shlex.quote(key_line)}"
 
 
 # (trusted host keys, trusted CA keys, revoked keys), as asyncssh takes them.
@@ -188,7 +207,35 @@ class SSHOptions:
 
 
 async def connect(target: Target, options: SSHOptions) -> SSHTransport:
-    """A connection to the worker, with the session key authorized on it."""
+    """A connection to the worker, with the session key authorized on it.
+
+    Closing it removes the key again; if the connection is lost by then, a new
+    one is made with the session key itself (the user's agent may be gone).
+    """
+    identity = [str(options.identity)] if options.identity else []
+
+    async def reconnect() -> SSHTransport:
+        return await _open(target, options, [options.session_key.private, *identity])
+
+    transport = await _open(target, options, identity or (), reconnect)
+    key = options.session_key.line
+    await _edit_keys(transport, authorized_keys_command(_ADD, key), "authorize the key")
+
+    async def remove_key(over: SSHTransport) -> None:
+        command = authorized_keys_command(_REMOVE, key)
+        await _edit_keys(over, command, "remove the session key")
+
+    transport.on_close(remove_key)
+    return transport
+
+
+async def _open(
+    target: Target,
+    options: SSHOptions,
+    client_keys: Any,
+    reconnect: Callable[[], Awaitable[SSHTransport]] | None = None,
+) -> SSHTransport:
+    """One SSH connection, asyncssh's errors translated into WorkerError."""
     client = _Client(options.host_keys)
     name = str(target.address)
     try:
@@ -199,7 +246,7 @@ async def connect(target: Target, options: SSHOptions) -> SSHTransport:
             username=target.user,
             config=user_config_paths(),
             known_hosts=options.host_keys.trusted,
-            client_keys=[str(options.identity)] if options.identity else (),
+            client_keys=client_keys,
             password_auth=False,
             kbdint_auth=False,
             keepalive_interval=options.keepalive,
@@ -216,17 +263,7 @@ async def connect(target: Target, options: SSHOptions) -> SSHTransport:
         raise WorkerError(f"{name}: permission denied (key authentication only)") from None
     except (asyncssh.Error, OSError, TimeoutError) as exc:
         raise WorkerError(f"cannot connect to {name}: {exc or type(exc).__name__}") from None
-    transport = SSHTransport(conn, lambda: client.lost)
-    key = options.session_key.line
-    said = await _edit_keys(transport, authorized_keys_command(_ADD, key), "authorize the key")
-    created = said.strip() == "new"
-
-    async def remove_key() -> None:
-        command = authorized_keys_command(_REMOVE, key, created)
-        await _edit_keys(transport, command, "remove the session key")
-
-    transport.on_close(remove_key)
-    return transport
+    return SSHTransport(conn, lambda: client.lost, reconnect)
 
 
 async def _edit_keys(transport: SSHTransport, command: str, what: str) -> str:

@@ -33,6 +33,8 @@ class Run:
     console: Console
     session: SessionDir
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    # Workers whose cleanup (the session key's removal) could not run yet.
+    unclosed: dict[str, Transport] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def changed(self) -> None:
@@ -98,7 +100,15 @@ class Worker:
             if alive:
                 await self._step(transport, log, "post", self.run.config.post)
         finally:
+            await self._close(transport)
+
+    async def _close(self, transport: Transport) -> None:
+        """Undo what connecting set up; if that fails now, the run tries again at its end."""
+        try:
             await transport.close()
+        except WorkerError as exc:
+            self.run.console.warn(f"{self.name}: cleanup failed, tried again at the end: {exc}")
+            self.run.unclosed[self.name] = transport
 
     def _busy(self) -> bool:
         return self.run.scheduler.workers[self.name].job is not None

@@ -43,13 +43,19 @@ def wrapped(command: str) -> str:
 
 
 class SSHTransport:
-    def __init__(self, conn: asyncssh.SSHClientConnection, lost: Callable[[], str | None]) -> None:
+    def __init__(
+        self,
+        conn: asyncssh.SSHClientConnection,
+        lost: Callable[[], str | None],
+        reconnect: Callable[[], Awaitable[SSHTransport]] | None = None,
+    ) -> None:
         self.conn = conn
         self._lost = lost  # why the connection is gone, or None while it is up
-        self._before_close: list[Callable[[], Awaitable[None]]] = []
+        self._reconnect = reconnect
+        self._before_close: list[Callable[[SSHTransport], Awaitable[None]]] = []
 
-    def on_close(self, cleanup: Callable[[], Awaitable[None]]) -> None:
-        """Run `cleanup` (over this connection) when the transport is closed."""
+    def on_close(self, cleanup: Callable[[SSHTransport], Awaitable[None]]) -> None:
+        """Run `cleanup` over a live connection to the worker when closing."""
         self._before_close.append(cleanup)
 
     async def run(
@@ -121,13 +127,31 @@ class SSHTransport:
         return self._lost() or (str(exc) if exc else "the connection closed")
 
     async def close(self) -> None:
-        """Run the cleanups, then disconnect; a cleanup that fails raises WorkerError."""
+        """Run the cleanups, then disconnect.
+
+        When the connection is gone, the cleanups run over a new one. If they
+        cannot run, WorkerError says why, and they stay for another close().
+        """
         try:
-            for cleanup in reversed(self._before_close):
-                await cleanup()
+            if self._before_close:
+                over = self
+                if self._lost() is not None:
+                    if self._reconnect is None:
+                        raise WorkerError(f"cannot clean up: {self._lost()}")
+                    over = await self._reconnect()
+                try:
+                    for cleanup in reversed(self._before_close):
+                        await cleanup(over)
+                finally:
+                    if over is not self:
+                        await over.disconnect()
+                self._before_close.clear()
         finally:
-            self._before_close.clear()
             await self.disconnect()
+
+    @property
+    def needs_cleanup(self) -> bool:
+        return bool(self._before_close)
 
     async def disconnect(self) -> None:
         self.conn.close()
