@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import secrets
 import shlex
@@ -29,6 +30,10 @@ from .addresses import Address
 from .errors import UsageError, WorkerError
 from .session import PRIVATE_FILE
 from .transport.ssh import SSHTransport
+
+# asyncssh's own log lines would reach stderr through logging's last resort;
+# what matters of them reaches the user as cloudtask's one-line messages.
+logging.getLogger("asyncssh").addHandler(logging.NullHandler())
 
 # A worker whose keepalives go unanswered this many times in a row is failed.
 KEEPALIVE_COUNT = 3
