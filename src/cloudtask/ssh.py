@@ -38,6 +38,16 @@ logging.getLogger("asyncssh").addHandler(logging.NullHandler())
 # A worker whose keepalives go unanswered this many times in a row is failed.
 KEEPALIVE_COUNT = 3
 CONNECT_TIMEOUT = 30.0
+# AES-GCM first: with AES-NI it costs a third less controller CPU per job than
+# chacha20-poly1305 (measured in benchmarks/ssh_jobs.py); the rest as fallback.
+CIPHERS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+)
 USER_CONFIG = Path("~/.ssh/config")
 USER_KNOWN_HOSTS = (Path("~/.ssh/known_hosts"), Path("/etc/ssh/ssh_known_hosts"))
 
@@ -257,6 +267,7 @@ async def _open(
             keepalive_interval=options.keepalive,
             keepalive_count_max=KEEPALIVE_COUNT,
             connect_timeout=CONNECT_TIMEOUT,
+            encryption_algs=CIPHERS,
         )
     except asyncssh.HostKeyNotVerifiable:
         if client.refused_key:
