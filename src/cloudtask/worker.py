@@ -70,11 +70,13 @@ class Worker:
         self.run = run
         self.provider = provider
         self.name = "?"
+        self.log: TextIO | None = None
 
     async def lifecycle(self) -> None:
         instance = await self.provider.launch()
         self.name = instance.name
         log = self.run.session.worker_log(self.name)
+        self.log = log
         try:
             await self._connected(instance, log)
         finally:
@@ -85,7 +87,7 @@ class Worker:
         try:
             transport = await self.provider.connect(instance)
         except WorkerError as exc:
-            self.run.console.warn(f"{self.name}: cannot connect: {exc}")
+            self._warn(f"{self.name}: cannot connect: {exc}")
             return
         try:
             if not await self._setup(transport, log):
@@ -107,8 +109,14 @@ class Worker:
         try:
             await transport.close()
         except WorkerError as exc:
-            self.run.console.warn(f"{self.name}: cleanup failed, tried again at the end: {exc}")
+            self._warn(f"{self.name}: cleanup failed, tried again at the end: {exc}")
             self.run.unclosed[self.name] = transport
+
+    def _warn(self, text: str) -> None:
+        """A problem of this worker: on the console, and in the worker's own log."""
+        self.run.console.warn(text)
+        if self.log is not None:
+            self.log.write(f"== {text}\n")
 
     def _busy(self) -> bool:
         return self.run.scheduler.workers[self.name].job is not None
@@ -122,7 +130,7 @@ class Worker:
                 await transport.put_overlay(overlay)
             return await self._step(transport, log, "pre", self.run.config.pre)
         except WorkerError as exc:
-            self.run.console.warn(f"{self.name}: setup failed: {exc}; it gets no jobs")
+            self._warn(f"{self.name}: setup failed: {exc}; it gets no jobs")
             return False
 
     async def _step(
@@ -136,7 +144,7 @@ class Worker:
         result = await self._execute(transport, log, label, command, stop=None)
         if result.ok:
             return True
-        console.warn(
+        self._warn(
             f"{self.name}: --{label} {result.describe()}"
             + ("; it gets no jobs" if label == "pre" else "")
         )
@@ -156,7 +164,7 @@ class Worker:
                 await self._run_job(transport, log, decision)
             except WorkerError as exc:
                 ended = scheduler.fail_worker(self.name)
-                self.run.console.warn(f"{self.name} failed: {exc}")
+                self._warn(f"{self.name} failed: {exc}")
                 if ended is not None:
                     what = "queued again" if ended.requeued else "lost"
                     self.run.console.line(f"{self.name} job {decision} {what}")

@@ -1,0 +1,238 @@
+"""Faults while SSH workers run jobs: a host crashes, its link is cut, the user hits Ctrl-C.
+
+Each test has hosts of its own (make_hosts), since it breaks them. cloudtask
+runs with --keepalive=1 so that a silent host is declared failed in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from tests.e2e import helpers
+from tests.hosts import TestHosts
+from tests.integration.test_ssh_workers import (
+    CLOUDTASK,
+    JOB_SCRIPT,
+    KeysSnapshot,
+    assert_no_job_processes,
+    ends,
+    env_for,
+    jobs_input,
+    starts,
+    wait_until,
+)
+
+MakeHosts = Callable[[int], TestHosts]
+
+
+@pytest.fixture
+def keys() -> Iterator[KeysSnapshot]:
+    snapshot = KeysSnapshot.take()
+    yield snapshot
+    snapshot.restore()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    (path / ".ssh").mkdir(parents=True, mode=0o700)
+    return path
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    path = tmp_path / "job.sh"
+    path.write_text(JOB_SCRIPT)
+    path.chmod(0o755)
+    return path
+
+
+class Running:
+    """A cloudtask started in a session of its own, its output going to files."""
+
+    def __init__(self, tmp_path: Path, home: Path, args: list[str], jobs: bytes) -> None:
+        self.out_path = tmp_path / "stdout"
+        self.err_path = tmp_path / "stderr"
+        (tmp_path / "jobs").write_bytes(jobs)
+        with (
+            (tmp_path / "jobs").open("rb") as stdin,
+            self.out_path.open("wb") as out,
+            self.err_path.open("wb") as err,
+        ):
+            self.process = subprocess.Popen(
+                [CLOUDTASK, "--force", *args],
+                stdin=stdin,
+                stdout=out,
+                stderr=err,
+                env=env_for(home),
+                cwd=tmp_path,
+                start_new_session=True,
+            )
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> subprocess.CompletedProcess[str]:
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"cloudtask still running after {timeout} s") from None
+        result = subprocess.CompletedProcess(
+            self.process.args, code, self.out_path.read_text(errors="replace"), self.stderr
+        )
+        helpers.assert_no_traceback(result)
+        return result
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def running() -> Iterator[list[Running]]:
+    started: list[Running] = []
+    yield started
+    for run in started:
+        run.kill()
+
+
+def start(
+    running: list[Running],
+    tmp_path: Path,
+    home: Path,
+    hosts: TestHosts,
+    script: Path,
+    jobs: bytes,
+    *options: str,
+) -> Running:
+    args = [
+        f"--workers={hosts.workers_file()}",
+        f"--ssh-identity={hosts.client_key}",
+        "--keepalive=1",
+        *options,
+        str(script),
+    ]
+    run = Running(tmp_path, home, args, jobs)
+    running.append(run)
+    return run
+
+
+def test_host_killed_mid_job_its_job_reruns_elsewhere(
+    make_hosts: MakeHosts,
+    tmp_path: Path,
+    home: Path,
+    script: Path,
+    keys: KeysSnapshot,
+    running: list[Running],
+) -> None:
+    hosts = make_hosts(3)
+    victim = hosts[0]
+    jobs = jobs_input(6, f"slow:{victim.address}:60:2")
+    run = start(running, tmp_path, home, hosts, script, jobs, "--retries=0")
+    wait_until(
+        lambda: any(addr == victim.address for _, addr in starts(tmp_path)),
+        20,
+        "a job started on the victim",
+    )
+    killed_job = next(job for job, addr in starts(tmp_path) if addr == victim.address)
+    victim.kill_all()
+    wait_until(lambda: f"{victim.address} failed" in run.stderr, 30, "the worker declared failed")
+    # The crashed host comes back while the session still runs, so that the
+    # session's last cleanup can remove its key from the (shared) authorized_keys.
+    victim.restart_sshd()
+    result = run.wait(90)
+
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, 6, 0, 0, 0, 6)
+    assert f"job {killed_job} queued again" in result.stdout
+    started = starts(tmp_path)
+    for job in range(1, 7):
+        ran_on = [addr for j, addr in started if j == job]
+        if job == killed_job:
+            assert len(ran_on) == 2 and ran_on[0] == victim.address != ran_on[1], started
+        else:
+            assert len(ran_on) == 1, (job, started)
+    assert sorted(job for job, _ in ends(tmp_path)) == list(range(1, 7))
+    assert victim.address not in {addr for _, addr in ends(tmp_path)}
+    assert_no_job_processes(hosts, "sleep")
+    keys.assert_unchanged()
+
+
+def test_link_cut_mid_job_worker_failed_and_job_rerouted(
+    make_hosts: MakeHosts,
+    tmp_path: Path,
+    home: Path,
+    script: Path,
+    keys: KeysSnapshot,
+    running: list[Running],
+) -> None:
+    hosts = make_hosts(3)
+    victim = hosts[0]
+    jobs = jobs_input(6, f"slow:{victim.address}:60:2")
+    run = start(running, tmp_path, home, hosts, script, jobs, "--retries=0")
+    wait_until(
+        lambda: any(addr == victim.address for _, addr in starts(tmp_path)),
+        20,
+        "a job started on the victim",
+    )
+    cut_job = next(job for job, addr in starts(tmp_path) if addr == victim.address)
+    wait_until(lambda: "sleep" in str(victim.processes()), 5, "the job sleeps on the victim")
+    victim.cut()
+    cut_at = time.monotonic()
+    try:
+        wait_until(
+            lambda: f"{victim.address} failed" in run.stderr, 35, "the worker declared failed"
+        )
+        detected = time.monotonic() - cut_at
+    finally:
+        victim.heal()
+    assert detected < 30, detected
+    result = run.wait(90)
+
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, 6, 0, 0, 0, 6)
+    assert f"job {cut_job} queued again" in result.stdout
+    started = starts(tmp_path)
+    assert next(addr for job, addr in started if job == cut_job) == victim.address
+    assert len([job for job, _ in started if job == cut_job]) == 2
+    assert sorted(job for job, _ in ends(tmp_path)) == list(range(1, 7))
+    # The channel went away: the wrapper on the cut host kills the job's group.
+    assert_no_job_processes(hosts, "sleep", timeout=20)
+    assert_no_job_processes(hosts, str(script), timeout=5)
+    keys.assert_unchanged()
+
+
+def test_ctrl_c_mid_run_stops_every_job(
+    make_hosts: MakeHosts,
+    tmp_path: Path,
+    home: Path,
+    script: Path,
+    keys: KeysSnapshot,
+    running: list[Running],
+) -> None:
+    hosts = make_hosts(3)
+    run = start(running, tmp_path, home, hosts, script, jobs_input(6, "60"))
+    wait_until(lambda: len(starts(tmp_path)) >= 3, 20, "three jobs started")
+    wait_until(
+        lambda: all("sleep" in str(host.processes()) for host in hosts), 5, "jobs sleep everywhere"
+    )
+    os.killpg(run.process.pid, signal.SIGINT)
+    result = run.wait(30)
+
+    assert result.returncode == 1, result.stderr
+    counts = helpers.summary(result)
+    assert counts.ok == 0 and counts.total == 6 and counts.pending == 6, counts
+    assert "aborted" in result.stdout
+    assert not ends(tmp_path)
+    assert_no_job_processes(hosts, "sleep")
+    assert_no_job_processes(hosts, str(script), timeout=5)
+    keys.assert_unchanged()

@@ -1,0 +1,589 @@
+"""cloudtask --workers against real OpenSSH servers (test hosts in network namespaces).
+
+cloudtask runs as a real subprocess with HOME set to a directory of the test's
+own (its ~/.ssh/config and ~/.ssh/known_hosts). The hosts share the file
+system with the test: jobs append to files in tmp_path, and the remote side's
+authorized_keys is the real /root/.ssh/authorized_keys, which every session
+must leave exactly as it found it.
+"""
+
+from __future__ import annotations
+
+import collections
+import fcntl
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from tests.e2e import helpers
+from tests.hosts import Host, TestHosts
+
+CLOUDTASK = str(Path(sys.executable).with_name("cloudtask"))
+AUTHORIZED_KEYS = Path("/root/.ssh/authorized_keys")
+RUN_TIMEOUT = 60
+
+# A job script: records where it ran (the server address of $SSH_CONNECTION),
+# how much stdin it got, and its start and end. Arguments: job id, seconds to
+# sleep (or "slow:ADDRESS:SLOW:FAST": SLOW seconds on ADDRESS, FAST elsewhere).
+JOB_SCRIPT = r"""#!/bin/sh
+marks="$(dirname "$0")/marks"
+addr=$(echo "$SSH_CONNECTION" | cut -d' ' -f3)
+stdin=$(cat | wc -c)
+echo "start $1 $addr stdin=$stdin" >> "$marks"
+echo "job $1 on $addr"
+case "$2" in
+  slow:*) IFS=: read -r _ slow_addr slow fast <<EOF
+$2
+EOF
+    if [ "$addr" = "$slow_addr" ]; then seconds=$slow; else seconds=$fast; fi ;;
+  *) seconds=${2:-0} ;;
+esac
+[ "$seconds" = 0 ] || sleep "$seconds"
+echo "end $1 $addr" >> "$marks"
+"""
+
+
+# --- shared helpers (tests/integration/test_ssh_faults.py uses them too) ----------------------
+
+
+@dataclass(frozen=True)
+class KeysSnapshot:
+    """The bytes of /root/.ssh/authorized_keys (None: absent) at a test's start."""
+
+    content: bytes | None
+
+    @classmethod
+    def take(cls) -> KeysSnapshot:
+        return cls(AUTHORIZED_KEYS.read_bytes() if AUTHORIZED_KEYS.exists() else None)
+
+    def current(self) -> bytes | None:
+        return AUTHORIZED_KEYS.read_bytes() if AUTHORIZED_KEYS.exists() else None
+
+    def assert_unchanged(self) -> None:
+        now = self.current()
+        if self.content is None:
+            assert now is None, f"{AUTHORIZED_KEYS} was created: {now!r}"
+        else:
+            assert now == self.content, (
+                f"{AUTHORIZED_KEYS} changed (or another cloudtask session on this machine "
+                f"edited it meanwhile):\nbefore {self.content!r}\nafter  {now!r}"
+            )
+
+    def restore(self) -> None:
+        """Remove the lines added since the snapshot (a session key a failed test left).
+
+        Only added lines go: writing the snapshot back whole would resurrect lines
+        that another session on this machine removed meanwhile.
+        """
+        now = self.current()
+        if now == self.content or now is None:
+            return
+        directory = os.open(AUTHORIZED_KEYS.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(directory, fcntl.LOCK_EX)  # as cloudtask's own edits do
+            self._remove_added()
+        finally:
+            os.close(directory)
+
+    def _remove_added(self) -> None:
+        now = self.current() or b""
+        before = collections.Counter((self.content or b"").splitlines(keepends=True))
+        kept = []
+        for line in now.splitlines(keepends=True):
+            if before[line] > 0:
+                before[line] -= 1
+                kept.append(line)
+        text = b"".join(kept)
+        if not text and self.content is None:
+            AUTHORIZED_KEYS.unlink(missing_ok=True)
+            AUTHORIZED_KEYS.with_name(".authorized_keys.cloudtask-created").unlink(missing_ok=True)
+        elif text != now:
+            temporary = AUTHORIZED_KEYS.with_name(".authorized_keys.test-restore")
+            temporary.write_bytes(text)
+            os.chmod(temporary, 0o600)
+            temporary.replace(AUTHORIZED_KEYS)
+
+
+@pytest.fixture
+def authorized_keys() -> Iterator[KeysSnapshot]:
+    """Snapshot of root's authorized_keys; put back after the test if a test left it changed."""
+    snapshot = KeysSnapshot.take()
+    yield snapshot
+    snapshot.restore()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """HOME for cloudtask: an empty ~/.ssh of the test's own."""
+    path = tmp_path / "home"
+    (path / ".ssh").mkdir(parents=True, mode=0o700)
+    return path
+
+
+@pytest.fixture
+def job_script(tmp_path: Path) -> Path:
+    path = tmp_path / "job.sh"
+    path.write_text(JOB_SCRIPT)
+    path.chmod(0o755)
+    return path
+
+
+def env_for(home: Path) -> dict[str, str]:
+    return helpers.env_with(HOME=str(home))
+
+
+def cloudtask(
+    home: Path,
+    *args: str,
+    input: bytes = b"",
+    identity: Path | None = None,
+    timeout: float = RUN_TIMEOUT,
+) -> subprocess.CompletedProcess[str]:
+    argv = [CLOUDTASK, "--force"]
+    if identity is not None:
+        argv.append(f"--ssh-identity={identity}")
+    result = helpers.run([*argv, *args], input=input, env=env_for(home), timeout=timeout)
+    helpers.assert_no_traceback(result)
+    return result
+
+
+def jobs_input(count: int, *extra: str) -> bytes:
+    return "".join(" ".join([str(n), *extra]) + "\n" for n in range(1, count + 1)).encode()
+
+
+def marks(tmp_path: Path) -> list[list[str]]:
+    path = tmp_path / "marks"
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def starts(tmp_path: Path) -> list[tuple[int, str]]:
+    return [(int(m[1]), m[2]) for m in marks(tmp_path) if m[0] == "start"]
+
+
+def ends(tmp_path: Path) -> list[tuple[int, str]]:
+    return [(int(m[1]), m[2]) for m in marks(tmp_path) if m[0] == "end"]
+
+
+def session_dir(result: subprocess.CompletedProcess[str]) -> Path:
+    return helpers.sessions_dir() / str(helpers.summary(result).id)
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+
+
+def job_processes(host: Host, needle: str = "sleep") -> list[str]:
+    return [p.cmdline for p in host.processes() if needle in p.cmdline]
+
+
+def assert_no_job_processes(hosts: TestHosts, needle: str = "sleep", timeout: float = 10) -> None:
+    def clean() -> bool:
+        return all(not job_processes(host, needle) for host in hosts)
+
+    try:
+        wait_until(clean, timeout, "no job process left")
+    except AssertionError:
+        left = {host.name: job_processes(host, needle) for host in hosts}
+        raise AssertionError(f"job processes left on the hosts after {timeout} s: {left}") from None
+
+
+# --- a batch ----------------------------------------------------------------------------------
+
+
+def test_batch_on_three_hosts(
+    hosts: TestHosts, home: Path, tmp_path: Path, job_script: Path, authorized_keys: KeysSnapshot
+) -> None:
+    result = cloudtask(
+        home,
+        f"--workers={hosts.workers_file()}",
+        str(job_script),
+        input=jobs_input(12, "0.3"),
+        identity=hosts.client_key,
+    )
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, 12, 0, 0, 0, 12)
+    summary = helpers.summary(result)
+    assert result.stdout.splitlines()[-1].startswith(f"session {summary.id} (")
+
+    # Every job ran once, to its end, with empty stdin, spread over all hosts.
+    started = starts(tmp_path)
+    assert sorted(job for job, _ in started) == list(range(1, 13))
+    assert sorted(job for job, _ in ends(tmp_path)) == list(range(1, 13))
+    assert all(m[3] == "stdin=0" for m in marks(tmp_path) if m[0] == "start")
+    assert {addr for _, addr in started} == {host.address for host in hosts}
+
+    # One log per worker under SESSIONS/ID/workers/, with its jobs' output.
+    logs = session_dir(result) / "workers"
+    assert sorted(p.name for p in logs.iterdir()) == sorted(h.address for h in hosts)
+    for job, addr in started:
+        assert f"job {job} on {addr}\n" in (logs / addr).read_text()
+    authorized_keys.assert_unchanged()
+
+
+def test_address_listed_twice_is_two_slots(
+    hosts: TestHosts, home: Path, tmp_path: Path, job_script: Path, authorized_keys: KeysSnapshot
+) -> None:
+    a, b = hosts[0].login, hosts[1].login
+    result = cloudtask(
+        home,
+        f"--workers={a}, {a} {b}",
+        str(job_script),
+        input=jobs_input(3, "1.5"),
+        identity=hosts.client_key,
+    )
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, 3, 0, 0, 0, 3)
+    assert helpers.split_shown(result.stdout) == 3
+    logs = session_dir(result) / "workers"
+    names = sorted(p.name for p in logs.iterdir())
+    assert names == sorted([hosts[0].address, f"{hosts[0].address}-2", hosts[1].address])
+    for name in names:  # three slots, three 1.5 s jobs: one each, at once
+        assert (logs / name).read_text().count("== job ") == 2, name  # started + ended
+    assert sorted(addr for _, addr in starts(tmp_path)) == sorted(
+        [hosts[0].address, hosts[0].address, hosts[1].address]
+    )
+    authorized_keys.assert_unchanged()
+
+
+def test_timeout_kills_every_process_of_the_job(
+    hosts: TestHosts, home: Path, authorized_keys: KeysSnapshot
+) -> None:
+    marker = f"sleep 1000.{uuid.uuid4().int % 1000}"
+    started = time.monotonic()
+    result = cloudtask(
+        home,
+        f"--workers={hosts[0].login} {hosts[1].login}",
+        "--timeout=1",
+        "sh",
+        "-c",
+        f"{marker} & {marker}",
+        input=b"a\nb\n",
+        identity=hosts.client_key,
+    )
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1, result.stderr
+    assert helpers.counts(result) == (2, 2, 0, 2, 0, 0)
+    assert_no_job_processes(hosts, marker)
+    authorized_keys.assert_unchanged()
+
+
+# --- ~/.ssh/config ----------------------------------------------------------------------------
+
+
+def write_ssh_config(home: Path, text: str) -> None:
+    path = home / ".ssh" / "config"
+    path.write_text(text)
+    path.chmod(0o600)
+
+
+def test_ssh_config_alias_hostname_user_port_identityfile(
+    hosts: TestHosts, home: Path, tmp_path: Path, job_script: Path, authorized_keys: KeysSnapshot
+) -> None:
+    shutil.copy(hosts.known_hosts_file(), home / ".ssh" / "known_hosts")
+    config = "".join(
+        f"Host alias{i}\n  HostName {host.address}\n  User root\n  Port 22\n"
+        f"  IdentityFile {hosts.client_key}\n"
+        for i, host in enumerate(hosts)
+    )
+    write_ssh_config(home, config)
+    result = cloudtask(
+        home,
+        "--workers=alias0,alias1 alias2",
+        "--user=nobody",  # --user given on the command line beats the config's User
+        str(job_script),
+        input=jobs_input(6, "0.2"),
+    )
+    # So the login as nobody fails on every worker (no key of its own): nothing runs.
+    assert result.returncode == 1
+    assert helpers.counts(result)[2] == 6  # all pending: no worker could log in
+    assert not starts(tmp_path)
+
+    result = cloudtask(
+        home, "--workers=alias0,alias1 alias2", str(job_script), input=jobs_input(6, "0.2")
+    )
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, 6, 0, 0, 0, 6)
+    logs = session_dir(result) / "workers"
+    assert sorted(p.name for p in logs.iterdir()) == ["alias0", "alias1", "alias2"]
+    assert {addr for _, addr in starts(tmp_path)} <= {h.address for h in hosts}
+    assert len(starts(tmp_path)) == 6
+    authorized_keys.assert_unchanged()
+
+
+def test_ssh_config_without_identity_file_cannot_log_in(
+    hosts: TestHosts, home: Path, tmp_path: Path, job_script: Path, authorized_keys: KeysSnapshot
+) -> None:
+    """The control for the test above: with no IdentityFile, no key, no login (no password)."""
+    shutil.copy(hosts.known_hosts_file(), home / ".ssh" / "known_hosts")
+    write_ssh_config(home, f"Host alias0\n  HostName {hosts[0].address}\n  User root\n")
+    env_agent = {k: v for k, v in env_for(home).items() if k != "SSH_AUTH_SOCK"}
+    result = helpers.run(
+        [CLOUDTASK, "--force", "--workers=alias0", str(job_script)],
+        input=jobs_input(2),
+        env=env_agent,
+        timeout=RUN_TIMEOUT,
+    )
+    assert result.returncode == 1
+    assert helpers.counts(result) == (2, 2, 2, 0, 0, 0)
+    assert "alias0" in result.stderr and "permission denied" in result.stderr
+    assert not starts(tmp_path)
+    authorized_keys.assert_unchanged()
+
+
+def _namespace_can_reach(source: Host, target: Host) -> bool:
+    """Whether a TCP connection from inside source's namespace reaches target's sshd."""
+    probe = (
+        "import socket,sys\n"
+        "s=socket.create_connection((sys.argv[1],22),timeout=2)\n"
+        "print(s.recv(4).decode())\n"
+    )
+    done = subprocess.run(
+        ["ip", "netns", "exec", source.netns, sys.executable, "-c", probe, target.address],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    return done.returncode == 0 and done.stdout.startswith("SSH-")
+
+
+def test_ssh_config_proxyjump(
+    hosts: TestHosts, home: Path, tmp_path: Path, job_script: Path, authorized_keys: KeysSnapshot
+) -> None:
+    jump, target = hosts[0], hosts[1]
+    if not _namespace_can_reach(jump, target):
+        # The hosts' namespaces are joined only to the root namespace: a jump
+        # host can reach no other test host, so jump through the target itself
+        # (its own address is routable inside its namespace).
+        target = jump
+        if not _namespace_can_reach(jump, target):
+            pytest.skip(f"{jump.name} cannot reach any sshd from inside its namespace")
+    shutil.copy(hosts.known_hosts_file(), home / ".ssh" / "known_hosts")
+    write_ssh_config(
+        home,
+        f"Host behind\n  HostName {target.address}\n  ProxyJump jumphost\n"
+        f"Host jumphost\n  HostName {jump.address}\n"
+        f"Host *\n  User root\n  IdentityFile {hosts.client_key}\n",
+    )
+    result = cloudtask(home, "--workers=behind", str(job_script), input=jobs_input(3))
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, 3, 0, 0, 0, 3)
+    # Through the jump host, the client end of each job's connection is the jump host
+    # (inside the namespace), not the root namespace's end of the link.
+    connections = [m for m in marks(tmp_path) if m[0] == "start"]
+    assert len(connections) == 3
+    log = (session_dir(result) / "workers" / "behind").read_text()
+    assert log.count("== job ") == 6
+    # $SSH_CONNECTION's client address, seen by the job: the jump host's.
+    probe = cloudtask(
+        home, "--workers=behind", "sh", "-c", 'echo "client=${SSH_CONNECTION%% *}"', input=b"x\n"
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert f"client={jump.address}" in helpers.job_output(probe.stdout)
+    authorized_keys.assert_unchanged()
+
+
+# --- host keys --------------------------------------------------------------------------------
+
+
+def test_known_hosts_entries_are_used_and_nothing_pinned(
+    hosts: TestHosts, home: Path, tmp_path: Path, job_script: Path, authorized_keys: KeysSnapshot
+) -> None:
+    shutil.copy(hosts.known_hosts_file(), home / ".ssh" / "known_hosts")
+    result = cloudtask(
+        home,
+        f"--workers={hosts.workers_file()}",
+        str(job_script),
+        input=jobs_input(3),
+        identity=hosts.client_key,
+    )
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, 3, 0, 0, 0, 3)
+    pins = session_dir(result) / "known_hosts"
+    assert not pins.exists() or pins.read_text().strip() == ""
+    authorized_keys.assert_unchanged()
+
+
+def test_unknown_host_key_is_pinned_for_the_session(
+    hosts: TestHosts, home: Path, tmp_path: Path, job_script: Path, authorized_keys: KeysSnapshot
+) -> None:
+    assert not (home / ".ssh" / "known_hosts").exists()
+    result = cloudtask(
+        home,
+        f"--workers={hosts.workers_file()}",
+        str(job_script),
+        input=jobs_input(3),
+        identity=hosts.client_key,
+    )
+    assert result.returncode == 0, result.stderr
+    pins = (session_dir(result) / "known_hosts").read_text()
+    for host in hosts:
+        assert host.host_public_key in pins
+        assert any(line.split()[0] == host.address for line in pins.splitlines())
+    assert stat.S_IMODE((session_dir(result) / "known_hosts").stat().st_mode) == 0o600
+    assert not (home / ".ssh" / "known_hosts").exists()  # the user's file is not touched
+    authorized_keys.assert_unchanged()
+
+
+def test_changed_host_key_is_refused_and_others_finish(
+    hosts: TestHosts, home: Path, tmp_path: Path, job_script: Path, authorized_keys: KeysSnapshot
+) -> None:
+    old = hosts.known_hosts_file().read_text()
+    changed = hosts[1]
+    changed.change_host_key()
+    (home / ".ssh" / "known_hosts").write_text(old)
+    result = cloudtask(
+        home,
+        f"--workers={hosts.workers_file()}",
+        str(job_script),
+        input=jobs_input(6, "0.1"),
+        identity=hosts.client_key,
+    )
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, 6, 0, 0, 0, 6)
+    assert changed.address not in {addr for _, addr in starts(tmp_path)}
+    assert sorted(job for job, _ in starts(tmp_path)) == list(range(1, 7))
+    refusal = [line for line in result.stderr.splitlines() if "changed" in line]
+    assert refusal and changed.address in refusal[0], result.stderr
+    pins = session_dir(result) / "known_hosts"
+    assert not pins.exists() or changed.host_public_key not in pins.read_text()
+    authorized_keys.assert_unchanged()
+
+
+# --- setup: overlay, pre, post ---------------------------------------------------------------
+
+
+def test_overlay_files_modes_symlinks_and_tmp_keeps_its_mode(
+    hosts: TestHosts, home: Path, tmp_path: Path, authorized_keys: KeysSnapshot
+) -> None:
+    name = f"ct-overlay-{uuid.uuid4().hex}"
+    target = Path("/tmp") / name
+    overlay = tmp_path / "overlay"
+    tree = overlay / "tmp" / name
+    (tree / "sub").mkdir(parents=True)
+    (tree / "file").write_text("overlay file\n")
+    (tree / "file").chmod(0o640)
+    (tree / "sub" / "inner").write_text("inner\n")
+    (tree / "link").symlink_to("file")
+    (overlay / "tmp").chmod(0o755)  # what a careless overlay has: must not reach /tmp
+    tmp_mode = stat.S_IMODE(os.stat("/tmp").st_mode)
+    assert tmp_mode == 0o1777
+    try:
+        result = cloudtask(
+            home,
+            f"--workers={hosts.workers_file()}",
+            f"--overlay={overlay}",
+            "sh",
+            "-c",
+            f'cd {target} && stat -c "%a %n" file && cat sub/inner && readlink link',
+            input=b"1\n2\n3\n",
+            identity=hosts.client_key,
+        )
+        assert result.returncode == 0, result.stderr
+        assert helpers.counts(result) == (0, 3, 0, 0, 0, 3)
+        out = helpers.job_output(result.stdout)
+        assert out.count("640 file") == 3 and out.count("inner") == 3 and out.count("file") == 3
+        assert stat.S_IMODE((target / "file").stat().st_mode) == 0o640
+        assert (target / "sub").is_dir() and (target / "sub" / "inner").read_text() == "inner\n"
+        assert (target / "link").is_symlink() and os.readlink(target / "link") == "file"
+        assert stat.S_IMODE(os.stat("/tmp").st_mode) == 0o1777
+        authorized_keys.assert_unchanged()
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+        assert stat.S_IMODE(os.stat("/tmp").st_mode) == 0o1777
+
+
+def test_bad_overlay_worker_gets_no_jobs(
+    hosts: TestHosts, home: Path, tmp_path: Path, job_script: Path, authorized_keys: KeysSnapshot
+) -> None:
+    # /proc takes no new directories: tar fails on every worker.
+    overlay = tmp_path / "overlay"
+    (overlay / "proc" / f"ct-overlay-{uuid.uuid4().hex}").mkdir(parents=True)
+    (overlay / "proc").chmod(0o555)
+    result = cloudtask(
+        home,
+        f"--workers={hosts[0].login} {hosts[1].login}",
+        f"--overlay={overlay}",
+        str(job_script),
+        input=jobs_input(4),
+        identity=hosts.client_key,
+    )
+    (overlay / "proc").chmod(0o755)
+    assert result.returncode == 1
+    assert helpers.counts(result) == (4, 4, 4, 0, 0, 0)
+    assert not starts(tmp_path)
+    for host in hosts[:2]:
+        why = [line for line in result.stderr.splitlines() if host.address in line]
+        assert why and "overlay" in why[0] and "tar" in why[0], result.stderr
+    log = (session_dir(result) / "log").read_text()
+    assert log.count("setup failed") == 2 and "tar" in log
+    authorized_keys.assert_unchanged()
+
+
+def test_bad_overlay_reason_is_in_the_worker_log(
+    hosts: TestHosts, home: Path, tmp_path: Path, job_script: Path, authorized_keys: KeysSnapshot
+) -> None:
+    """Issue 3: a worker whose setup fails gets no jobs, and "its log says why"."""
+    overlay = tmp_path / "overlay"
+    (overlay / "proc" / f"ct-overlay-{uuid.uuid4().hex}").mkdir(parents=True)
+    result = cloudtask(
+        home,
+        f"--workers={hosts[0].login}",
+        f"--overlay={overlay}",
+        str(job_script),
+        input=jobs_input(1),
+        identity=hosts.client_key,
+    )
+    assert result.returncode == 1
+    worker_log = session_dir(result) / "workers" / hosts[0].address
+    text = worker_log.read_text() if worker_log.exists() else ""
+    assert "overlay" in text and "tar" in text, f"worker log {worker_log}: {text!r}"
+    authorized_keys.assert_unchanged()
+
+
+def test_failing_pre_gets_no_jobs_and_post_runs_after_the_last_job(
+    hosts: TestHosts, home: Path, tmp_path: Path, job_script: Path, authorized_keys: KeysSnapshot
+) -> None:
+    refused = hosts[1]
+    pre = tmp_path / "pre.sh"
+    pre.write_text(
+        'addr=$(echo "$SSH_CONNECTION" | cut -d" " -f3)\n'
+        f'echo "pre $addr" >> {tmp_path}/marks\n'
+        f'[ "$addr" != {refused.address} ] || {{ echo "no pre for you"; exit 3; }}\n'
+    )
+    post = tmp_path / "post.sh"
+    post.write_text(f'echo "post $(echo "$SSH_CONNECTION" | cut -d" " -f3)" >> {tmp_path}/marks\n')
+    result = cloudtask(
+        home,
+        f"--workers={hosts.workers_file()}",
+        f"--pre=sh {pre}",
+        f"--post=sh {post}",
+        str(job_script),
+        input=jobs_input(6, "0.2"),
+        identity=hosts.client_key,
+    )
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, 6, 0, 0, 0, 6)
+    lines = marks(tmp_path)
+    assert sorted(m[1] for m in lines if m[0] == "pre") == sorted(h.address for h in hosts)
+    assert refused.address not in {addr for _, addr in starts(tmp_path)}
+    assert any(refused.address in line and "--pre" in line for line in result.stderr.splitlines())
+    for host in (hosts[0], hosts[2]):
+        mine = [i for i, m in enumerate(lines) if host.address in m[1:3] and m[0] != "pre"]
+        assert lines[mine[-1]] == ["post", host.address], lines
+        assert [m[0] for m in lines].count("post") == 2
+        assert sum(1 for m in lines if m == ["post", host.address]) == 1
+    assert ["post", refused.address] not in lines
+    authorized_keys.assert_unchanged()
