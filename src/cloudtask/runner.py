@@ -70,6 +70,9 @@ async def run_session(
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
             raise result
     await close_again(run)
+    left = len(scheduler.queue)
+    if left and not aborted:
+        console.warn(f"no worker is left to run the {left} pending jobs")
     return RunSummary(scheduler.counts(), time.monotonic() - started, aborted)
 
 
