@@ -234,7 +234,11 @@ async def connect(target: Target, options: SSHOptions) -> SSHTransport:
 
     transport = await _open(target, options, identity or (), reconnect)
     key = options.session_key.line
-    await _edit_keys(transport, authorized_keys_command(_ADD, key), "authorize the key")
+    try:
+        await _edit_keys(transport, authorized_keys_command(_ADD, key), "authorize the key")
+    except WorkerError:
+        await transport.disconnect()
+        raise
 
     async def remove_key(over: SSHTransport) -> None:
         command = authorized_keys_command(_REMOVE, key)

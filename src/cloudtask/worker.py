@@ -100,7 +100,10 @@ class Worker:
                     self.run.scheduler.remove_worker(self.name)
                 self.run.changed()
             if alive:
-                await self._step(transport, log, "post", self.run.config.post)
+                try:
+                    await self._step(transport, log, "post", self.run.config.post)
+                except WorkerError as exc:
+                    self._warn(f"{self.name}: --post failed: {exc}")
         finally:
             await self._close(transport)
 
