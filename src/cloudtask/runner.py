@@ -76,13 +76,25 @@ async def run_session(
     return RunSummary(scheduler.counts(), time.monotonic() - started, aborted)
 
 
+# Pauses before the last tries at a failed cleanup: a worker that was just
+# restarted or reconnected gets a few seconds to answer again.
+CLEANUP_RETRY_PAUSES = (0.0, 2.0, 5.0)
+
+
 async def close_again(run: Run) -> None:
-    """A last try at the cleanups that failed (a worker that was unreachable then)."""
-    for name, transport in list(run.unclosed.items()):
-        try:
-            await transport.close()
-        except WorkerError as exc:
-            run.console.warn(f"{name}: cleanup failed: {exc}")
-        else:
-            run.console.line(f"{name} cleaned up")
-            del run.unclosed[name]
+    """The last tries at the cleanups that failed (a worker unreachable then)."""
+    failures: dict[str, str] = {}
+    for pause in CLEANUP_RETRY_PAUSES:
+        if not run.unclosed:
+            return
+        await asyncio.sleep(pause)
+        for name, transport in list(run.unclosed.items()):
+            try:
+                await transport.close()
+            except WorkerError as exc:
+                failures[name] = str(exc)
+            else:
+                run.console.line(f"{name} cleaned up")
+                del run.unclosed[name]
+    for name in run.unclosed:
+        run.console.warn(f"{name}: cleanup failed, the session key is left there: {failures[name]}")

@@ -236,3 +236,35 @@ def test_ctrl_c_mid_run_stops_every_job(
     assert_no_job_processes(hosts, "sleep")
     assert_no_job_processes(hosts, str(script), timeout=5)
     keys.assert_unchanged()
+
+
+def test_host_killed_during_post_is_a_warning_and_the_results_stand(
+    make_hosts: MakeHosts,
+    tmp_path: Path,
+    home: Path,
+    script: Path,
+    keys: KeysSnapshot,
+    running: list[Running],
+) -> None:
+    hosts = make_hosts(1)
+    victim = hosts[0]
+    post_started = tmp_path / "post-started"
+    run = start(
+        running,
+        tmp_path,
+        home,
+        hosts,
+        script,
+        jobs_input(2),
+        f"--post=touch {post_started}; sleep 600",
+    )
+    wait_until(post_started.exists, 30, "--post started")
+    victim.kill_all()
+    wait_until(lambda: "--post failed" in run.stderr, 30, "the lost --post reported")
+    victim.restart_sshd()  # so the last cleanup can remove the session key
+    result = run.wait(60)
+
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, 2, 0, 0, 0, 2)
+    assert_no_job_processes(hosts, "sleep")
+    keys.assert_unchanged()
