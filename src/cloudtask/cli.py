@@ -27,6 +27,7 @@ from .providers.prelaunched import Prelaunched
 from .runner import run_session
 from .session import SessionDir
 from .ssh import HostKeys, SessionKey, SSHOptions, Target, check_resolvable, resolve_target
+from .store import Store
 
 USAGE = "usage: {prog} [OPTIONS] {command}[ARG...] < JOBS"
 
@@ -171,11 +172,18 @@ def _run(
             "no jobs: give them on standard input, one per line\n"
             + USAGE.format(prog=prog, command="" if has_command else "COMMAND ")
         )
-    commands = job_commands(command, stdin)
-    split = min(config.split or len(targets) or 1, len(commands))
-    if sys.stderr.isatty() and not config.force:
-        confirm(config, commands, split)
     session = SessionDir.create(config.sessions)
+    try:
+        store = Store.create(session.path)
+        jobs = store_jobs(store, command, stdin)
+        split = min(config.split or len(targets) or 1, jobs)
+        if sys.stderr.isatty() and not config.force:
+            confirm(config, store, jobs, split)
+    except BaseException:
+        session.remove()  # nothing ran: the session never was
+        raise
+    store.set("command", command.shell)
+    store.set_config(stored_config(config))
     provider: Provider
     if targets:
         options = SSHOptions(
@@ -190,10 +198,10 @@ def _run(
     with session.open_log(session.log_path) as log:
         console.log = log
         console.line(
-            f"session {session.id}: {len(commands)} jobs, split {split}, "
+            f"session {session.id}: {jobs} jobs, split {split}, "
             f"provider {provider.name}, log {session.log_path}"
         )
-        summary = asyncio.run(run_session(config, commands, provider, split, console, session))
+        summary = asyncio.run(run_session(config, store, provider, split, console, session))
         if summary.aborted:
             console.line(f"session {session.id} aborted: unfinished jobs are pending")
         console.line(summary_line(session.id, summary.elapsed, summary.counts))
@@ -216,24 +224,32 @@ def task_command(template: Template | None, positional: list[str]) -> Command | 
     return Command.from_argv(positional) if positional else None
 
 
-def job_commands(command: Command, stdin: Iterable[bytes]) -> list[str]:
-    """Every job's command, all input validated before anything runs."""
-    commands = [command.for_job(job.args) for job in read_jobs(stdin)]
-    if not commands:
+def store_jobs(store: Store, command: Command, stdin: Iterable[bytes]) -> int:
+    """Stream the jobs into the store, every line validated before anything runs."""
+    count = store.add_jobs(
+        (job.id, job.line, command.for_job(job.args)) for job in read_jobs(stdin)
+    )
+    if not count:
         raise UsageError("no jobs: standard input has no job lines")
-    return commands
+    return count
 
 
-def confirm(config: Config, commands: Sequence[str], split: int) -> None:
+def stored_config(config: Config) -> dict[str, str]:
+    """The effective options as stored with the session: never a secret."""
+    secret = {option.name for option in OPTIONS if option.secret}
+    return {name: value for name, value, _ in config.shown() if name not in secret}
+
+
+def confirm(config: Config, store: Store, jobs: int, split: int) -> None:
     """Show what will run and ask for an explicit yes, on the terminal."""
     if config.workers:
         workers = [str(address) for address in config.workers[:split]]
     else:
         workers = [f"{config.provider} x{split}"]
     text = plan_text(
-        jobs=len(commands),
-        first=commands[0],
-        last=commands[-1],
+        jobs=jobs,
+        first=store.command(1),
+        last=store.command(jobs),
         workers=workers,
         split=split,
         options=config.shown(),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .config import Config
@@ -14,6 +13,7 @@ from .errors import WorkerError
 from .providers import Provider
 from .scheduler import JobState, Scheduler
 from .session import SessionDir
+from .store import Store
 from .worker import Run, Worker
 
 
@@ -30,7 +30,7 @@ class RunSummary:
 
 async def run_session(
     config: Config,
-    commands: Sequence[str],
+    store: Store,
     provider: Provider,
     split: int,
     console: Console,
@@ -38,9 +38,9 @@ async def run_session(
 ) -> RunSummary:
     started = time.monotonic()
     scheduler = Scheduler(
-        range(1, len(commands) + 1), retries=config.retries, strikes=config.strikes
+        store.job_ids(JobState.PENDING), retries=config.retries, strikes=config.strikes
     )
-    run = Run(config, commands, scheduler, console, session)
+    run = Run(config, store, scheduler, console, session)
     tasks = [asyncio.create_task(Worker(run, provider).lifecycle()) for _ in range(split)]
     aborted = False
 

@@ -7,6 +7,7 @@ so two cloudtask processes started at once never share an id.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -53,6 +54,9 @@ class SessionDir:
                 f"--sessions: cannot create a session in {sessions}: {exc.strerror or exc}"
             ) from None
         return cls(session_id, path)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
 
     def open_log(self, path: Path) -> TextIO:
         """A log file only the user can read, line-buffered so tail -f follows it."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TextIO
@@ -18,8 +17,9 @@ from .console import Console, duration, plural
 from .errors import WorkerError
 from .output import OutputLines
 from .providers import Instance, Provider
-from .scheduler import Ended, Outcome, Scheduler, Wait
+from .scheduler import Ended, JobState, Outcome, Scheduler, Wait
 from .session import SessionDir
+from .store import AttemptEnd, Store
 from .transport import RunResult, Transport
 
 
@@ -28,7 +28,7 @@ class Run:
     """What the workers of one run share."""
 
     config: Config
-    commands: Sequence[str]  # job id - 1 -> shell command
+    store: Store  # the jobs' commands, and where every state change is committed
     scheduler: Scheduler
     console: Console
     session: SessionDir
@@ -144,7 +144,7 @@ class Worker:
             return True
         console = self.run.console
         console.line(f"{self.name} {label}: {command}")
-        result = await self._execute(transport, log, label, command, stop=None)
+        result = await self._execute(transport, log, label, command, None)
         if result.ok:
             return True
         self._warn(
@@ -155,7 +155,7 @@ class Worker:
 
     async def _run_jobs(self, transport: Transport, log: TextIO) -> bool:
         """Run jobs until there is no work for this worker; False if it failed."""
-        scheduler = self.run.scheduler
+        scheduler, store = self.run.scheduler, self.run.store
         while True:
             decision = scheduler.next_job(self.name)
             if decision is Wait.RELEASE:
@@ -163,10 +163,15 @@ class Worker:
             if decision is Wait.WAIT:
                 await self.run.wait_for_change()
                 continue
+            attempt = store.start_attempt(decision, self.name, time.time())
             try:
-                await self._run_job(transport, log, decision)
+                await self._run_job(transport, log, decision, attempt)
             except WorkerError as exc:
                 ended = scheduler.fail_worker(self.name)
+                if ended is not None:
+                    store.end_attempt(
+                        attempt, decision, ended.state, AttemptEnd("lost"), time.time()
+                    )
                 self._warn(f"{self.name} failed: {exc}")
                 if ended is not None:
                     what = "queued again" if ended.requeued else "lost"
@@ -175,18 +180,25 @@ class Worker:
             finally:
                 self.run.changed()
 
-    async def _run_job(self, transport: Transport, log: TextIO, job_id: int) -> None:
+    async def _run_job(self, transport: Transport, log: TextIO, job_id: int, attempt: int) -> None:
         run, console = self.run, self.run.console
-        command = run.commands[job_id - 1]
+        command = run.store.command(job_id)
         console.line(f"{self.name} job {job_id} started: {command}")
         started = time.monotonic()
-        result = await self._execute(transport, log, job_id, command, stop=run.stop)
+        lines = OutputLines()
+        result = await self._execute(transport, log, job_id, command, run.stop, lines)
         elapsed = time.monotonic() - started
+        tail = "\n".join(lines.tail)
         if result.stopped:
             run.scheduler.interrupt(self.name, job_id)
+            end = AttemptEnd("stopped", result.exit_status, result.signal, tail)
+            run.store.end_attempt(attempt, job_id, JobState.PENDING, end, time.time())
             console.line(f"{self.name} job {job_id} stopped by the abort: pending again")
             return
-        ended = run.scheduler.end_attempt(self.name, job_id, outcome_of(result))
+        outcome = outcome_of(result)
+        ended = run.scheduler.end_attempt(self.name, job_id, outcome)
+        end = AttemptEnd(outcome.value, result.exit_status, result.signal, tail)
+        run.store.end_attempt(attempt, job_id, ended.state, end, time.time())
         attempts = run.scheduler.jobs[job_id].attempts
         console.line(
             f"{self.name} job {job_id} "
@@ -204,9 +216,13 @@ class Worker:
         job: int | str,
         command: str,
         stop: asyncio.Event | None,
+        lines: OutputLines | None = None,
     ) -> RunResult:
-        """Run one command, its output streamed to the console and the worker log."""
-        lines = OutputLines()
+        """Run one command, its output streamed to the console and the worker log.
+
+        `lines` keeps the tail of the output, for the job's record.
+        """
+        lines = lines or OutputLines()
         label = f"job {job}" if isinstance(job, int) else job
         log.write(f"== {label} started {datetime.now().isoformat(timespec='seconds')}: {command}\n")
 

@@ -1,0 +1,168 @@
+"""The session store: one SQLite file per session, the only code that writes state.
+
+Every change is committed before it is shown or reported, so a controller
+killed at any moment loses nothing but the jobs that were running. The file
+lives in the session directory (`SESSIONS/ID/store.sqlite`), in WAL mode; its
+schema carries a version and is migrated when opened.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import SessionError
+from .scheduler import JobState
+
+SCHEMA_VERSION = 1
+INGEST_BATCH = 10_000
+STORE_NAME = "store.sqlite"
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    line INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX jobs_state ON jobs (state);
+CREATE TABLE attempts (
+    id INTEGER PRIMARY KEY,
+    job INTEGER NOT NULL REFERENCES jobs (id),
+    worker TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    outcome TEXT,
+    exit_status INTEGER,
+    signal INTEGER,
+    tail TEXT
+);
+CREATE INDEX attempts_job ON attempts (job);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """How an attempt ended, as stored: outcome is ok, failed, timeout, stopped or lost."""
+
+    outcome: str
+    exit_status: int | None = None
+    signal: int | None = None
+    tail: str = ""
+
+
+class Store:
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self.db = db
+        self.path = path
+
+    @classmethod
+    def create(cls, directory: Path) -> Store:
+        path = directory / STORE_NAME
+        store = cls(_connect(path), path)
+        with store.db:
+            store.db.executescript(_SCHEMA)
+            store._set("schema_version", str(SCHEMA_VERSION))
+        return store
+
+    @classmethod
+    def open(cls, directory: Path) -> Store:
+        path = directory / STORE_NAME
+        if not path.is_file():
+            raise SessionError(f"{directory}: no session store")
+        store = cls(_connect(path), path)
+        version = int(store.get("schema_version") or 0)
+        if version != SCHEMA_VERSION:  # the first schema: nothing to migrate from yet
+            raise SessionError(f"{path}: unknown schema version {version}")
+        return store
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- session metadata --------------------------------------------------
+
+    def get(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set(self, key: str, value: str) -> None:
+        with self.db:
+            self._set(key, value)
+
+    def _set(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def set_config(self, values: Mapping[str, Any]) -> None:
+        """The configuration, already without secrets."""
+        self.set("config", json.dumps(values, sort_keys=True, default=str))
+
+    # -- jobs ----------------------------------------------------------------
+
+    def add_jobs(self, jobs: Iterable[tuple[int, int, str]]) -> int:
+        """Store (id, line, command) rows in batches, as they stream in; how many."""
+        count = 0
+        rows = iter(jobs)
+        while batch := list(itertools.islice(rows, INGEST_BATCH)):
+            with self.db:
+                self.db.executemany("INSERT INTO jobs (id, line, command) VALUES (?, ?, ?)", batch)
+            count += len(batch)
+        return count
+
+    def command(self, job_id: int) -> str:
+        row = self.db.execute("SELECT command FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return str(row[0])
+
+    def job_ids(self, state: JobState = JobState.PENDING) -> list[int]:
+        rows = self.db.execute("SELECT id FROM jobs WHERE state = ? ORDER BY id", (state.value,))
+        return [int(row[0]) for row in rows]
+
+    def counts(self) -> dict[JobState, int]:
+        counts = dict.fromkeys(JobState, 0)
+        for state, count in self.db.execute("SELECT state, count(*) FROM jobs GROUP BY state"):
+            counts[JobState(state)] = int(count)
+        return counts
+
+    # -- attempts --------------------------------------------------------------
+
+    def start_attempt(self, job_id: int, worker: str, started: float) -> int:
+        with self.db:
+            self.db.execute("UPDATE jobs SET state = 'running' WHERE id = ?", (job_id,))
+            cursor = self.db.execute(
+                "INSERT INTO attempts (job, worker, started) VALUES (?, ?, ?)",
+                (job_id, worker, started),
+            )
+        return int(cursor.lastrowid or 0)
+
+    def end_attempt(
+        self, attempt: int, job_id: int, state: JobState, end: AttemptEnd, ended: float
+    ) -> None:
+        """Record how the attempt ended and the job's state after it, in one commit."""
+        counted = 1 if end.outcome in ("ok", "failed", "timeout") else 0
+        with self.db:
+            self.db.execute(
+                "UPDATE attempts SET ended = ?, outcome = ?, exit_status = ?, signal = ?, "
+                "tail = ? WHERE id = ?",
+                (ended, end.outcome, end.exit_status, end.signal, end.tail, attempt),
+            )
+            self.db.execute(
+                "UPDATE jobs SET state = ?, attempts = attempts + ? WHERE id = ?",
+                (state.value, counted, job_id),
+            )
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        db = sqlite3.connect(path, isolation_level="DEFERRED")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+    except sqlite3.Error as exc:
+        raise SessionError(f"{path}: {exc}") from None
+    path.chmod(0o600)
+    return db

@@ -1,0 +1,85 @@
+"""The session store on real SQLite files."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from cloudtask.cli import stored_config
+from cloudtask.config import resolve
+from cloudtask.errors import SessionError
+from cloudtask.scheduler import JobState
+from cloudtask.store import INGEST_BATCH, AttemptEnd, Store
+
+
+def test_jobs_stream_in_batches_and_come_back_in_order(tmp_path: Path) -> None:
+    store = Store.create(tmp_path)
+    count = INGEST_BATCH * 2 + 7
+    added = store.add_jobs((n, n + 1, f"echo {n}") for n in range(1, count + 1))
+
+    assert added == count
+    assert store.job_ids() == list(range(1, count + 1))
+    assert store.command(count) == f"echo {count}"
+    assert store.counts()[JobState.PENDING] == count
+
+
+def test_a_bad_row_midway_keeps_earlier_batches_only_up_to_the_error(tmp_path: Path) -> None:
+    store = Store.create(tmp_path)
+
+    def rows():
+        yield from ((n, n, "true") for n in range(1, INGEST_BATCH + 1))
+        raise ValueError("bad input")
+
+    with pytest.raises(ValueError):
+        store.add_jobs(rows())
+    assert store.counts()[JobState.PENDING] == INGEST_BATCH
+
+
+def test_attempts_and_states_are_committed_for_another_reader(tmp_path: Path) -> None:
+    store = Store.create(tmp_path)
+    store.add_jobs([(1, 1, "false"), (2, 2, "true")])
+    first = store.start_attempt(1, "w1", 100.0)
+    store.end_attempt(first, 1, JobState.PENDING, AttemptEnd("failed", 1, None, "boom"), 101.0)
+    second = store.start_attempt(1, "w2", 102.0)
+
+    # Another connection (as after a crash of this process) sees every commit.
+    other = sqlite3.connect(tmp_path / "store.sqlite")
+    assert other.execute("SELECT state, attempts FROM jobs WHERE id = 1").fetchone() == (
+        "running",
+        1,
+    )
+    rows = other.execute(
+        "SELECT id, worker, outcome, exit_status, tail FROM attempts ORDER BY id"
+    ).fetchall()
+    assert rows == [(first, "w1", "failed", 1, "boom"), (second, "w2", None, None, None)]
+
+    store.end_attempt(second, 1, JobState.PENDING, AttemptEnd("stopped"), 103.0)
+    assert other.execute("SELECT state, attempts FROM jobs WHERE id = 1").fetchone() == (
+        "pending",
+        1,  # a stopped attempt does not count as a try
+    )
+
+
+def test_the_store_is_private_and_versioned(tmp_path: Path) -> None:
+    store = Store.create(tmp_path)
+    mode = stat.S_IMODE((tmp_path / "store.sqlite").stat().st_mode)
+    assert mode == 0o600
+    store.set("schema_version", "99")
+    store.close()
+
+    with pytest.raises(SessionError, match="unknown schema version 99"):
+        Store.open(tmp_path)
+    with pytest.raises(SessionError, match="no session store"):
+        Store.open(tmp_path / "elsewhere")
+
+
+def test_the_stored_configuration_has_no_secret() -> None:
+    config = resolve({"split": "3"}, None, {"CLOUDTASK_HUB_APIKEY": "s3cret-key"})
+
+    stored = stored_config(config)
+    assert stored["split"] == "3"
+    assert "hub-apikey" not in stored
+    assert "s3cret-key" not in repr(stored)
