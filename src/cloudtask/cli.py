@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shlex
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from .jobs import Command, read_jobs
 from .providers import Provider, get_provider
 from .providers.prelaunched import Prelaunched
 from .runner import run_session
+from .scheduler import JobState
 from .session import SessionDir
 from .ssh import HostKeys, SessionKey, SSHOptions, Target, check_resolvable, resolve_target
 from .store import Store
@@ -161,9 +163,11 @@ def _run(
         print(f"cloudtask {__version__}")
         return ExitStatus.OK
     config = resolve(parsed.options, template.values if template else None)
+    if config.resume is not None or config.retry is not None:
+        return _resume(parsed, config, console)
     check_coming(config)
     targets = worker_targets(config)
-    provider_class = get_provider(config.provider)
+    get_provider(config.provider)  # an unknown provider is refused before input is read
     command = task_command(template, parsed.positional)
     if command is None:
         raise UsageError("no command given\n" + USAGE.format(prog=prog, command="COMMAND "))
@@ -174,6 +178,7 @@ def _run(
         )
     session = SessionDir.create(config.sessions)
     try:
+        session.lock()
         store = Store.create(session.path)
         jobs = store_jobs(store, command, stdin)
         split = min(config.split or len(targets) or 1, jobs)
@@ -184,6 +189,58 @@ def _run(
         raise
     store.set("command", command.shell)
     store.set_config(stored_config(config))
+    return _drive(config, session, store, targets, split, console)
+
+
+def _resume(parsed: Argv, given: Config, console: Console) -> int:
+    """--resume=ID / --retry=ID: run a session's unfinished (and failed) jobs again.
+
+    Options given now override the session's stored configuration.
+    """
+    if given.resume is not None and given.retry is not None:
+        raise UsageError("--resume and --retry: give one of them")
+    option, session_id = ("--retry", given.retry) if given.retry else ("--resume", given.resume)
+    assert session_id is not None
+    if parsed.positional:
+        raise UsageError(f"{option}: the session has its command; give no other")
+    session = SessionDir.find(given.sessions, session_id, f"{option}={session_id}")
+    session.lock()
+    store = Store.open(session.path)
+    cli_options = {
+        name: value for name, value in parsed.options.items() if name not in ("resume", "retry")
+    }
+    stored = TemplateValues(
+        {BY_NAME[name].attr: value for name, value in store.config().items() if name in BY_NAME},
+        None,
+    )
+    config = resolve(cli_options, stored)
+    check_coming(config)
+    targets = worker_targets(config)
+    get_provider(config.provider)
+    again = [JobState.RUNNING, JobState.LOST]
+    if option == "--retry":
+        again += [JobState.FAILED, JobState.TIMEOUT]
+    store.reset(again)
+    pending = store.counts()[JobState.PENDING]
+    if not pending:
+        print(f"session {session.id} is finished: nothing to run")
+        print(summary_line(session.id, 0, store.counts()))
+        return ExitStatus.OK
+    store.set_config(stored_config(config))
+    split = min(config.split or len(targets) or 1, pending)
+    return _drive(config, session, store, targets, split, console)
+
+
+def _drive(
+    config: Config,
+    session: SessionDir,
+    store: Store,
+    targets: list[Target],
+    split: int,
+    console: Console,
+) -> int:
+    """Run the session's pending jobs to the end, or until aborted; the exit status."""
+    provider_class = get_provider(config.provider)
     provider: Provider
     if targets:
         options = SSHOptions(
@@ -198,15 +255,25 @@ def _run(
     with session.open_log(session.log_path) as log:
         console.log = log
         console.line(
-            f"session {session.id}: {jobs} jobs, split {split}, "
+            f"session {session.id}: {store.counts()[JobState.PENDING]} jobs to run, split {split}, "
             f"provider {provider.name}, log {session.log_path}"
         )
         summary = asyncio.run(run_session(config, store, provider, split, console, session))
         if summary.aborted:
-            console.line(f"session {session.id} aborted: unfinished jobs are pending")
+            console.line(
+                f"session {session.id} aborted: unfinished jobs are pending; resume with: "
+                f"cloudtask --resume={session.id}" + sessions_option(config)
+            )
         console.line(summary_line(session.id, summary.elapsed, summary.counts))
         console.log = None
     return ExitStatus.OK if summary.all_ok else ExitStatus.NOT_OK
+
+
+def sessions_option(config: Config) -> str:
+    """--sessions for the resume command, when it is not the default."""
+    if config.sources.get("sessions", "default") == "default":
+        return ""
+    return f" --sessions={shlex.quote(str(config.sessions))}"
 
 
 def worker_targets(config: Config) -> list[Target]:
@@ -236,7 +303,8 @@ def store_jobs(store: Store, command: Command, stdin: Iterable[bytes]) -> int:
 
 def stored_config(config: Config) -> dict[str, str]:
     """The effective options as stored with the session: never a secret."""
-    secret = {option.name for option in OPTIONS if option.secret}
+    # Secrets are never stored; nor what only this invocation means.
+    secret = {option.name for option in OPTIONS if option.secret} | {"force", "resume", "retry"}
     return {name: value for name, value, _ in config.shown() if name not in secret}
 
 

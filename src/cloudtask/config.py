@@ -233,14 +233,12 @@ OPTIONS: tuple[Option, ...] = (
         "resume the unfinished jobs of session ID",
         whole(1),
         metavar="ID",
-        coming=SESSIONS,
     ),
     Option(
         "retry",
         "run the failed jobs of session ID again, then the unfinished ones",
         whole(1),
         metavar="ID",
-        coming=SESSIONS,
     ),
     Option("force", "do not ask for confirmation", flag=True, default=False),
     Option(

@@ -73,7 +73,7 @@ async def run_session(
     left = len(scheduler.queue)
     if left and not aborted:
         console.warn(f"no worker is left to run the {left} pending jobs")
-    return RunSummary(scheduler.counts(), time.monotonic() - started, aborted)
+    return RunSummary(store.counts(), time.monotonic() - started, aborted)
 
 
 # Pauses before the last tries at a failed cleanup: a worker that was just

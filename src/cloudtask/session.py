@@ -6,6 +6,7 @@ so two cloudtask processes started at once never share an id.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import SessionError
+
+# Session locks this process holds: kept open (and so held) until it exits.
+_held_locks: list[int] = []
 
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
@@ -54,6 +58,33 @@ class SessionDir:
                 f"--sessions: cannot create a session in {sessions}: {exc.strerror or exc}"
             ) from None
         return cls(session_id, path)
+
+    @classmethod
+    def find(cls, sessions: Path, session_id: int, option: str) -> SessionDir:
+        path = sessions / str(session_id)
+        if not (path / "store.sqlite").is_file():
+            raise SessionError(f"{option}: no session {session_id} in {sessions}")
+        return cls(session_id, path)
+
+    def lock(self) -> None:
+        """Hold the session for this process; another one gets a one-line error.
+
+        The lock is an flock on SESSIONS/ID/lock, released when the process ends
+        however it ends, so a killed controller never leaves a stale lock.
+        """
+        path = self.path / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise SessionError(
+                f"session {self.id} is being run by another cloudtask (process {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        _held_locks.append(fd)
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

@@ -115,6 +115,19 @@ class Store:
             count += len(batch)
         return count
 
+    def config(self) -> dict[str, str]:
+        return dict(json.loads(self.get("config") or "{}"))
+
+    def reset(self, states: Iterable[JobState]) -> int:
+        """Jobs in these states become pending again (to be run on resume); how many."""
+        names = [state.value for state in states]
+        marks = ", ".join("?" for _ in names)
+        with self.db:
+            cursor = self.db.execute(
+                f"UPDATE jobs SET state = 'pending' WHERE state IN ({marks})", names
+            )
+        return cursor.rowcount
+
     def command(self, job_id: int) -> str:
         row = self.db.execute("SELECT command FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return str(row[0])

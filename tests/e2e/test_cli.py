@@ -482,8 +482,6 @@ def test_a_bad_environment_value_is_ignored_when_the_command_line_overrides_it()
 def coming_values(tmp_path: Path) -> dict[str, str]:
     """A valid value for every option that is not available yet."""
     return {
-        "resume": "1",
-        "retry": "1",
         "report": "sh: true",
         "hub-apikey": "secret-key",
         "hub-url": "http://127.0.0.1:9/",

@@ -391,8 +391,6 @@ def coming_values(tmp_path: Path) -> dict[str, object]:
     key = tmp_path / "key"
     key.write_text("k")
     return {
-        "resume": "1",
-        "retry": "2",
         "report": "sh: true",
         "hub-apikey": "secret",
         "hub-url": "http://127.0.0.1:9/",
