@@ -243,11 +243,17 @@ def _drive(
     provider_class = get_provider(config.provider)
     provider: Provider
     if targets:
+        # Every run's key is recorded before it is used: if this controller is
+        # killed, the next run of the session removes it from the workers.
+        stale = store.session_keys()
+        key = SessionKey(session.id)
+        store.add_session_key(key.line)
         options = SSHOptions(
             identity=config.ssh_identity,
             keepalive=config.keepalive,
             host_keys=HostKeys(session.known_hosts_path),
-            session_key=SessionKey(session.id),
+            session_key=key,
+            stale_keys=tuple(stale),
         )
         provider = Prelaunched(targets, options)
     else:

@@ -139,9 +139,10 @@ _REMOVE = (
     + _KEYS
     + (
         '[ -f "$f" ] || exit 0; '
-        'n=$(grep -nxF -m 1 -- "$1" "$f" | cut -d: -f1); '
+        'if [ "$2" = all ]; then most=; else most="-m 1"; fi; '
+        'n=$(grep -nxF $most -- "$1" "$f" | cut -d: -f1 | sed "s/\\$/d/" | tr "\\n" ";"); '
         'if [ -n "$n" ]; then '
-        '{ cp -p "$f" "$t" && sed "${n}d" "$f" >"$t" && mv -f "$t" "$f"; } '
+        '{ cp -p "$f" "$t" && sed "$n" "$f" >"$t" && mv -f "$t" "$f"; } '
         '|| { rm -f "$t"; exit 1; }; '
         "fi; "
         'if [ -e "$m" ] && ! grep -q " cloudtask-session-" "$f"; then '
@@ -150,8 +151,10 @@ _REMOVE = (
 )
 
 
-def authorized_keys_command(script: str, key_line: str) -> str:
-    return f"/bin/sh -c {shlex.quote(script)} cloudtask-keys {shlex.quote(key_line)}"
+def authorized_keys_command(script: str, key_line: str, every: bool = False) -> str:
+    """The edit as a command line; `every` removes each copy of the line, not one."""
+    extra = " all" if every else ""
+    return f"/bin/sh -c {shlex.quote(script)} cloudtask-keys {shlex.quote(key_line)}{extra}"
 
 
 # (trusted host keys, trusted CA keys, revoked keys), as asyncssh takes them.
@@ -219,6 +222,8 @@ class SSHOptions:
     keepalive: float
     host_keys: HostKeys
     session_key: SessionKey
+    # Keys of earlier runs of this session whose controller died before removing them.
+    stale_keys: tuple[str, ...] = ()
 
 
 async def connect(target: Target, options: SSHOptions) -> SSHTransport:
@@ -245,6 +250,9 @@ async def connect(target: Target, options: SSHOptions) -> SSHTransport:
         await _edit_keys(over, command, "remove the session key")
 
     transport.on_close(remove_key)
+    for stale in options.stale_keys:
+        command = authorized_keys_command(_REMOVE, stale, every=True)
+        await _edit_keys(transport, command, "remove an earlier run's session key")
     return transport
 
 

@@ -115,6 +115,13 @@ class Store:
             count += len(batch)
         return count
 
+    def session_keys(self) -> list[str]:
+        """Public key lines of this session's runs (their private keys are never stored)."""
+        return list(json.loads(self.get("session_keys") or "[]"))
+
+    def add_session_key(self, line: str) -> None:
+        self.set("session_keys", json.dumps([*self.session_keys(), line]))
+
     def config(self) -> dict[str, str]:
         return dict(json.loads(self.get("config") or "{}"))
 
