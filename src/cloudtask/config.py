@@ -268,7 +268,6 @@ OPTIONS: tuple[Option, ...] = (
         "joblog",
         "also write a per-job log in GNU parallel's --joblog format",
         metavar="FILE",
-        coming=SESSIONS,
     ),
     Option(
         "halt",

@@ -6,10 +6,12 @@ import asyncio
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from .config import Config
 from .console import Console
 from .errors import WorkerError
+from .joblog import Joblog
 from .providers import Provider
 from .scheduler import JobState, Scheduler
 from .session import SessionDir
@@ -40,7 +42,8 @@ async def run_session(
     scheduler = Scheduler(
         store.job_ids(JobState.PENDING), retries=config.retries, strikes=config.strikes
     )
-    run = Run(config, store, scheduler, console, session)
+    joblog = Joblog(Path(config.joblog)) if config.joblog else None
+    run = Run(config, store, scheduler, console, session, joblog=joblog)
     tasks = [asyncio.create_task(Worker(run, provider).lifecycle()) for _ in range(split)]
     aborted = False
 
@@ -70,6 +73,8 @@ async def run_session(
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
             raise result
     await close_again(run)
+    if joblog is not None:
+        joblog.close()
     left = len(scheduler.queue)
     if left and not aborted:
         console.warn(f"no worker is left to run the {left} pending jobs")

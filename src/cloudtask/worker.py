@@ -15,6 +15,7 @@ from typing import TextIO
 from .config import Config
 from .console import Console, duration, plural
 from .errors import WorkerError
+from .joblog import Joblog, joblog_line
 from .output import OutputLines
 from .providers import Instance, Provider
 from .scheduler import Ended, JobState, Outcome, Scheduler, Wait
@@ -33,6 +34,7 @@ class Run:
     console: Console
     session: SessionDir
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    joblog: Joblog | None = None
     # Workers whose cleanup (the session key's removal) could not run yet.
     unclosed: dict[str, Transport] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -184,6 +186,7 @@ class Worker:
         run, console = self.run, self.run.console
         command = run.store.command(job_id)
         console.line(f"{self.name} job {job_id} started: {command}")
+        started_at = time.time()
         started = time.monotonic()
         lines = OutputLines()
         result = await self._execute(transport, log, job_id, command, run.stop, lines)
@@ -199,6 +202,18 @@ class Worker:
         ended = run.scheduler.end_attempt(self.name, job_id, outcome)
         end = AttemptEnd(outcome.value, result.exit_status, result.signal, tail)
         run.store.end_attempt(attempt, job_id, ended.state, end, time.time())
+        if run.joblog is not None:
+            run.joblog.write(
+                joblog_line(
+                    job_id,
+                    self.name,
+                    started_at,
+                    elapsed,
+                    result.exit_status,
+                    result.signal,
+                    command,
+                )
+            )
         attempts = run.scheduler.jobs[job_id].attempts
         console.line(
             f"{self.name} job {job_id} "
