@@ -265,6 +265,11 @@ def _drive(
             f"provider {provider.name}, log {session.log_path}"
         )
         summary = asyncio.run(run_session(config, store, provider, split, console, session))
+        if summary.halted:
+            console.line(
+                f"session {session.id} halted (--halt={config.halt}): the rest is pending; "
+                f"resume with: cloudtask --resume={session.id}" + sessions_option(config)
+            )
         if summary.aborted:
             console.line(
                 f"session {session.id} aborted: unfinished jobs are pending; resume with: "

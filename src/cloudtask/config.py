@@ -12,7 +12,6 @@ from __future__ import annotations
 import difflib
 import math
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from .addresses import Address, read_addresses
 from .errors import UsageError
+from .halt import Halt
 
 ENV_PREFIX = "CLOUDTASK_"
 
@@ -104,17 +104,8 @@ def workers(value: str) -> tuple[Address, ...]:
         raise ValueError(f"cannot read {path}: {exc}") from None
 
 
-_HALT = re.compile(r"fail=(\d+)(%?)")
-
-
 def halt(value: str) -> str:
-    match = _HALT.fullmatch(value.strip())
-    if not match:
-        raise ValueError(f"expected fail=N or fail=P%, got {value!r}")
-    number, percent = int(match[1]), bool(match[2])
-    if number < 1 or (percent and number > 100):
-        raise ValueError(f"threshold out of range: {value!r}")
-    return value.strip()
+    return str(Halt.parse(value))
 
 
 def provider(value: str) -> str:
@@ -274,7 +265,6 @@ OPTIONS: tuple[Option, ...] = (
         "stop early when failures pass fail=N or fail=P% of finished jobs",
         halt,
         metavar="SPEC",
-        coming=SESSIONS,
     ),
     Option(
         "budget",

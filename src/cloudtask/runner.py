@@ -11,6 +11,7 @@ from pathlib import Path
 from .config import Config
 from .console import Console
 from .errors import WorkerError
+from .halt import Halt
 from .joblog import Joblog
 from .providers import Provider
 from .scheduler import JobState, Scheduler
@@ -24,6 +25,7 @@ class RunSummary:
     counts: dict[JobState, int]
     elapsed: float
     aborted: bool
+    halted: bool = False
 
     @property
     def all_ok(self) -> bool:
@@ -43,7 +45,8 @@ async def run_session(
         store.job_ids(JobState.PENDING), retries=config.retries, strikes=config.strikes
     )
     joblog = Joblog(Path(config.joblog)) if config.joblog else None
-    run = Run(config, store, scheduler, console, session, joblog=joblog)
+    halt = Halt.parse(config.halt) if config.halt else None
+    run = Run(config, store, scheduler, console, session, joblog=joblog, halt=halt)
     tasks = [asyncio.create_task(Worker(run, provider).lifecycle()) for _ in range(split)]
     aborted = False
 
@@ -76,9 +79,9 @@ async def run_session(
     if joblog is not None:
         joblog.close()
     left = len(scheduler.queue)
-    if left and not aborted:
+    if left and not aborted and not run.halted:
         console.warn(f"no worker is left to run the {left} pending jobs")
-    return RunSummary(store.counts(), time.monotonic() - started, aborted)
+    return RunSummary(store.counts(), time.monotonic() - started, aborted, run.halted)
 
 
 # Pauses before the last tries at a failed cleanup: a worker that was just

@@ -15,6 +15,7 @@ from typing import TextIO
 from .config import Config
 from .console import Console, duration, plural
 from .errors import WorkerError
+from .halt import Halt
 from .joblog import Joblog, joblog_line
 from .output import OutputLines
 from .providers import Instance, Provider
@@ -35,6 +36,8 @@ class Run:
     session: SessionDir
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     joblog: Joblog | None = None
+    halt: Halt | None = None
+    halted: bool = False
     # Workers whose cleanup (the session key's removal) could not run yet.
     unclosed: dict[str, Transport] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -219,6 +222,10 @@ class Worker:
             f"{self.name} job {job_id} "
             + ended_text(result, ended, elapsed, attempts, run.config.retries)
         )
+        if run.halt is not None and not run.halted and run.halt.reached(run.store.counts()):
+            run.halted = True
+            run.scheduler.stop()
+            console.warn(f"--halt={run.halt} reached: no new job starts; running jobs finish")
         if ended.worker_retired:
             console.line(
                 f"{self.name} retired after {plural(run.config.strikes, 'failure')} in a row"

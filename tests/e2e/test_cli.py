@@ -491,7 +491,6 @@ def coming_values(tmp_path: Path) -> dict[str, str]:
         "ec2-region": "us-east-1",
         "ec2-size": "small",
         "ec2-type": "s3",
-        "halt": "fail=1",
         "budget": "5",
     }
 

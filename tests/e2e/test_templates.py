@@ -386,7 +386,6 @@ def test_a_bad_attribute_value_is_fine_when_the_command_line_overrides_it(
     "line",
     [
         "REPORT = 'mail: ct@example.com ops@example.com'",
-        "HALT = 'fail=2'",
         "HUB_URL = 'http://127.0.0.1:9/'",
         "PROVIDER = 'ec2'",
     ],

@@ -400,7 +400,6 @@ def coming_values(tmp_path: Path) -> dict[str, object]:
         "ec2-region": "r",
         "ec2-size": "s",
         "ec2-type": "t",
-        "halt": "fail=1",
         "budget": "5",
     }
 
