@@ -21,7 +21,7 @@ from .config import (
     suggest,
 )
 from .console import Console, plan_text, silence_stdout, summary_line
-from .errors import CloudtaskError, ExitStatus, UsageError
+from .errors import CloudtaskError, ExitStatus, SessionError, UsageError
 from .jobs import Command, read_jobs
 from .providers import Provider, get_provider
 from .providers.prelaunched import Prelaunched
@@ -206,6 +206,11 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
     session = SessionDir.find(given.sessions, session_id, f"{option}={session_id}")
     session.lock()
     store = Store.open(session.path)
+    if store.get("command") is None:  # set once every input line was stored
+        raise SessionError(
+            f"{option}={session_id}: session {session_id} never started: its controller died "
+            "while reading its input; start it again"
+        )
     cli_options = {
         name: value for name, value in parsed.options.items() if name not in ("resume", "retry")
     }
@@ -316,7 +321,12 @@ def stored_config(config: Config) -> dict[str, str]:
     """The effective options as stored with the session: never a secret."""
     # Secrets are never stored; nor what only this invocation means.
     secret = {option.name for option in OPTIONS if option.secret} | {"force", "resume", "retry"}
-    return {name: value for name, value, _ in config.shown() if name not in secret}
+    # Defaults are not stored, so the environment of a resumed run still counts.
+    return {
+        name: value
+        for name, value, source in config.shown()
+        if name not in secret and source != "default"
+    }
 
 
 def confirm(config: Config, store: Store, jobs: int, split: int) -> None:
