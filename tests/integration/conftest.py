@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from tests.hosts import TestHosts, TestHostsError, unavailable_reason
+from tests.integration.test_ssh_workers import JOB_SCRIPT, KeysSnapshot
 
 
 def _skip_unless_available() -> None:
@@ -43,3 +45,30 @@ def make_hosts() -> Iterator[Callable[[int], TestHosts]]:
             problems.append(str(error))
     if problems:
         pytest.fail("test hosts not cleaned up: " + "; ".join(problems))
+
+
+# Shared by the SSH worker and fault tests.
+
+
+@pytest.fixture
+def authorized_keys() -> Iterator[KeysSnapshot]:
+    """Snapshot of root's authorized_keys; put back after the test if a test left it changed."""
+    snapshot = KeysSnapshot.take()
+    yield snapshot
+    snapshot.restore()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """HOME for cloudtask: an empty ~/.ssh of the test's own."""
+    path = tmp_path / "home"
+    (path / ".ssh").mkdir(parents=True, mode=0o700)
+    return path
+
+
+@pytest.fixture
+def job_script(tmp_path: Path) -> Path:
+    path = tmp_path / "job.sh"
+    path.write_text(JOB_SCRIPT)
+    path.chmod(0o755)
+    return path

@@ -18,7 +18,6 @@ from tests.e2e import helpers
 from tests.hosts import TestHosts
 from tests.integration.test_ssh_workers import (
     CLOUDTASK,
-    JOB_SCRIPT,
     KeysSnapshot,
     assert_no_job_processes,
     ends,
@@ -29,28 +28,6 @@ from tests.integration.test_ssh_workers import (
 )
 
 MakeHosts = Callable[[int], TestHosts]
-
-
-@pytest.fixture
-def keys() -> Iterator[KeysSnapshot]:
-    snapshot = KeysSnapshot.take()
-    yield snapshot
-    snapshot.restore()
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    path = tmp_path / "home"
-    (path / ".ssh").mkdir(parents=True, mode=0o700)
-    return path
-
-
-@pytest.fixture
-def script(tmp_path: Path) -> Path:
-    path = tmp_path / "job.sh"
-    path.write_text(JOB_SCRIPT)
-    path.chmod(0o755)
-    return path
 
 
 class Running:
@@ -110,7 +87,7 @@ def start(
     tmp_path: Path,
     home: Path,
     hosts: TestHosts,
-    script: Path,
+    job_script: Path,
     jobs: bytes,
     *options: str,
 ) -> Running:
@@ -119,7 +96,7 @@ def start(
         f"--ssh-identity={hosts.client_key}",
         "--keepalive=1",
         *options,
-        str(script),
+        str(job_script),
     ]
     run = Running(tmp_path, home, args, jobs)
     running.append(run)
@@ -130,14 +107,14 @@ def test_host_killed_mid_job_its_job_reruns_elsewhere(
     make_hosts: MakeHosts,
     tmp_path: Path,
     home: Path,
-    script: Path,
-    keys: KeysSnapshot,
+    job_script: Path,
+    authorized_keys: KeysSnapshot,
     running: list[Running],
 ) -> None:
     hosts = make_hosts(3)
     victim = hosts[0]
     jobs = jobs_input(6, f"slow:{victim.address}:60:2")
-    run = start(running, tmp_path, home, hosts, script, jobs, "--retries=0")
+    run = start(running, tmp_path, home, hosts, job_script, jobs, "--retries=0")
     wait_until(
         lambda: any(addr == victim.address for _, addr in starts(tmp_path)),
         20,
@@ -164,21 +141,21 @@ def test_host_killed_mid_job_its_job_reruns_elsewhere(
     assert sorted(job for job, _ in ends(tmp_path)) == list(range(1, 7))
     assert victim.address not in {addr for _, addr in ends(tmp_path)}
     assert_no_job_processes(hosts, "sleep")
-    keys.assert_unchanged()
+    authorized_keys.assert_unchanged()
 
 
 def test_link_cut_mid_job_worker_failed_and_job_rerouted(
     make_hosts: MakeHosts,
     tmp_path: Path,
     home: Path,
-    script: Path,
-    keys: KeysSnapshot,
+    job_script: Path,
+    authorized_keys: KeysSnapshot,
     running: list[Running],
 ) -> None:
     hosts = make_hosts(3)
     victim = hosts[0]
     jobs = jobs_input(6, f"slow:{victim.address}:60:2")
-    run = start(running, tmp_path, home, hosts, script, jobs, "--retries=0")
+    run = start(running, tmp_path, home, hosts, job_script, jobs, "--retries=0")
     wait_until(
         lambda: any(addr == victim.address for _, addr in starts(tmp_path)),
         20,
@@ -207,20 +184,20 @@ def test_link_cut_mid_job_worker_failed_and_job_rerouted(
     assert sorted(job for job, _ in ends(tmp_path)) == list(range(1, 7))
     # The channel went away: the wrapper on the cut host kills the job's group.
     assert_no_job_processes(hosts, "sleep", timeout=20)
-    assert_no_job_processes(hosts, str(script), timeout=5)
-    keys.assert_unchanged()
+    assert_no_job_processes(hosts, str(job_script), timeout=5)
+    authorized_keys.assert_unchanged()
 
 
 def test_ctrl_c_mid_run_stops_every_job(
     make_hosts: MakeHosts,
     tmp_path: Path,
     home: Path,
-    script: Path,
-    keys: KeysSnapshot,
+    job_script: Path,
+    authorized_keys: KeysSnapshot,
     running: list[Running],
 ) -> None:
     hosts = make_hosts(3)
-    run = start(running, tmp_path, home, hosts, script, jobs_input(6, "60"))
+    run = start(running, tmp_path, home, hosts, job_script, jobs_input(6, "60"))
     wait_until(lambda: len(starts(tmp_path)) >= 3, 20, "three jobs started")
     wait_until(
         lambda: all("sleep" in str(host.processes()) for host in hosts), 5, "jobs sleep everywhere"
@@ -234,16 +211,16 @@ def test_ctrl_c_mid_run_stops_every_job(
     assert "aborted" in result.stdout
     assert not ends(tmp_path)
     assert_no_job_processes(hosts, "sleep")
-    assert_no_job_processes(hosts, str(script), timeout=5)
-    keys.assert_unchanged()
+    assert_no_job_processes(hosts, str(job_script), timeout=5)
+    authorized_keys.assert_unchanged()
 
 
 def test_host_killed_during_post_is_a_warning_and_the_results_stand(
     make_hosts: MakeHosts,
     tmp_path: Path,
     home: Path,
-    script: Path,
-    keys: KeysSnapshot,
+    job_script: Path,
+    authorized_keys: KeysSnapshot,
     running: list[Running],
 ) -> None:
     hosts = make_hosts(1)
@@ -254,7 +231,7 @@ def test_host_killed_during_post_is_a_warning_and_the_results_stand(
         tmp_path,
         home,
         hosts,
-        script,
+        job_script,
         jobs_input(2),
         f"--post=touch {post_started}; sleep 600",
     )
@@ -267,4 +244,4 @@ def test_host_killed_during_post_is_a_warning_and_the_results_stand(
     assert result.returncode == 0, result.stderr
     assert helpers.counts(result) == (0, 2, 0, 0, 0, 2)
     assert_no_job_processes(hosts, "sleep")
-    keys.assert_unchanged()
+    authorized_keys.assert_unchanged()

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,30 +110,6 @@ class KeysSnapshot:
             temporary.write_bytes(text)
             os.chmod(temporary, 0o600)
             temporary.replace(AUTHORIZED_KEYS)
-
-
-@pytest.fixture
-def authorized_keys() -> Iterator[KeysSnapshot]:
-    """Snapshot of root's authorized_keys; put back after the test if a test left it changed."""
-    snapshot = KeysSnapshot.take()
-    yield snapshot
-    snapshot.restore()
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    """HOME for cloudtask: an empty ~/.ssh of the test's own."""
-    path = tmp_path / "home"
-    (path / ".ssh").mkdir(parents=True, mode=0o700)
-    return path
-
-
-@pytest.fixture
-def job_script(tmp_path: Path) -> Path:
-    path = tmp_path / "job.sh"
-    path.write_text(JOB_SCRIPT)
-    path.chmod(0o755)
-    return path
 
 
 def env_for(home: Path) -> dict[str, str]:
