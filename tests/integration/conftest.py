@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from tests.hosts import TestHosts, TestHostsError, unavailable_reason
-from tests.integration.test_ssh_workers import JOB_SCRIPT, KeysSnapshot
+from tests.integration.ssh_support import JOB_SCRIPT, KeysSnapshot
 
 
 def _skip_unless_available() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from tests.e2e import helpers
 from tests.hosts import TestHosts
-from tests.integration.test_ssh_workers import (
+from tests.integration.ssh_support import (
     CLOUDTASK,
     KeysSnapshot,
     assert_no_job_processes,
