@@ -42,7 +42,10 @@ async def run_session(
 ) -> RunSummary:
     started = time.monotonic()
     scheduler = Scheduler(
-        store.job_ids(JobState.PENDING), retries=config.retries, strikes=config.strikes
+        store.pending_ids(),
+        retries=config.retries,
+        strikes=config.strikes,
+        finished=store.counts(),
     )
     joblog = Joblog(Path(config.joblog)) if config.joblog else None
     halt = Halt.parse(config.halt) if config.halt else None
@@ -78,10 +81,11 @@ async def run_session(
     await close_again(run)
     if joblog is not None:
         joblog.close()
-    left = len(scheduler.queue)
+    counts = store.counts()
+    left = counts[JobState.PENDING]
     if left and not aborted and not run.halted:
         console.warn(f"no worker is left to run the {left} pending jobs")
-    return RunSummary(store.counts(), time.monotonic() - started, aborted, run.halted)
+    return RunSummary(counts, time.monotonic() - started, aborted, run.halted)
 
 
 # Pauses before the last tries at a failed cleanup: a worker that was just

@@ -17,8 +17,9 @@ Rules, each decided here and nowhere else:
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
@@ -73,26 +74,85 @@ class Ended:
     state: JobState
     requeued: bool
     worker_retired: bool
+    attempts: int  # attempts at the job so far that ended on a live worker
 
 
 class SchedulerError(Exception):
     """The runner asked for something the state does not allow (a bug)."""
 
 
+class JobQueue:
+    """Pending jobs in the order they run.
+
+    First the jobs put back at the front (their worker failed, or an abort
+    stopped them), then the jobs not yet taken from the source, then the jobs
+    put back at the end (a retry). The source is read lazily, a few at a time,
+    so a session of a million pending jobs never has them all in memory.
+    """
+
+    def __init__(self, source: Iterable[int]) -> None:
+        self._front: deque[int] = deque()
+        self._fresh: deque[int] = deque()
+        self._source: Iterator[int] | None = iter(source)
+        self._back: deque[int] = deque()
+
+    def __bool__(self) -> bool:
+        return bool(self._front or self._fill(1) or self._back)
+
+    def popleft(self) -> int:
+        for part in (self._front, self._fresh if self._fill(1) else None, self._back):
+            if part:
+                return part.popleft()
+        raise IndexError("no pending job")
+
+    def put_front(self, job_id: int) -> None:
+        self._front.appendleft(job_id)
+
+    def put_back(self, job_id: int) -> None:
+        self._back.append(job_id)
+
+    def peek(self, count: int) -> list[int]:
+        """The next `count` jobs, without taking them."""
+        self._fill(count)
+        return list(itertools.islice(itertools.chain(self._front, self._fresh, self._back), count))
+
+    def _fill(self, count: int) -> bool:
+        """Take up to `count` fresh jobs from the source; whether any are there."""
+        while self._source is not None and len(self._fresh) < count:
+            job_id = next(self._source, None)
+            if job_id is None:
+                self._source = None
+            else:
+                self._fresh.append(job_id)
+        return bool(self._fresh)
+
+
 class Scheduler:
+    """Decides who runs what.
+
+    It keeps a record only of the jobs in play (taken from the queue, not yet
+    final) and a count of the jobs that reached a final state, so its memory
+    grows with the workers, not with the size of the session.
+    """
+
     def __init__(
-        self, job_ids: Iterable[int], *, retries: int = 0, strikes: int = 0, lost_after: int = 3
+        self,
+        pending: Iterable[int],
+        *,
+        retries: int = 0,
+        strikes: int = 0,
+        lost_after: int = 3,
+        finished: Mapping[JobState, int] | None = None,
     ) -> None:
         self.retries = retries
         self.strikes = strikes
         self.lost_after = lost_after
-        self.jobs: dict[int, JobRecord] = {}
-        self.queue: deque[int] = deque()
-        for job_id in job_ids:
-            if job_id in self.jobs:
-                raise SchedulerError(f"job {job_id} given twice")
-            self.jobs[job_id] = JobRecord()
-            self.queue.append(job_id)
+        self.queue = JobQueue(pending)
+        self.jobs: dict[int, JobRecord] = {}  # the jobs in play
+        self.finished = {state: 0 for state in JobState if state.final}
+        for state, count in (finished or {}).items():
+            if state.final:
+                self.finished[state] += count
         self.workers: dict[str, WorkerRecord] = {}
         self.stopped = False
 
@@ -105,13 +165,7 @@ class Scheduler:
     @property
     def done(self) -> bool:
         """Every job is in a final state."""
-        return not self.queue and self.running == 0
-
-    def counts(self) -> dict[JobState, int]:
-        counts = dict.fromkeys(JobState, 0)
-        for job in self.jobs.values():
-            counts[job.state] += 1
-        return counts
+        return self.running == 0 and not self.queue
 
     # -- workers -----------------------------------------------------------
 
@@ -136,7 +190,7 @@ class Scheduler:
             return Wait.RELEASE
         if self.queue:
             job_id = self.queue.popleft()
-            self.jobs[job_id].state = JobState.RUNNING
+            self.jobs.setdefault(job_id, JobRecord()).state = JobState.RUNNING
             record.job = job_id
             return job_id
         if self.running and record.keep_idle:
@@ -154,17 +208,16 @@ class Scheduler:
         job.worker_losses = 0
         if outcome is Outcome.OK:
             record.strikes = 0
-            job.state = JobState.OK
-            return Ended(JobState.OK, requeued=False, worker_retired=False)
+            return self._final(job_id, JobState.OK, worker_retired=False)
         record.strikes += 1
         if self.strikes and record.strikes >= self.strikes:
             record.retired = True
         if job.attempts <= self.retries:
             job.state = JobState.PENDING
-            self.queue.append(job_id)
-            return Ended(JobState.PENDING, requeued=True, worker_retired=record.retired)
-        job.state = JobState.FAILED if outcome is Outcome.FAILED else JobState.TIMEOUT
-        return Ended(job.state, requeued=False, worker_retired=record.retired)
+            self.queue.put_back(job_id)
+            return Ended(JobState.PENDING, True, record.retired, job.attempts)
+        final = JobState.FAILED if outcome is Outcome.FAILED else JobState.TIMEOUT
+        return self._final(job_id, final, worker_retired=record.retired)
 
     def fail_worker(self, worker: str) -> Ended | None:
         """The worker stopped answering; it is retired and its job put back.
@@ -179,21 +232,26 @@ class Scheduler:
         job = self.jobs[job_id]
         job.worker_losses += 1
         if job.worker_losses >= self.lost_after:
-            job.state = JobState.LOST
-            return Ended(JobState.LOST, requeued=False, worker_retired=True)
+            return self._final(job_id, JobState.LOST, worker_retired=True)
         job.state = JobState.PENDING
-        self.queue.appendleft(job_id)
-        return Ended(JobState.PENDING, requeued=True, worker_retired=True)
+        self.queue.put_front(job_id)
+        return Ended(JobState.PENDING, True, True, job.attempts)
 
     def interrupt(self, worker: str, job_id: int) -> None:
         """The job was stopped by an abort: it is pending again, as if never run."""
         self._running(worker, job_id).job = None
         self.jobs[job_id].state = JobState.PENDING
-        self.queue.appendleft(job_id)
+        self.queue.put_front(job_id)
 
     def stop(self) -> None:
         """Start nothing new: every worker is released once its job ends."""
         self.stopped = True
+
+    def _final(self, job_id: int, state: JobState, *, worker_retired: bool) -> Ended:
+        """The job is out of play: only the count of final states remembers it."""
+        job = self.jobs.pop(job_id)
+        self.finished[state] += 1
+        return Ended(state, False, worker_retired, job.attempts)
 
     # -- checks ------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from .scheduler import JobState
 
 SCHEMA_VERSION = 1
 INGEST_BATCH = 10_000
+PENDING_CHUNK = 1_000
 STORE_NAME = "store.sqlite"
 
 _SCHEMA = """
@@ -142,6 +143,24 @@ class Store:
     def job_ids(self, state: JobState = JobState.PENDING) -> list[int]:
         rows = self.db.execute("SELECT id FROM jobs WHERE state = ? ORDER BY id", (state.value,))
         return [int(row[0]) for row in rows]
+
+    def pending_ids(self, chunk: int = PENDING_CHUNK) -> Iterator[int]:
+        """The pending jobs in input order, read a chunk at a time as they are needed.
+
+        Each chunk starts after the last id read, so jobs whose state changes
+        meanwhile (started, or put back by the scheduler) are not read twice.
+        """
+        last = 0
+        while True:
+            rows = self.db.execute(
+                "SELECT id FROM jobs WHERE state = 'pending' AND id > ? ORDER BY id LIMIT ?",
+                (last, chunk),
+            ).fetchall()
+            if not rows:
+                return
+            for (job_id,) in rows:
+                yield int(job_id)
+            last = int(rows[-1][0])
 
     def counts(self) -> dict[JobState, int]:
         counts = dict.fromkeys(JobState, 0)

@@ -217,12 +217,11 @@ class Worker:
                     command,
                 )
             )
-        attempts = run.scheduler.jobs[job_id].attempts
         console.line(
             f"{self.name} job {job_id} "
-            + ended_text(result, ended, elapsed, attempts, run.config.retries)
+            + ended_text(result, ended, elapsed, ended.attempts, run.config.retries)
         )
-        if run.halt is not None and not run.halted and run.halt.reached(run.store.counts()):
+        if run.halt is not None and not run.halted and run.halt.reached(run.scheduler.finished):
             run.halted = True
             run.scheduler.stop()
             console.warn(f"--halt={run.halt} reached: no new job starts; running jobs finish")

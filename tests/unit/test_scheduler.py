@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -56,36 +57,49 @@ def test_a_fast_worker_does_more_jobs() -> None:
     assert scheduler.next_job("fast") is Wait.WAIT  # job 2 still runs
     scheduler.end_attempt("slow", 2, OK)
     assert scheduler.done
-    assert scheduler.counts()[JobState.OK] == 5
+    assert scheduler.finished[JobState.OK] == 5
+    assert not scheduler.jobs  # finished jobs leave no record behind
     assert scheduler.next_job("fast") is Wait.RELEASE
     assert scheduler.next_job("slow") is Wait.RELEASE
 
 
-def test_job_given_twice_is_refused() -> None:
-    with pytest.raises(SchedulerError):
-        Scheduler([1, 2, 1])
-
-
-def test_counts_and_done() -> None:
-    scheduler = _scheduler(3, "a", retries=0)
+def test_finished_counts_and_done() -> None:
+    earlier = {JobState.OK: 4, JobState.FAILED: 1, JobState.PENDING: 3}
+    scheduler = _scheduler(3, "a", retries=0, finished=earlier)
     assert not scheduler.done
-    assert scheduler.counts() == {
-        JobState.PENDING: 3,
-        JobState.RUNNING: 0,
-        JobState.OK: 0,
-        JobState.FAILED: 0,
+    # Counts carried over from earlier runs of the session; only final states count.
+    assert scheduler.finished == {
+        JobState.OK: 4,
+        JobState.FAILED: 1,
         JobState.TIMEOUT: 0,
         JobState.LOST: 0,
     }
     _run(scheduler, "a", OK)
     _run(scheduler, "a", FAILED)
     assert scheduler.next_job("a") == 3
-    counts = scheduler.counts()
-    assert counts[JobState.OK] == counts[JobState.FAILED] == counts[JobState.RUNNING] == 1
-    assert sum(counts.values()) == 3
+    assert scheduler.finished[JobState.OK] == 5
+    assert scheduler.finished[JobState.FAILED] == 2
+    assert list(scheduler.jobs) == [3]
     scheduler.end_attempt("a", 3, TIMEOUT)
     assert scheduler.done
-    assert scheduler.counts()[JobState.TIMEOUT] == 1
+    assert scheduler.finished[JobState.TIMEOUT] == 1
+
+
+def test_pending_jobs_are_taken_from_the_source_lazily() -> None:
+    taken: list[int] = []
+
+    def source() -> Iterator[int]:
+        for job_id in range(1, 1_000_001):
+            taken.append(job_id)
+            yield job_id
+
+    scheduler = Scheduler(source())
+    scheduler.add_worker("a")
+    for expected in range(1, 4):
+        assert _run(scheduler, "a", OK).state is JobState.OK
+        assert taken[-1] == expected
+    assert len(taken) == 3
+    assert not scheduler.jobs
 
 
 def test_no_jobs_is_done_and_releases() -> None:
@@ -107,19 +121,18 @@ def test_failed_job_goes_to_the_back_of_the_queue() -> None:
     scheduler = _scheduler(3, "a", retries=1)
     assert scheduler.next_job("a") == 1
     ended = scheduler.end_attempt("a", 1, FAILED)
-    assert ended == Ended(JobState.PENDING, requeued=True, worker_retired=False)
+    assert ended == Ended(JobState.PENDING, requeued=True, worker_retired=False, attempts=1)
     assert scheduler.jobs[1].state is JobState.PENDING
     assert scheduler.jobs[1].attempts == 1
-    assert list(scheduler.queue) == [2, 3, 1]
+    assert scheduler.queue.peek(5) == [2, 3, 1]
     order = []
     for _ in range(3):
         job = scheduler.next_job("a")
         assert isinstance(job, int)
         order.append(job)
-        scheduler.end_attempt("a", job, OK)
+        last = scheduler.end_attempt("a", job, OK)
     assert order == [2, 3, 1]
-    assert scheduler.jobs[1].state is JobState.OK
-    assert scheduler.jobs[1].attempts == 2
+    assert last == Ended(JobState.OK, requeued=False, worker_retired=False, attempts=2)
 
 
 @pytest.mark.parametrize("retries", [0, 1, 3])
@@ -139,9 +152,8 @@ def test_retries_give_at_most_n_plus_one_attempts(
         assert scheduler.jobs[1].attempts == attempt
     assert scheduler.next_job("a") == 1
     ended = scheduler.end_attempt("a", 1, last)
-    assert ended == Ended(final, requeued=False, worker_retired=False)
-    assert scheduler.jobs[1].state is final
-    assert scheduler.jobs[1].attempts == retries + 1
+    assert ended == Ended(final, requeued=False, worker_retired=False, attempts=retries + 1)
+    assert scheduler.finished[final] == 1
     assert not scheduler.queue
     assert scheduler.done
     assert scheduler.next_job("a") is Wait.RELEASE
@@ -150,8 +162,7 @@ def test_retries_give_at_most_n_plus_one_attempts(
 def test_ok_job_is_never_run_again() -> None:
     scheduler = _scheduler(1, "a", retries=3)
     assert scheduler.next_job("a") == 1
-    assert scheduler.end_attempt("a", 1, OK) == Ended(JobState.OK, False, False)
-    assert scheduler.jobs[1].attempts == 1
+    assert scheduler.end_attempt("a", 1, OK) == Ended(JobState.OK, False, False, 1)
     assert scheduler.next_job("a") is Wait.RELEASE
 
 
@@ -165,7 +176,7 @@ def test_strikes_retire_a_worker_after_n_consecutive_failures() -> None:
     assert not _run(scheduler, "a", TIMEOUT).worker_retired  # timeouts count too
     assert scheduler.workers["a"].strikes == 1
     ended = _run(scheduler, "a", FAILED)
-    assert ended == Ended(JobState.FAILED, requeued=False, worker_retired=True)
+    assert ended == Ended(JobState.FAILED, requeued=False, worker_retired=True, attempts=1)
     assert scheduler.workers["a"].retired
     # Jobs are still waiting, but a retired worker gets none of them.
     assert scheduler.queue
@@ -177,7 +188,7 @@ def test_strikes_retire_a_worker_after_n_consecutive_failures() -> None:
 def test_strikes_retire_even_when_the_job_is_retried() -> None:
     scheduler = _scheduler(1, "a", "b", strikes=1, retries=1)
     ended = _run(scheduler, "a", TIMEOUT)
-    assert ended == Ended(JobState.PENDING, requeued=True, worker_retired=True)
+    assert ended == Ended(JobState.PENDING, requeued=True, worker_retired=True, attempts=1)
     assert scheduler.next_job("a") is Wait.RELEASE
     assert scheduler.next_job("b") == 1
 
@@ -187,7 +198,7 @@ def test_strikes_zero_never_retires() -> None:
     for _ in range(20):
         assert not _run(scheduler, "a", FAILED).worker_retired
     assert not scheduler.workers["a"].retired
-    assert scheduler.counts()[JobState.FAILED] == 20
+    assert scheduler.finished[JobState.FAILED] == 20
 
 
 def test_strikes_are_per_worker() -> None:
@@ -207,17 +218,15 @@ def test_failed_worker_puts_its_job_at_the_front_without_a_retry() -> None:
     assert scheduler.next_job("a") == 1
     assert scheduler.next_job("b") == 2
     ended = scheduler.fail_worker("a")
-    assert ended == Ended(JobState.PENDING, requeued=True, worker_retired=True)
+    assert ended == Ended(JobState.PENDING, requeued=True, worker_retired=True, attempts=0)
     assert scheduler.jobs[1].state is JobState.PENDING
-    assert scheduler.jobs[1].attempts == 0
-    assert list(scheduler.queue) == [1, 3]
+    assert scheduler.queue.peek(5) == [1, 3]
     assert scheduler.next_job("a") is Wait.RELEASE
     scheduler.remove_worker("a")
     scheduler.end_attempt("b", 2, OK)
     assert scheduler.next_job("b") == 1
     # retries=0: the one real attempt still ends it, the lost one did not count.
-    assert scheduler.end_attempt("b", 1, FAILED) == Ended(JobState.FAILED, False, False)
-    assert scheduler.jobs[1].attempts == 1
+    assert scheduler.end_attempt("b", 1, FAILED) == Ended(JobState.FAILED, False, False, 1)
 
 
 def test_job_is_lost_after_lost_after_worker_failures_in_a_row() -> None:
@@ -228,12 +237,12 @@ def test_job_is_lost_after_lost_after_worker_failures_in_a_row() -> None:
         ended = scheduler.fail_worker(f"w{n}")
         assert ended is not None
         if n < 3:
-            assert ended == Ended(JobState.PENDING, requeued=True, worker_retired=True)
-            assert scheduler.queue[0] == 1
+            assert ended == Ended(JobState.PENDING, True, True, attempts=0)
+            assert scheduler.queue.peek(1) == [1]
         else:
-            assert ended == Ended(JobState.LOST, requeued=False, worker_retired=True)
-    assert scheduler.jobs[1].state is JobState.LOST
-    assert list(scheduler.queue) == [2]
+            assert ended == Ended(JobState.LOST, False, True, attempts=0)
+    assert scheduler.finished[JobState.LOST] == 1
+    assert scheduler.queue.peek(5) == [2]
     scheduler.add_worker("w4")
     assert scheduler.next_job("w4") == 2
 
@@ -244,14 +253,14 @@ def test_worker_losses_in_a_row_are_reset_by_a_real_attempt() -> None:
     scheduler.add_worker("w2")
     scheduler.add_worker("w3")
     assert scheduler.next_job("w1") == 1
-    assert scheduler.fail_worker("w1") == Ended(JobState.PENDING, True, True)
+    assert scheduler.fail_worker("w1") == Ended(JobState.PENDING, True, True, 0)
     assert scheduler.next_job("w2") == 1
     assert scheduler.end_attempt("w2", 1, FAILED).requeued
     assert scheduler.next_job("w2") == 1
     # One worker failure since the last real attempt: not lost yet.
-    assert scheduler.fail_worker("w2") == Ended(JobState.PENDING, True, True)
+    assert scheduler.fail_worker("w2") == Ended(JobState.PENDING, True, True, 1)
     assert scheduler.next_job("w3") == 1
-    assert scheduler.fail_worker("w3") == Ended(JobState.LOST, False, True)
+    assert scheduler.fail_worker("w3") == Ended(JobState.LOST, False, True, 1)
 
 
 def test_fail_idle_worker() -> None:
@@ -259,7 +268,7 @@ def test_fail_idle_worker() -> None:
     assert scheduler.fail_worker("a") is None
     assert scheduler.workers["a"].retired
     assert scheduler.next_job("a") is Wait.RELEASE
-    assert list(scheduler.queue) == [1, 2]
+    assert scheduler.queue.peek(5) == [1, 2]
     assert scheduler.next_job("b") == 1
 
 
@@ -313,7 +322,8 @@ def test_stop_releases_every_worker_once_its_job_ends() -> None:
     assert scheduler.next_job("b") is Wait.RELEASE
     assert scheduler.end_attempt("a", 1, FAILED).requeued
     assert scheduler.next_job("a") is Wait.RELEASE
-    assert scheduler.counts()[JobState.PENDING] == 5
+    assert scheduler.queue.peek(10) == [2, 3, 4, 5, 1]
+    assert not scheduler.finished[JobState.FAILED]
     assert not scheduler.done
 
 
@@ -325,7 +335,7 @@ def test_interrupt_puts_the_job_back_as_if_never_run() -> None:
     assert scheduler.jobs[2].state is JobState.PENDING
     assert scheduler.jobs[2].attempts == 0
     assert scheduler.workers["b"].job is None
-    assert list(scheduler.queue) == [2, 3]
+    assert scheduler.queue.peek(5) == [2, 3]
     assert scheduler.running == 1
     assert scheduler.next_job("b") == 2
     assert scheduler.end_attempt("b", 2, OK).state is JobState.OK
@@ -340,7 +350,7 @@ def test_asking_for_a_job_while_running_is_an_error() -> None:
     with pytest.raises(SchedulerError):
         scheduler.next_job("a")
     # The refused question changed nothing.
-    assert list(scheduler.queue) == [2]
+    assert scheduler.queue.peek(5) == [2]
     assert scheduler.workers["a"].job == 1
 
 
@@ -356,7 +366,7 @@ def test_unknown_worker_is_an_error() -> None:
         scheduler.remove_worker("nobody")
     with pytest.raises(SchedulerError):
         scheduler.interrupt("nobody", 1)
-    assert list(scheduler.queue) == [1, 2]
+    assert scheduler.queue.peek(5) == [1, 2]
 
 
 def test_removing_a_running_worker_is_an_error() -> None:
@@ -423,19 +433,18 @@ def _check(scheduler: Scheduler, model: _Model) -> None:
         assert record.state is model.state[job_id]
         assert record.attempts <= model.retries + 1
         assert record.attempts == model.attempts[job_id]
+    # Only jobs in play have a record; the final ones are only counted.
+    in_play = {j for j, state in model.state.items() if not state.final and model.attempts[j]}
+    in_play |= {j for j, state in model.state.items() if state is JobState.RUNNING}
+    assert in_play <= set(scheduler.jobs)
+    assert not any(model.state[j].final for j in scheduler.jobs)
+    tally = Counter(state for state in model.state.values() if state.final)
+    assert scheduler.finished == {s: tally[s] for s in JobState if s.final}
     # The queue holds exactly the pending jobs, once each, in the model's order.
-    assert list(scheduler.queue) == list(model.queue)
-    pending = {j for j, r in scheduler.jobs.items() if r.state is JobState.PENDING}
-    assert set(scheduler.queue) == pending
-    assert len(scheduler.queue) == len(pending)
-    counts = scheduler.counts()
-    assert sum(counts.values()) == len(scheduler.jobs)
-    tally = dict.fromkeys(JobState, 0)
-    for record in scheduler.jobs.values():
-        tally[record.state] += 1
-    assert counts == tally
+    assert scheduler.queue.peek(len(model.queue) + 1) == list(model.queue)
+    assert bool(scheduler.queue) == bool(model.queue)
     assert scheduler.running == len(held)
-    assert scheduler.done == all(r.state.final for r in scheduler.jobs.values())
+    assert scheduler.done == all(state.final for state in model.state.values())
     for worker, record in scheduler.workers.items():
         assert record.retired == (worker in model.retired)
         if record.retired:
@@ -580,11 +589,11 @@ def test_simulation(data: st.DataObject) -> None:
             model.losses[job] += 1
             if model.losses[job] >= lost_after:
                 model.state[job] = JobState.LOST
-                assert ended == Ended(JobState.LOST, requeued=False, worker_retired=True)
+                assert ended == Ended(JobState.LOST, False, True, model.attempts[job])
             else:
                 model.state[job] = JobState.PENDING
                 model.queue.appendleft(job)
-                assert ended == Ended(JobState.PENDING, requeued=True, worker_retired=True)
+                assert ended == Ended(JobState.PENDING, True, True, model.attempts[job])
             assert scheduler.next_job(worker) is Wait.RELEASE
             scheduler.remove_worker(worker)
             status[worker] = "released"
@@ -618,6 +627,7 @@ def test_simulation(data: st.DataObject) -> None:
                 expected_state,
                 requeued=expected_state is JobState.PENDING,
                 worker_retired=retire,
+                attempts=model.attempts[job],
             )
             status[worker] = "idle"
         wake_waiting()
@@ -629,12 +639,12 @@ def test_simulation(data: st.DataObject) -> None:
     assert not scheduler.workers
     assert scheduler.running == 0
     assert sorted(release_order) == sorted(names)
-    states = [r.state for r in scheduler.jobs.values()]
-    assert JobState.RUNNING not in states
-    assert sum(scheduler.counts().values()) == n_jobs
-    unfinished = [j for j, r in scheduler.jobs.items() if not r.state.final]
+    assert JobState.RUNNING not in model.state.values()
+    assert sum(scheduler.finished.values()) + len(model.queue) == n_jobs
+    unfinished = [j for j, state in model.state.items() if not state.final]
     if unfinished:
-        assert all(scheduler.jobs[j].state is JobState.PENDING for j in unfinished)
+        assert scheduler.queue.peek(n_jobs + 1) == list(model.queue)
+        assert sorted(model.queue) == sorted(unfinished)
         assert not scheduler.done
         if not model.stopped:
             # Work was left only because the workers that could do it were
@@ -645,4 +655,4 @@ def test_simulation(data: st.DataObject) -> None:
                 assert model.retired == set(names)
     else:
         assert scheduler.done
-        assert all(state.final for state in states)
+        assert not scheduler.jobs
