@@ -127,10 +127,15 @@ class Store:
         return dict(json.loads(self.get("config") or "{}"))
 
     def reset(self, states: Iterable[JobState]) -> int:
-        """Jobs in these states become pending again (to be run on resume); how many."""
+        """Jobs in these states become pending again (to be run on resume); how many.
+
+        Attempts left open by a controller that was killed while they ran are
+        closed first as lost, with no end time: when they ended is not known.
+        """
         names = [state.value for state in states]
         marks = ", ".join("?" for _ in names)
         with self.db:
+            self.db.execute("UPDATE attempts SET outcome = 'lost' WHERE outcome IS NULL")
             cursor = self.db.execute(
                 f"UPDATE jobs SET state = 'pending' WHERE state IN ({marks})", names
             )

@@ -63,6 +63,35 @@ def test_attempts_and_states_are_committed_for_another_reader(tmp_path: Path) ->
     )
 
 
+def test_pending_jobs_are_read_in_chunks_past_the_last_one_read(tmp_path: Path) -> None:
+    store = Store.create(tmp_path)
+    store.add_jobs((n, n, "true") for n in range(1, 11))
+    pending = store.pending_ids(chunk=3)
+    taken = [next(pending) for _ in range(4)]
+    assert taken == [1, 2, 3, 4]
+    # Job 2 runs and goes back to pending, job 8 runs and ends: neither is read
+    # again by the running cursor (the scheduler holds job 2 itself).
+    for job_id, state in ((2, JobState.PENDING), (8, JobState.OK)):
+        attempt = store.start_attempt(job_id, "w", 1.0)
+        store.end_attempt(attempt, job_id, state, AttemptEnd(state.value), 2.0)
+    assert list(pending) == [5, 6, 7, 9, 10]
+
+
+def test_resume_closes_attempts_cut_off_by_a_killed_controller(tmp_path: Path) -> None:
+    store = Store.create(tmp_path)
+    store.add_jobs([(1, 1, "sleep 9"), (2, 2, "true")])
+    done = store.start_attempt(2, "w", 1.0)
+    store.end_attempt(done, 2, JobState.OK, AttemptEnd("ok", 0), 2.0)
+    store.start_attempt(1, "w", 1.5)
+    store.close()  # the controller is killed here
+
+    store = Store.open(tmp_path)
+    assert store.reset([JobState.RUNNING, JobState.LOST]) == 1
+    assert store.counts()[JobState.PENDING] == 1
+    rows = store.db.execute("SELECT job, outcome, ended FROM attempts ORDER BY id").fetchall()
+    assert rows == [(2, "ok", 2.0), (1, "lost", None)]
+
+
 def test_the_store_is_private_and_versioned(tmp_path: Path) -> None:
     store = Store.create(tmp_path)
     mode = stat.S_IMODE((tmp_path / "store.sqlite").stat().st_mode)
