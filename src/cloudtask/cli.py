@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shlex
 import sys
 from collections.abc import Iterable, Sequence
@@ -20,16 +21,18 @@ from .config import (
     resolve,
     suggest,
 )
-from .console import Console, plan_text, silence_stdout, summary_line
+from .console import Console, plan_text, plural, silence_stdout, summary_line
 from .errors import CloudtaskError, ExitStatus, SessionError, UsageError
 from .jobs import Command, read_jobs
 from .providers import Provider, get_provider
+from .providers.local import LocalProvider
 from .providers.prelaunched import Prelaunched
 from .runner import run_session
 from .scheduler import JobState
 from .session import SessionDir
 from .ssh import HostKeys, SessionKey, SSHOptions, Target, check_resolvable, resolve_target
 from .store import Store
+from .transport.local import kill_leftovers
 
 USAGE = "usage: {prog} [OPTIONS] {command}[ARG...] < JOBS"
 
@@ -265,6 +268,8 @@ def _drive(
         provider = provider_class.from_config(config)
     with session.open_log(session.log_path) as log:
         console.log = log
+        if isinstance(provider, LocalProvider):
+            stop_leftover_jobs(provider, session, store, console)
         console.line(
             f"session {session.id}: {store.counts()[JobState.PENDING]} jobs to run, split {split}, "
             f"provider {provider.name}, log {session.log_path}"
@@ -283,6 +288,20 @@ def _drive(
         console.line(summary_line(session.id, summary.elapsed, summary.counts))
         console.log = None
     return ExitStatus.OK if summary.all_ok else ExitStatus.NOT_OK
+
+
+def stop_leftover_jobs(
+    provider: LocalProvider, session: SessionDir, store: Store, console: Console
+) -> None:
+    """Local jobs of an earlier, killed controller run on in sessions of their own:
+    stop them before their jobs run again. This run's tag is recorded first."""
+    stale = store.local_runs()
+    tag = f"{session.id}-{secrets.token_hex(8)}"
+    store.add_local_run(tag)
+    provider.tag_jobs(tag)
+    stopped = kill_leftovers(stale)
+    if stopped:
+        console.line(f"stopped {plural(stopped, 'job')} that an earlier run of the session left")
 
 
 def sessions_option(config: Config) -> str:

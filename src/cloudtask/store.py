@@ -123,6 +123,13 @@ class Store:
     def add_session_key(self, line: str) -> None:
         self.set("session_keys", json.dumps([*self.session_keys(), line]))
 
+    def local_runs(self) -> list[str]:
+        """Tags of this session's runs on the local provider (see transport.local.RUN_TAG)."""
+        return list(json.loads(self.get("local_runs") or "[]"))
+
+    def add_local_run(self, tag: str) -> None:
+        self.set("local_runs", json.dumps([*self.local_runs(), tag]))
+
     def config(self) -> dict[str, str]:
         return dict(json.loads(self.get("config") or "{}"))
 

@@ -724,3 +724,52 @@ def test_a_session_killed_while_its_input_streamed_in_is_not_resumed_as_complete
     # jobs read so far as if they were all of them, with default options.
     assert "jobs to run" not in started, f"a half-read session was resumed: {started[:200]!r}"
     assert_usage_error(resume.finish(), f"session {session}")
+
+
+def test_a_resume_stops_the_local_jobs_a_killed_controller_left_running(
+    background: list[Background],
+) -> None:
+    tmp = work_dir()
+    script = tmp / "job.sh"
+    # Jobs started while the file `first` exists sleep on; later ones do not.
+    script.write_text(
+        f"""\
+echo "start $1" >> {tmp}/marks
+if [ -e {tmp}/first ]; then sleep 300; fi
+echo "end $1" >> {tmp}/marks
+"""
+    )
+    (tmp / "first").touch()
+    proc = start(background, ["--split=2", "sh", str(script)], "1\n2\n3\n")
+    proc.wait_for(r"job 1 started", r"job 2 started")
+    wait_until(lambda: len(sleepers()) == 2)
+    session = session_ids()[0]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.finish()
+    # Orphaned: in sessions of their own, they outlive the controller.
+    orphans = sleepers()
+    assert len(orphans) == 2
+    (tmp / "first").unlink()
+
+    result = cloudtask(f"--resume={session}")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "stopped 2 jobs that an earlier run of the session left" in result.stdout
+    assert sleepers() == []
+    assert counts(result) == (0, 3, 0, 0, 0, 3)
+    # Jobs 1 and 2: killed once as leftovers, then run to the end.
+    assert marks(tmp) == Counter(
+        {"start 1": 2, "start 2": 2, "start 3": 1, "end 1": 1, "end 2": 1, "end 3": 1}
+    )
+
+
+def sleepers() -> list[int]:
+    """Live `sleep 300` processes (the test's orphaned jobs)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, IndexError):
+            if not entry.name.isdigit():
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            if (entry / "cmdline").read_bytes() == b"sleep\x00300\x00" and state != "Z":
+                found.append(int(entry.name))
+    return found

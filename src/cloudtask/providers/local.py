@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Mapping
 
 from ..config import OPTIONS, Config
 from ..transport import Transport
-from ..transport.local import LocalTransport
+from ..transport.local import RUN_TAG, LocalTransport
 from .base import Instance, Provider
 
 
@@ -21,10 +20,14 @@ class LocalProvider(Provider):
 
     def __init__(self, hidden_env: frozenset[str] = frozenset()) -> None:
         # Secrets given in the environment are not passed on to jobs.
-        self.environ: Mapping[str, str] = {
+        self.environ: dict[str, str] = {
             key: value for key, value in os.environ.items() if key not in hidden_env
         }
         self._numbers = itertools.count(1)
+
+    def tag_jobs(self, tag: str) -> None:
+        """Mark every job of this run, so a later run can stop those left running."""
+        self.environ[RUN_TAG] = tag
 
     async def launch(self) -> Instance:
         number = next(self._numbers)

@@ -7,12 +7,17 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from ..errors import WorkerError
 from .base import KILL_GRACE, RunResult, first_event
 
+# Every local job of one controller run carries RUN_TAG=<tag> in its
+# environment, so the next run of the session finds what a killed controller
+# left running (its jobs are in sessions of their own: nothing else reaches them).
+RUN_TAG = "CLOUDTASK_LOCAL_RUN"
 # Output still buffered when the job's processes are gone is read for at most this long.
 DRAIN_LIMIT = 2.0
 _READ_SIZE = 65536
@@ -143,3 +148,46 @@ async def _terminate(pgid: int, exited: asyncio.Future[None]) -> None:
 def _kill_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def kill_leftovers(tags: Iterable[str], grace: float = KILL_GRACE) -> int:
+    """Kill the process groups of jobs started under these run tags; how many groups.
+
+    Only this user's processes are looked at (others' environments are not
+    readable anyway). Each group gets SIGTERM, then SIGKILL after `grace`.
+    """
+    wanted = {f"{RUN_TAG}={tag}".encode() for tag in tags}
+    if not wanted:
+        return 0
+    groups = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid():
+                continue
+            environment = (entry / "environ").read_bytes().split(b"\0")
+            if wanted.intersection(environment):
+                groups.add(os.getpgid(int(entry.name)))
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to read
+    found = len(groups)
+    for pgid in groups:
+        _kill_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while groups and time.monotonic() < deadline:
+        groups = {pgid for pgid in groups if _group_alive(pgid)}
+        time.sleep(0.05)
+    for pgid in groups:
+        _kill_group(pgid, signal.SIGKILL)
+    return found
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
