@@ -22,7 +22,7 @@ from .config import (
     suggest,
 )
 from .console import Console, plan_text, plural, silence_stdout, summary_line
-from .errors import CloudtaskError, ExitStatus, SessionError, UsageError
+from .errors import CloudtaskError, ExitStatus, SessionError, UsageError, WorkerError
 from .jobs import Command, read_jobs
 from .providers import Provider, get_provider
 from .providers.local import LocalProvider
@@ -30,7 +30,15 @@ from .providers.prelaunched import Prelaunched
 from .runner import run_session
 from .scheduler import JobState
 from .session import SessionDir
-from .ssh import HostKeys, SessionKey, SSHOptions, Target, check_resolvable, resolve_target
+from .ssh import (
+    HostKeys,
+    SessionKey,
+    SSHOptions,
+    Target,
+    check_resolvable,
+    remove_stale_keys,
+    resolve_target,
+)
 from .store import Store
 from .transport.local import kill_leftovers
 
@@ -229,6 +237,8 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
     if option == "--retry":
         again += [JobState.FAILED, JobState.TIMEOUT]
     store.reset(again)
+    if targets:
+        remove_earlier_keys(targets, ssh_options(config, session), store, console)
     pending = store.counts()[JobState.PENDING]
     if not pending:
         print(f"session {session.id} is finished: nothing to run")
@@ -250,20 +260,13 @@ def _drive(
     """Run the session's pending jobs to the end, or until aborted; the exit status."""
     provider_class = get_provider(config.provider)
     provider: Provider
+    key = None
     if targets:
         # Every run's key is recorded before it is used: if this controller is
         # killed, the next run of the session removes it from the workers.
-        stale = store.session_keys()
         key = SessionKey(session.id)
         store.add_session_key(key.line)
-        options = SSHOptions(
-            identity=config.ssh_identity,
-            keepalive=config.keepalive,
-            host_keys=HostKeys(session.known_hosts_path),
-            session_key=key,
-            stale_keys=tuple(stale),
-        )
-        provider = Prelaunched(targets, options)
+        provider = Prelaunched(targets, ssh_options(config, session), key)
     else:
         provider = provider_class.from_config(config)
     with session.open_log(session.log_path) as log:
@@ -275,6 +278,8 @@ def _drive(
             f"provider {provider.name}, log {session.log_path}"
         )
         summary = asyncio.run(run_session(config, store, provider, split, console, session))
+        if key is not None and summary.cleaned:
+            store.forget_session_keys([key.line])
         if summary.halted:
             console.line(
                 f"session {session.id} halted (--halt={config.halt}): the rest is pending; "
@@ -288,6 +293,45 @@ def _drive(
         console.line(summary_line(session.id, summary.elapsed, summary.counts))
         console.log = None
     return ExitStatus.OK if summary.all_ok else ExitStatus.NOT_OK
+
+
+def ssh_options(config: Config, session: SessionDir) -> SSHOptions:
+    return SSHOptions(
+        identity=config.ssh_identity,
+        keepalive=config.keepalive,
+        host_keys=HostKeys(session.known_hosts_path),
+    )
+
+
+def remove_earlier_keys(
+    targets: list[Target], options: SSHOptions, store: Store, console: Console
+) -> None:
+    """Remove the keys that earlier runs may have left (killed, or stopped before
+    their cleanup) from every worker of the session, whether this run uses it or
+    not. Keys stay recorded, for the next run to try again, while a worker
+    could not be reached."""
+    earlier = store.session_keys()
+    if not earlier:
+        return
+    unique = list({(t.host, t.port, t.user): t for t in targets}.values())
+
+    async def remove_everywhere() -> list[BaseException | None]:
+        return await asyncio.gather(
+            *(remove_stale_keys(target, options, earlier) for target in unique),
+            return_exceptions=True,
+        )
+
+    failed = False
+    for target, result in zip(unique, asyncio.run(remove_everywhere()), strict=True):
+        if isinstance(result, WorkerError):
+            failed = True
+            console.warn(
+                f"{target.address}: an earlier run's session key may be left there: {result}"
+            )
+        elif isinstance(result, BaseException):
+            raise result
+    if not failed:
+        store.forget_session_keys(earlier)
 
 
 def stop_leftover_jobs(

@@ -26,6 +26,9 @@ class RunSummary:
     elapsed: float
     aborted: bool
     halted: bool = False
+    # Every worker was cleaned up (session key removed): nothing is left for a
+    # later run of the session to clean.
+    cleaned: bool = True
 
     @property
     def all_ok(self) -> bool:
@@ -51,7 +54,7 @@ async def run_session(
     halt = Halt.parse(config.halt) if config.halt else None
     run = Run(config, store, scheduler, console, session, joblog=joblog, halt=halt)
     tasks = [asyncio.create_task(Worker(run, provider).lifecycle()) for _ in range(split)]
-    aborted = False
+    aborted = cancelled = False
 
     def on_signal(signum: int) -> None:
         nonlocal aborted
@@ -63,6 +66,8 @@ async def run_session(
             )
             run.abort()
             return
+        nonlocal cancelled
+        cancelled = True
         console.warn(f"{signal.Signals(signum).name} again: stopping now")
         for task in tasks:
             task.cancel()
@@ -85,7 +90,8 @@ async def run_session(
     left = counts[JobState.PENDING]
     if left and not aborted and not run.halted:
         console.warn(f"no worker is left to run the {left} pending jobs")
-    return RunSummary(counts, time.monotonic() - started, aborted, run.halted)
+    cleaned = not cancelled and not run.unclosed
+    return RunSummary(counts, time.monotonic() - started, aborted, run.halted, cleaned)
 
 
 # Pauses before the last tries at a failed cleanup: a worker that was just

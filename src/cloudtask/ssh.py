@@ -18,7 +18,7 @@ import os
 import secrets
 import shlex
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,12 +221,9 @@ class SSHOptions:
     identity: Path | None
     keepalive: float
     host_keys: HostKeys
-    session_key: SessionKey
-    # Keys of earlier runs of this session whose controller died before removing them.
-    stale_keys: tuple[str, ...] = ()
 
 
-async def connect(target: Target, options: SSHOptions) -> SSHTransport:
+async def connect(target: Target, options: SSHOptions, session_key: SessionKey) -> SSHTransport:
     """A connection to the worker, with the session key authorized on it.
 
     Closing it removes the key again; if the connection is lost by then, a new
@@ -235,10 +232,10 @@ async def connect(target: Target, options: SSHOptions) -> SSHTransport:
     identity = [str(options.identity)] if options.identity else []
 
     async def reconnect() -> SSHTransport:
-        return await _open(target, options, [options.session_key.private, *identity])
+        return await _open(target, options, [session_key.private, *identity])
 
     transport = await _open(target, options, identity or (), reconnect)
-    key = options.session_key.line
+    key = session_key.line
     try:
         await _edit_keys(transport, authorized_keys_command(_ADD, key), "authorize the key")
     except WorkerError:
@@ -250,10 +247,23 @@ async def connect(target: Target, options: SSHOptions) -> SSHTransport:
         await _edit_keys(over, command, "remove the session key")
 
     transport.on_close(remove_key)
-    for stale in options.stale_keys:
-        command = authorized_keys_command(_REMOVE, stale, every=True)
-        await _edit_keys(transport, command, "remove an earlier run's session key")
     return transport
+
+
+async def remove_stale_keys(target: Target, options: SSHOptions, keys: Sequence[str]) -> None:
+    """Remove every copy of earlier runs' session keys from the worker.
+
+    Over a connection of its own, made with the user's identity: those runs'
+    private keys died with them.
+    """
+    identity = [str(options.identity)] if options.identity else []
+    transport = await _open(target, options, identity or ())
+    try:
+        for key in keys:
+            command = authorized_keys_command(_REMOVE, key, every=True)
+            await _edit_keys(transport, command, "remove an earlier run's session key")
+    finally:
+        await transport.disconnect()
 
 
 async def _open(

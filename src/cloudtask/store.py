@@ -117,11 +117,20 @@ class Store:
         return count
 
     def session_keys(self) -> list[str]:
-        """Public key lines of this session's runs (their private keys are never stored)."""
+        """Public key lines of runs that may have left them on workers.
+
+        A run's key is recorded before it is used and forgotten once it is
+        known to be removed everywhere. Private keys are never stored.
+        """
         return list(json.loads(self.get("session_keys") or "[]"))
 
     def add_session_key(self, line: str) -> None:
         self.set("session_keys", json.dumps([*self.session_keys(), line]))
+
+    def forget_session_keys(self, lines: Iterable[str]) -> None:
+        removed = set(lines)
+        kept = [line for line in self.session_keys() if line not in removed]
+        self.set("session_keys", json.dumps(kept))
 
     def local_runs(self) -> list[str]:
         """Tags of this session's runs on the local provider (see transport.local.RUN_TAG)."""

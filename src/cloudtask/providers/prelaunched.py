@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..ssh import SSHOptions, Target, connect
+from ..ssh import SessionKey, SSHOptions, Target, connect
 from ..transport import Transport
 from .base import Instance, Provider
 
@@ -12,8 +12,11 @@ from .base import Instance, Provider
 class Prelaunched(Provider):
     name = "workers"
 
-    def __init__(self, targets: Sequence[Target], options: SSHOptions) -> None:
+    def __init__(
+        self, targets: Sequence[Target], options: SSHOptions, session_key: SessionKey
+    ) -> None:
         self.options = options
+        self.session_key = session_key
         self._pending = list(targets)
         self._targets: dict[str, Target] = {}
         self._names: set[str] = set()
@@ -30,7 +33,7 @@ class Prelaunched(Provider):
         return Instance(id=str(target.address), name=name, address=str(target.address))
 
     async def connect(self, instance: Instance) -> Transport:
-        return await connect(self._targets[instance.name], self.options)
+        return await connect(self._targets[instance.name], self.options, self.session_key)
 
     async def destroy(self, instance: Instance) -> None:
         return None  # pre-launched workers are the user's: never destroyed
