@@ -18,6 +18,7 @@ from tests.e2e import helpers
 from tests.hosts import TestHosts
 from tests.integration.ssh_support import (
     CLOUDTASK,
+    RUN_TIMEOUT,
     KeysSnapshot,
     assert_no_job_processes,
     ends,
@@ -188,7 +189,9 @@ def test_link_cut_mid_job_worker_failed_and_job_rerouted(
     authorized_keys.assert_unchanged()
 
 
-def test_ctrl_c_mid_run_stops_every_job(
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_mid_run_stops_every_job_and_resume_finishes(
+    signum: signal.Signals,
     make_hosts: MakeHosts,
     tmp_path: Path,
     home: Path,
@@ -202,7 +205,11 @@ def test_ctrl_c_mid_run_stops_every_job(
     wait_until(
         lambda: all("sleep" in str(host.processes()) for host in hosts), 5, "jobs sleep everywhere"
     )
-    os.killpg(run.process.pid, signal.SIGINT)
+    # SIGINT to the whole group, as a terminal's Ctrl-C; SIGTERM to the controller.
+    if signum is signal.SIGINT:
+        os.killpg(run.process.pid, signum)
+    else:
+        run.process.send_signal(signum)
     result = run.wait(30)
 
     assert result.returncode == 1, result.stderr
@@ -212,6 +219,15 @@ def test_ctrl_c_mid_run_stops_every_job(
     assert not ends(tmp_path)
     assert_no_job_processes(hosts, "sleep")
     assert_no_job_processes(hosts, str(job_script), timeout=5)
+    authorized_keys.assert_unchanged()
+
+    (job_script.parent / "fast").touch()
+    resumed = helpers.run(
+        [CLOUDTASK, f"--resume={counts.id}"], env=env_for(home), timeout=RUN_TIMEOUT
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert helpers.counts(resumed) == (0, 6, 0, 0, 0, 6)
+    assert sorted(job for job, _ in ends(tmp_path)) == [1, 2, 3, 4, 5, 6]
     authorized_keys.assert_unchanged()
 
 
