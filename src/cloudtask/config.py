@@ -254,7 +254,65 @@ OPTIONS: tuple[Option, ...] = (
     Option("ami-id", "AMI launched workers start from", metavar="ID", coming=CLOUD),
     Option("ec2-region", "region launched workers run in", metavar="REGION", coming=CLOUD),
     Option("ec2-size", "size (instance type) of launched workers", metavar="SIZE", coming=CLOUD),
-    Option("ec2-type", "s3 or ebs backed, or spot / on-demand", metavar="TYPE", coming=CLOUD),
+    Option(
+        "ec2-type",
+        "hub: s3 or ebs backed; ec2: spot or on-demand",
+        metavar="TYPE",
+        coming=CLOUD,
+    ),
+    Option("ec2-subnet", "ec2: subnet id launched workers join", metavar="ID", coming=CLOUD),
+    Option(
+        "ec2-security-group",
+        "ec2: security group ids of launched workers (comma-separated)",
+        metavar="IDS",
+        coming=CLOUD,
+    ),
+    Option(
+        "libcloud-driver",
+        "libcloud: the compute driver's name (digitalocean, linode, gce, openstack, ...)",
+        metavar="NAME",
+        coming=CLOUD,
+    ),
+    Option(
+        "libcloud-key",
+        "libcloud: the driver's key (user or token)",
+        secret=True,
+        metavar="KEY",
+        coming=CLOUD,
+    ),
+    Option(
+        "libcloud-secret",
+        "libcloud: the driver's secret, where it takes one",
+        secret=True,
+        metavar="SECRET",
+        coming=CLOUD,
+    ),
+    Option(
+        "libcloud-options",
+        "libcloud: more driver arguments, NAME=VALUE separated by commas (region=...)",
+        metavar="LIST",
+        coming=CLOUD,
+    ),
+    Option(
+        "libcloud-image",
+        "libcloud: image id launched workers start from",
+        metavar="ID",
+        coming=CLOUD,
+    ),
+    Option("libcloud-size", "libcloud: size id of launched workers", metavar="ID", coming=CLOUD),
+    Option(
+        "libcloud-location",
+        "libcloud: location id launched workers run in",
+        metavar="ID",
+        coming=CLOUD,
+    ),
+    Option(
+        "hourly-price",
+        "price per hour of one launched worker, instead of the shipped price table",
+        dollars,
+        metavar="DOLLARS",
+        coming=CLOUD,
+    ),
     Option(
         "joblog",
         "also write a per-job log in GNU parallel's --joblog format",
@@ -319,6 +377,16 @@ class Config:
     ec2_region: str | None = None
     ec2_size: str | None = None
     ec2_type: str | None = None
+    ec2_subnet: str | None = None
+    ec2_security_group: str | None = None
+    libcloud_driver: str | None = None
+    libcloud_key: str | None = None
+    libcloud_secret: str | None = None
+    libcloud_options: str | None = None
+    libcloud_image: str | None = None
+    libcloud_size: str | None = None
+    libcloud_location: str | None = None
+    hourly_price: float | None = None
     joblog: str | None = None
     halt: str | None = None
     budget: float | None = None

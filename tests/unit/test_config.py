@@ -400,6 +400,16 @@ def coming_values(tmp_path: Path) -> dict[str, object]:
         "ec2-region": "r",
         "ec2-size": "s",
         "ec2-type": "t",
+        "ec2-subnet": "subnet-1",
+        "ec2-security-group": "sg-1",
+        "libcloud-driver": "dummy",
+        "libcloud-key": "k",
+        "libcloud-secret": "s",
+        "libcloud-options": "region=x",
+        "libcloud-image": "i",
+        "libcloud-size": "s",
+        "libcloud-location": "l",
+        "hourly-price": "0.5",
         "budget": "5",
     }
 
