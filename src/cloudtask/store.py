@@ -19,7 +19,7 @@ from typing import Any
 from .errors import SessionError
 from .scheduler import JobState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 INGEST_BATCH = 10_000
 PENDING_CHUNK = 1_000
 STORE_NAME = "store.sqlite"
@@ -48,6 +48,29 @@ CREATE TABLE attempts (
 CREATE INDEX attempts_job ON attempts (job);
 """
 
+# Each step turns schema version N into N + 1; a store is migrated on open.
+_MIGRATIONS: dict[int, str] = {
+    # 2: launched instances, each recorded before the launch call (intent) and
+    # its id as soon as the cloud returns it, so none is ever forgotten.
+    1: """
+CREATE TABLE instances (
+    token TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size TEXT,
+    hourly_price REAL,
+    instance_id TEXT,
+    address TEXT,
+    intended REAL NOT NULL,
+    launched REAL,
+    running REAL,
+    destroyed REAL,
+    note TEXT
+);
+CREATE INDEX instances_open ON instances (destroyed);
+""",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class AttemptEnd:
@@ -70,7 +93,8 @@ class Store:
         store = cls(_connect(path), path)
         with store.db:
             store.db.executescript(_SCHEMA)
-            store._set("schema_version", str(SCHEMA_VERSION))
+            store._set("schema_version", "1")
+        store._migrate(1)
         return store
 
     @classmethod
@@ -80,9 +104,23 @@ class Store:
             raise SessionError(f"{directory}: no session store")
         store = cls(_connect(path), path)
         version = int(store.get("schema_version") or 0)
-        if version != SCHEMA_VERSION:  # the first schema: nothing to migrate from yet
-            raise SessionError(f"{path}: unknown schema version {version}")
+        if not 1 <= version <= SCHEMA_VERSION:
+            raise SessionError(
+                f"{path}: schema version {version} is not one this cloudtask knows "
+                f"(1 to {SCHEMA_VERSION}): made by a newer cloudtask?"
+            )
+        store._migrate(version)
         return store
+
+    def _migrate(self, version: int) -> None:
+        """Bring the schema up to date, one version a commit."""
+        while version < SCHEMA_VERSION:
+            # executescript commits first; the version moves with its step.
+            self.db.executescript(
+                "BEGIN;\n" + _MIGRATIONS[version] + "\nINSERT OR REPLACE INTO meta (key, value) "
+                f"VALUES ('schema_version', '{version + 1}');\nCOMMIT;"
+            )
+            version += 1
 
     def close(self) -> None:
         self.db.close()
@@ -189,6 +227,49 @@ class Store:
             counts[JobState(state)] = int(count)
         return counts
 
+    # -- launched instances ------------------------------------------------------
+
+    def intend_instance(
+        self,
+        token: str,
+        provider: str,
+        name: str,
+        size: str | None,
+        hourly_price: float | None,
+        when: float,
+    ) -> None:
+        """Recorded before the launch call: a sweep by token finds what it made."""
+        with self.db:
+            self.db.execute(
+                "INSERT INTO instances (token, provider, name, size, hourly_price, intended) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (token, provider, name, size, hourly_price, when),
+            )
+
+    def instance_launched(self, token: str, instance_id: str, when: float) -> None:
+        self._update_instance(token, instance_id=instance_id, launched=when)
+
+    def instance_running(self, token: str, address: str, when: float) -> None:
+        self._update_instance(token, address=address, running=when)
+
+    def instance_destroyed(self, token: str, when: float, note: str | None = None) -> None:
+        self._update_instance(token, destroyed=when, note=note)
+
+    def instances(self, *, open_only: bool = False) -> list[InstanceRecord]:
+        """Launched instances in launch order; open_only: those not destroyed yet."""
+        where = " WHERE destroyed IS NULL" if open_only else ""
+        rows = self.db.execute(
+            f"SELECT {_INSTANCE_COLUMNS} FROM instances{where} ORDER BY intended, rowid"
+        )
+        return [InstanceRecord(*row) for row in rows]
+
+    def _update_instance(self, token: str, **values: object) -> None:
+        columns = ", ".join(f"{name} = ?" for name in values)
+        with self.db:
+            self.db.execute(
+                f"UPDATE instances SET {columns} WHERE token = ?", (*values.values(), token)
+            )
+
     # -- attempts --------------------------------------------------------------
 
     def start_attempt(self, job_id: int, worker: str, started: float) -> int:
@@ -215,6 +296,27 @@ class Store:
                 "UPDATE jobs SET state = ?, attempts = attempts + ? WHERE id = ?",
                 (state.value, counted, job_id),
             )
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """A launched instance as the store knows it (times are UNIX seconds)."""
+
+    token: str
+    provider: str
+    name: str
+    size: str | None
+    hourly_price: float | None
+    instance_id: str | None  # None: the launch call never returned an id
+    address: str | None
+    intended: float
+    launched: float | None
+    running: float | None
+    destroyed: float | None
+    note: str | None
+
+
+_INSTANCE_COLUMNS = ", ".join(InstanceRecord.__slots__)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

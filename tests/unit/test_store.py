@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cloudtask import store as store_module
 from cloudtask.cli import stored_config
 from cloudtask.config import resolve
 from cloudtask.errors import SessionError
@@ -99,7 +100,7 @@ def test_the_store_is_private_and_versioned(tmp_path: Path) -> None:
     store.set("schema_version", "99")
     store.close()
 
-    with pytest.raises(SessionError, match="unknown schema version 99"):
+    with pytest.raises(SessionError, match="schema version 99 is not one this cloudtask knows"):
         Store.open(tmp_path)
     with pytest.raises(SessionError, match="no session store"):
         Store.open(tmp_path / "elsewhere")
@@ -112,3 +113,44 @@ def test_the_stored_configuration_has_no_secret() -> None:
     assert stored["split"] == "3"
     assert "hub-apikey" not in stored
     assert "s3cret-key" not in repr(stored)
+
+
+def test_a_version_1_store_is_migrated_on_open_and_keeps_its_jobs(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "store.sqlite")
+    db.executescript(store_module._SCHEMA)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    db.execute("INSERT INTO jobs (id, line, command) VALUES (1, 1, 'echo 1')")
+    db.commit()
+    db.close()
+
+    store = Store.open(tmp_path)
+    assert store.get("schema_version") == str(store_module.SCHEMA_VERSION) == "2"
+    assert store.command(1) == "echo 1"
+    store.intend_instance("tok", "hub", "hub1", "t3.small", 0.02, 10.0)
+    store.instance_launched("tok", "i-1", 11.0)
+    assert [(r.instance_id, r.launched, r.destroyed) for r in store.instances()] == [
+        ("i-1", 11.0, None)
+    ]
+    store.close()
+    # Opening again migrates nothing more.
+    assert Store.open(tmp_path).get("schema_version") == "2"
+
+
+def test_instances_are_recorded_from_intent_to_destruction(tmp_path: Path) -> None:
+    store = Store.create(tmp_path)
+    store.intend_instance("a", "ec2", "ec2-1", "t3.small", 0.0208, 1.0)
+    store.intend_instance("b", "ec2", "ec2-2", "t3.small", 0.0208, 2.0)
+    store.instance_launched("a", "i-a", 1.5)
+    store.instance_running("a", "198.18.0.9", 3.0)
+    # Another connection (after a SIGKILL) sees the intent with no id yet, too.
+    other = Store.open(tmp_path)
+    assert [(r.token, r.instance_id) for r in other.instances(open_only=True)] == [
+        ("a", "i-a"),
+        ("b", None),
+    ]
+    store.instance_destroyed("a", 9.0)
+    store.instance_destroyed("b", 9.5, "never launched")
+    assert other.instances(open_only=True) == []
+    (first, second) = other.instances()
+    assert (first.address, first.running, first.destroyed) == ("198.18.0.9", 3.0, 9.0)
+    assert second.note == "never launched"
