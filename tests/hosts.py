@@ -475,10 +475,12 @@ class TestHosts:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, authorized: str | None = None) -> None:
+        """`authorized`: a public key line every host also authorizes (a test cloud's)."""
         if not 1 <= count <= MAX_HOSTS:
             raise ValueError(f"between 1 and {MAX_HOSTS} test hosts, not {count}")
         self.count = count
+        self.authorized = authorized
         self.hosts: list[Host] = []
         self.run_id = ""
         self.block: ipaddress.IPv4Network | None = None
@@ -587,7 +589,8 @@ class TestHosts:
         self._claim_block()
         run_dir = self.run_dir
         _keygen(self.client_key, f"cloudtask-testhosts-{self.run_id}")
-        (run_dir / "client_keys").write_text(self.client_public_key + "\n")
+        extra = f"{self.authorized.strip()}\n" if self.authorized else ""
+        (run_dir / "client_keys").write_text(self.client_public_key + "\n" + extra)
         block = self.block
         assert block is not None
         mac_prefix = f"02:{self.run_id[:2]}:{self.run_id[2:4]}"  # locally administered

@@ -24,9 +24,11 @@ from .config import (
 from .console import Console, plan_text, plural, silence_stdout, summary_line
 from .errors import CloudtaskError, ExitStatus, SessionError, UsageError, WorkerError
 from .jobs import Command, read_jobs
-from .providers import Provider, get_provider
+from .providers import Cloud, Provider, get_cloud, is_cloud
+from .providers.launched import LaunchedWorkers, sweep_and_close
 from .providers.local import LocalProvider
 from .providers.prelaunched import Prelaunched
+from .providers.prices import hourly_price
 from .runner import run_session
 from .scheduler import JobState
 from .session import SessionDir
@@ -41,6 +43,7 @@ from .ssh import (
 )
 from .store import Store
 from .transport.local import kill_leftovers
+from .watchdog import Watchdog
 
 USAGE = "usage: {prog} [OPTIONS] {command}[ARG...] < JOBS"
 
@@ -178,7 +181,7 @@ def _run(
         return _resume(parsed, config, console)
     check_coming(config)
     targets = worker_targets(config)
-    get_provider(config.provider)  # an unknown provider is refused before input is read
+    cloud = cloud_of(config)  # an unknown provider or a bad option is refused before input
     command = task_command(template, parsed.positional)
     if command is None:
         raise UsageError("no command given\n" + USAGE.format(prog=prog, command="COMMAND "))
@@ -200,7 +203,7 @@ def _run(
         raise
     store.set("command", command.shell)
     store.set_config(stored_config(config))
-    return _drive(config, session, store, targets, split, console)
+    return _drive(config, session, store, targets, cloud, split, console)
 
 
 def _resume(parsed: Argv, given: Config, console: Console) -> int:
@@ -232,13 +235,14 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
     config = resolve(cli_options, stored)
     check_coming(config)
     targets = worker_targets(config)
-    get_provider(config.provider)
+    cloud = cloud_of(config)
     again = [JobState.RUNNING, JobState.LOST]
     if option == "--retry":
         again += [JobState.FAILED, JobState.TIMEOUT]
     store.reset(again)
     if targets:
         remove_earlier_keys(targets, ssh_options(config, session), store, console)
+    destroy_leftovers(config, session, store, cloud_of(config), console)
     pending = store.counts()[JobState.PENDING]
     if not pending:
         print(f"session {session.id} is finished: nothing to run")
@@ -246,7 +250,7 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
         return ExitStatus.OK
     store.set_config(stored_config(config))
     split = min(config.split or len(targets) or 1, pending)
-    return _drive(config, session, store, targets, split, console)
+    return _drive(config, session, store, targets, cloud, split, console)
 
 
 def _drive(
@@ -254,32 +258,51 @@ def _drive(
     session: SessionDir,
     store: Store,
     targets: list[Target],
+    cloud: Cloud | None,
     split: int,
     console: Console,
 ) -> int:
     """Run the session's pending jobs to the end, or until aborted; the exit status."""
-    provider_class = get_provider(config.provider)
-    provider: Provider
-    key = None
+    sources: list[tuple[Provider, int]] = []
+    key = SessionKey(session.id)
     if targets:
         # Every run's key is recorded before it is used: if this controller is
         # killed, the next run of the session removes it from the workers.
-        key = SessionKey(session.id)
         store.add_session_key(key.line)
-        provider = Prelaunched(targets, ssh_options(config, session), key)
-    else:
-        provider = provider_class.from_config(config)
-    with session.open_log(session.log_path) as log:
-        console.log = log
-        if isinstance(provider, LocalProvider):
-            stop_leftover_jobs(provider, session, store, console)
-        console.line(
-            f"session {session.id}: {store.counts()[JobState.PENDING]} jobs to run, split {split}, "
-            f"provider {provider.name}, log {session.log_path}"
+        prelaunched = Prelaunched(targets, ssh_options(config, session), key)
+        sources.append((prelaunched, min(split, len(targets))))
+    launched: LaunchedWorkers | None = None
+    if cloud is not None and split > len(targets):
+        price = hourly_price(cloud.name, cloud.size, config.hourly_price)
+        launched = LaunchedWorkers(
+            cloud,
+            store,
+            session,
+            ssh_options(config, session),
+            key,
+            config.user,
+            price,
+            console.warn,
         )
-        summary = asyncio.run(run_session(config, store, provider, split, console, session))
-        if key is not None and summary.cleaned:
+        sources.append((launched, split - len(targets)))
+    local = None
+    if not sources:
+        local = LocalProvider.from_config(config)
+        sources.append((local, split))
+    with session.open_log(session.log_path) as log, Watchdog.started(session, config) as dog:
+        console.log = log
+        if local is not None:
+            stop_leftover_jobs(local, session, store, console)
+        names = " + ".join(f"{provider.name} x{count}" for provider, count in sources)
+        console.line(
+            f"session {session.id}: {store.counts()[JobState.PENDING]} jobs to run, "
+            f"split {split} ({names}), log {session.log_path}"
+        )
+        summary = asyncio.run(run_session(config, store, sources, console, session))
+        if targets and summary.cleaned:
             store.forget_session_keys([key.line])
+        if launched is not None and not store.instances(open_only=True):
+            dog.release()  # every launched instance is destroyed: nothing left to watch
         if summary.halted:
             console.line(
                 f"session {session.id} halted (--halt={config.halt}): the rest is pending; "
@@ -293,6 +316,35 @@ def _drive(
         console.line(summary_line(session.id, summary.elapsed, summary.counts))
         console.log = None
     return ExitStatus.OK if summary.all_ok else ExitStatus.NOT_OK
+
+
+def cloud_of(config: Config) -> Cloud | None:
+    """The cloud that launches workers, when the provider is one; its options checked.
+
+    Each event loop (asyncio.run) gets a cloud of its own: API clients are
+    bound to the loop that first used them.
+    """
+    if not is_cloud(config.provider):
+        return None
+    return get_cloud(config.provider).from_config(config)
+
+
+def destroy_leftovers(
+    config: Config, session: SessionDir, store: Store, cloud: Cloud | None, console: Console
+) -> None:
+    """Destroy what earlier runs of the session launched and left (a killed controller)."""
+    records = store.instances(open_only=True)
+    if not records and not store.instances():
+        return  # the session never launched anything: nothing to look for
+    if cloud is None or any(record.provider != cloud.name for record in records):
+        names = sorted({record.provider for record in records})
+        raise SessionError(
+            f"session {session.id} has instances of {', '.join(names)} that may still run; "
+            f"give that --provider (and its options) to destroy them first"
+        )
+
+    for instance_id in asyncio.run(sweep_and_close(cloud, store, session.id, console.warn)):
+        console.line(f"destroyed {instance_id}, left by an earlier run of session {session.id}")
 
 
 def ssh_options(config: Config, session: SessionDir) -> SSHOptions:

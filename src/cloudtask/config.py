@@ -109,11 +109,11 @@ def halt(value: str) -> str:
 
 
 def provider(value: str) -> str:
-    from .providers import PROVIDERS
+    from .providers import provider_names
 
     name = value.strip()
-    if name not in PROVIDERS:
-        raise ValueError(f"unknown provider {name!r}; valid: {', '.join(sorted(PROVIDERS))}")
+    if name not in (names := provider_names()):
+        raise ValueError(f"unknown provider {name!r}; valid: {', '.join(names)}")
     return name
 
 
@@ -245,73 +245,62 @@ OPTIONS: tuple[Option, ...] = (
         default_help="hub when a Hub API key is set, else local",
         metavar="NAME",
     ),
-    Option("hub-apikey", "TurnKey Hub API key", secret=True, metavar="KEY", coming=CLOUD),
-    Option("hub-url", "TurnKey Hub API base URL", metavar="URL", coming=CLOUD),
-    Option(
-        "backup-id", "TKLBAM backup restored on each launched worker", metavar="ID", coming=CLOUD
-    ),
-    Option("snapshot-id", "snapshot launched workers start from", metavar="ID", coming=CLOUD),
-    Option("ami-id", "AMI launched workers start from", metavar="ID", coming=CLOUD),
-    Option("ec2-region", "region launched workers run in", metavar="REGION", coming=CLOUD),
-    Option("ec2-size", "size (instance type) of launched workers", metavar="SIZE", coming=CLOUD),
+    Option("hub-apikey", "TurnKey Hub API key", secret=True, metavar="KEY"),
+    Option("hub-url", "TurnKey Hub API base URL", metavar="URL"),
+    Option("backup-id", "TKLBAM backup restored on each launched worker", metavar="ID"),
+    Option("snapshot-id", "snapshot launched workers start from", metavar="ID"),
+    Option("ami-id", "AMI launched workers start from", metavar="ID"),
+    Option("ec2-region", "region launched workers run in", metavar="REGION"),
+    Option("ec2-size", "size (instance type) of launched workers", metavar="SIZE"),
     Option(
         "ec2-type",
         "hub: s3 or ebs backed; ec2: spot or on-demand",
         metavar="TYPE",
-        coming=CLOUD,
     ),
-    Option("ec2-subnet", "ec2: subnet id launched workers join", metavar="ID", coming=CLOUD),
+    Option("ec2-subnet", "ec2: subnet id launched workers join", metavar="ID"),
     Option(
         "ec2-security-group",
         "ec2: security group ids of launched workers (comma-separated)",
         metavar="IDS",
-        coming=CLOUD,
     ),
     Option(
         "libcloud-driver",
         "libcloud: the compute driver's name (digitalocean, linode, gce, openstack, ...)",
         metavar="NAME",
-        coming=CLOUD,
     ),
     Option(
         "libcloud-key",
         "libcloud: the driver's key (user or token)",
         secret=True,
         metavar="KEY",
-        coming=CLOUD,
     ),
     Option(
         "libcloud-secret",
         "libcloud: the driver's secret, where it takes one",
         secret=True,
         metavar="SECRET",
-        coming=CLOUD,
     ),
     Option(
         "libcloud-options",
         "libcloud: more driver arguments, NAME=VALUE separated by commas (region=...)",
         metavar="LIST",
-        coming=CLOUD,
     ),
     Option(
         "libcloud-image",
         "libcloud: image id launched workers start from",
         metavar="ID",
-        coming=CLOUD,
     ),
-    Option("libcloud-size", "libcloud: size id of launched workers", metavar="ID", coming=CLOUD),
+    Option("libcloud-size", "libcloud: size id of launched workers", metavar="ID"),
     Option(
         "libcloud-location",
         "libcloud: location id launched workers run in",
         metavar="ID",
-        coming=CLOUD,
     ),
     Option(
         "hourly-price",
         "price per hour of one launched worker, instead of the shipped price table",
         dollars,
         metavar="DOLLARS",
-        coming=CLOUD,
     ),
     Option(
         "joblog",
@@ -515,12 +504,13 @@ def check_coming(config: Config) -> None:
             where = _where(option, config.sources[option.name])
             raise UsageError(f"{where}: not available yet: comes with {option.coming}")
     if config.workers:
-        if config.split is not None and config.split > len(config.workers):
+        cloud = config.provider != "local"
+        if config.split is not None and config.split > len(config.workers) and not cloud:
             raise UsageError(
                 f"--split={config.split} is more than the {len(config.workers)} --workers "
-                f"given: launching more workers is not available yet: comes with {CLOUD}"
+                "given: give a --provider that launches the rest (hub, ec2, libcloud)"
             )
-    elif config.overlay is not None:
+    elif config.overlay is not None and config.provider == "local":
         raise UsageError(
             "--overlay: the local provider does not copy an overlay onto this machine; "
             "give --workers"

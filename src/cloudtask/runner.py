@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,11 +39,11 @@ class RunSummary:
 async def run_session(
     config: Config,
     store: Store,
-    provider: Provider,
-    split: int,
+    sources: Sequence[tuple[Provider, int]],
     console: Console,
     session: SessionDir,
 ) -> RunSummary:
+    """Run the pending jobs on `count` workers from each provider, to the end or an abort."""
     started = time.monotonic()
     scheduler = Scheduler(
         store.pending_ids(),
@@ -53,7 +54,18 @@ async def run_session(
     joblog = Joblog(Path(config.joblog)) if config.joblog else None
     halt = Halt.parse(config.halt) if config.halt else None
     run = Run(config, store, scheduler, console, session, joblog=joblog, halt=halt)
-    tasks = [asyncio.create_task(Worker(run, provider).lifecycle()) for _ in range(split)]
+    tasks: dict[asyncio.Task[None], Worker] = {}
+
+    def start(provider: Provider) -> None:
+        worker = Worker(run, provider)
+        tasks[asyncio.create_task(worker.lifecycle())] = worker
+
+    for provider, count in sources:
+        for _ in range(count):
+            start(provider)
+    # A launched worker that fails is replaced while jobs wait, up to as many
+    # replacements as the provider's share of workers.
+    replacements = {provider: count for provider, count in sources if provider.replaceable}
     aborted = cancelled = False
 
     def on_signal(signum: int) -> None:
@@ -75,14 +87,32 @@ async def run_session(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+    errors: list[BaseException] = []
     try:
-        results = await asyncio.gather(*tasks, return_exceptions=True)
+        pending = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                worker = tasks[task]
+                if task.cancelled():
+                    continue
+                if (error := task.exception()) is not None:
+                    errors.append(error)
+                    continue
+                provider = worker.provider
+                wanted = scheduler.queue and not scheduler.stopped
+                if worker.failed and replacements.get(provider) and wanted:
+                    replacements[provider] -= 1
+                    console.line(f"{worker.name} failed: launching a replacement")
+                    start(provider)
+                    pending |= {t for t in tasks if not t.done()}
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-    for result in results:
-        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-            raise result
+        for provider, _ in sources:
+            await provider.close()
+    if errors:
+        raise errors[0]
     await close_again(run)
     if joblog is not None:
         joblog.close()

@@ -189,13 +189,18 @@ class HostKeys:
             return True  # pinned meanwhile, by another connection to the same host
         if keys or cas:
             return False
+        self.pin(host, port, [key.export_public_key("openssh").decode().strip()])
+        return True
+
+    def pin(self, host: str, port: int | None, key_lines: Sequence[str]) -> None:
+        """Trust these keys for the host from now on (and in the session's later runs)."""
         pattern = host if port in (None, 22) else f"[{host}]:{port}"
-        line = f"{pattern} {key.export_public_key('openssh').decode().strip()}\n"
+        text = "".join(f"{pattern} {line.strip()}\n" for line in key_lines)
+        self.pins_path.parent.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(self.pins_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
         with os.fdopen(fd, "a") as pins:
-            pins.write(line)
+            pins.write(text)
         self.pins = asyncssh.read_known_hosts(str(self.pins_path))
-        return True
 
 
 @dataclass
@@ -216,6 +221,10 @@ class _Client(asyncssh.SSHClient):
         self.lost = f"connection lost: {exc}" if exc else "connection closed"
 
 
+class HostKeyRefused(WorkerError):
+    """The worker's host key is not the one trusted for it: never worth a retry."""
+
+
 @dataclass(frozen=True)
 class SSHOptions:
     identity: Path | None
@@ -223,16 +232,24 @@ class SSHOptions:
     host_keys: HostKeys
 
 
-async def connect(target: Target, options: SSHOptions, session_key: SessionKey) -> SSHTransport:
+async def connect(
+    target: Target, options: SSHOptions, session_key: SessionKey, *, launched: bool = False
+) -> SSHTransport:
     """A connection to the worker, with the session key authorized on it.
 
     Closing it removes the key again; if the connection is lost by then, a new
     one is made with the session key itself (the user's agent may be gone).
+    A `launched` worker is destroyed at its end, never reconnected to: its
+    login offers the session key (injected at boot, where the cloud allows)
+    and the user's identity, and nothing is added to its authorized_keys.
     """
     identity = [str(options.identity)] if options.identity else []
+    with_session_key = [session_key.private, *identity]
+    if launched:
+        return await _open(target, options, with_session_key)
 
     async def reconnect() -> SSHTransport:
-        return await _open(target, options, [session_key.private, *identity])
+        return await _open(target, options, with_session_key)
 
     transport = await _open(target, options, identity or (), reconnect)
     key = session_key.line
@@ -293,10 +310,10 @@ async def _open(
         )
     except asyncssh.HostKeyNotVerifiable:
         if client.refused_key:
-            raise WorkerError(
+            raise HostKeyRefused(
                 f"host key of {name} has changed (it does not match known_hosts): refused"
             ) from None
-        raise WorkerError(f"host key of {name} could not be verified: refused") from None
+        raise HostKeyRefused(f"host key of {name} could not be verified: refused") from None
     except asyncssh.PermissionDenied:
         raise WorkerError(f"{name}: permission denied (key authentication only)") from None
     except (asyncssh.Error, OSError, TimeoutError) as exc:

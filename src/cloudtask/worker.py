@@ -7,6 +7,7 @@ these same steps; the provider and the transport are what differ.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -76,17 +77,45 @@ class Worker:
         self.provider = provider
         self.name = "?"
         self.log: TextIO | None = None
+        # The worker stopped answering while it ran jobs (not a setup failure).
+        self.failed = False
 
     async def lifecycle(self) -> None:
-        instance = await self.provider.launch()
+        instance = await self._obtain()
+        if instance is None:
+            return
         self.name = instance.name
         log = self.run.session.worker_log(self.name)
         self.log = log
         try:
             await self._connected(instance, log)
         finally:
-            await self.provider.destroy(instance)
-            log.close()
+            try:
+                await self.provider.destroy(instance)
+                if instance.token is not None:
+                    self.run.console.line(f"{self.name} destroyed ({instance.id})")
+            finally:
+                log.close()
+
+    async def _obtain(self) -> Instance | None:
+        """Launch (or take) the worker; None if that failed or the run was aborted first."""
+        launching = asyncio.ensure_future(self.provider.launch())
+        aborted = asyncio.ensure_future(self.run.stop.wait())
+        try:
+            await asyncio.wait({launching, aborted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            aborted.cancel()
+        if not launching.done():
+            # Aborted while it boots: the provider destroys what it launched.
+            launching.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WorkerError):
+                await launching
+            return None
+        try:
+            return launching.result()
+        except WorkerError as exc:
+            self.run.console.warn(f"{self.provider.name}: {exc}; the session goes on without it")
+            return None
 
     async def _connected(self, instance: Instance, log: TextIO) -> None:
         try:
@@ -97,7 +126,7 @@ class Worker:
         try:
             if not await self._setup(transport, log):
                 return
-            self.run.scheduler.add_worker(self.name)
+            self.run.scheduler.add_worker(self.name, keep_idle=self.provider.keep_idle)
             try:
                 alive = await self._run_jobs(transport, log)
             finally:
@@ -172,6 +201,7 @@ class Worker:
             try:
                 await self._run_job(transport, log, decision, attempt)
             except WorkerError as exc:
+                self.failed = True
                 ended = scheduler.fail_worker(self.name)
                 if ended is not None:
                     store.end_attempt(

@@ -483,14 +483,6 @@ def coming_values(tmp_path: Path) -> dict[str, str]:
     """A valid value for every option that is not available yet."""
     return {
         "report": "sh: true",
-        "hub-apikey": "secret-key",
-        "hub-url": "http://127.0.0.1:9/",
-        "backup-id": "1",
-        "snapshot-id": "snap-1",
-        "ami-id": "ami-1",
-        "ec2-region": "us-east-1",
-        "ec2-size": "small",
-        "ec2-type": "s3",
         "budget": "5",
     }
 
@@ -529,20 +521,32 @@ def test_a_coming_option_in_the_environment_says_so(tmp_path: Path, option) -> N
     assert session_ids() == []
 
 
-@pytest.mark.parametrize("name", ["hub", "ec2", "libcloud"])
-def test_a_provider_not_built_yet_says_so(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "missing"),
+    [("hub", "--hub-apikey"), ("ec2", "--ami-id"), ("libcloud", "--libcloud-driver")],
+)
+def test_a_cloud_provider_without_its_options_is_refused_before_input(
+    tmp_path: Path, name: str, missing: str
+) -> None:
     marker = tmp_path / "ran"
 
-    result = cloudtask(f"--provider={name}", f"touch {marker}", input=b"1\n", cwd=tmp_path)
+    result = cloudtask(
+        f"--provider={name}",
+        f"touch {marker}",
+        input=b"1\n",
+        cwd=tmp_path,
+        env=env_with(AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true"),
+    )
 
-    assert_usage_error(result, "--provider", name, "not available yet")
+    assert_usage_error(result, missing)
     assert not marker.exists()
+    assert session_ids() == []
 
 
-def test_a_provider_not_built_yet_from_the_environment_says_so(tmp_path: Path) -> None:
-    result = cloudtask("echo", input=b"1\n", env=env_with(CLOUDTASK_PROVIDER="ec2"))
+def test_more_split_than_workers_with_the_local_provider_is_refused(tmp_path: Path) -> None:
+    result = cloudtask("--workers=198.18.0.1", "--split=3", "true", input=b"1\n", cwd=tmp_path)
 
-    assert_usage_error(result, "ec2", "not available yet")
+    assert_usage_error(result, "--split=3", "--provider")
 
 
 def test_provider_local_explicitly_runs() -> None:

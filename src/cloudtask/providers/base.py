@@ -22,6 +22,7 @@ class Instance:
     id: str
     name: str
     address: str
+    token: str | None = None  # a launched instance's launch token (see providers/launched.py)
 
 
 class Provider(ABC):
@@ -31,6 +32,11 @@ class Provider(ABC):
     """
 
     name: str
+    # An idle worker waits for jobs that may come back to the queue; a costly
+    # one (launched) is released at once.
+    keep_idle = True
+    # A worker that failed may be replaced by a new one (launched workers).
+    replaceable = False
 
     @classmethod
     def from_config(cls, config: Config) -> Provider:
@@ -47,3 +53,7 @@ class Provider(ABC):
     @abstractmethod
     async def destroy(self, instance: Instance) -> None:
         """Let the worker go; nothing of it keeps running or billing."""
+
+    async def close(self) -> None:
+        """Let go of the provider's own resources (API clients) at the end of a run."""
+        return None

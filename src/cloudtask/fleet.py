@@ -1,0 +1,247 @@
+"""cloudtask-launch-workers and cloudtask-destroy-workers: workers outside a session.
+
+    cloudtask-launch-workers [OPTIONS] N FILE|-
+    cloudtask-destroy-workers [OPTIONS] FILE|-
+    cloudtask-destroy-workers [OPTIONS] --session=ID
+
+They take the provider options cloudtask takes, from the command line or
+CLOUDTASK_* variables. Launched workers are tagged as cloudtask's (session 0:
+no session), so `destroy-workers FILE` finds them by address, and their
+addresses can be given to `cloudtask --workers=FILE`. `destroy-workers
+--session=ID` destroys whatever session ID left behind.
+
+Exit status: 0 when all were launched (destroyed); 1 on a fatal error
+(bad options, an API that refuses us); 2 when some could not be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from .addresses import parse_address
+from .cli import cloud_of, parse_argv
+from .config import Config, resolve
+from .errors import CloudtaskError, ExitStatus, UsageError
+from .providers import Cloud
+from .providers.cloud import LaunchSpec, ProviderError, with_retries
+from .providers.launched import BOOT_LIMIT, sweep_and_close, wait_running
+from .session import SessionDir
+from .store import Store
+
+NO_SESSION = 0  # the session tag of workers launched outside a session
+
+
+def parse(argv: Sequence[str], usage: str) -> tuple[Config, list[str], int | None]:
+    """Options anywhere among the arguments; (config, positionals, --session)."""
+    options: dict[str, str | bool] = {}
+    positional: list[str] = []
+    session: int | None = None
+    rest = list(argv)
+    while rest:
+        if rest[0].startswith("--session="):
+            value = rest.pop(0).partition("=")[2]
+            if not value.isdigit() or int(value) < 1:
+                raise UsageError(f"--session: not a session id: {value!r}")
+            session = int(value)
+            continue
+        parsed = parse_argv(rest)
+        if parsed.help:
+            print(usage)
+            raise SystemExit(0)
+        options.update(parsed.options)
+        if not parsed.positional:
+            break
+        positional.append(parsed.positional[0])
+        rest = parsed.positional[1:]
+    config = resolve(options)
+    return config, positional, session
+
+
+def the_cloud(config: Config) -> Cloud:
+    cloud = cloud_of(config)
+    if cloud is None:
+        raise UsageError("--provider: give a cloud (hub, ec2, libcloud): local launches nothing")
+    return cloud
+
+
+def login_key(config: Config) -> str | None:
+    """The public key to authorize at boot, where the cloud can: the user's own."""
+    candidates = [config.ssh_identity] if config.ssh_identity else []
+    candidates += [Path("~/.ssh") / name for name in ("id_ed25519", "id_ecdsa", "id_rsa")]
+    for private in candidates:
+        public = Path(f"{private}.pub").expanduser()
+        if public.is_file():
+            return public.read_text().strip()
+    return None
+
+
+# -- launch ---------------------------------------------------------------------
+
+LAUNCH_USAGE = "usage: cloudtask-launch-workers [OPTIONS] N FILE|-"
+
+
+async def launch_all(cloud: Cloud, count: int, key: str | None) -> list[str | CloudtaskError]:
+    async def one(number: int) -> str:
+        name = f"{cloud.name}-w{number}"
+        spec = LaunchSpec(NO_SESSION, secrets.token_hex(8), name, key)
+        instance_id = await with_retries(
+            lambda: cloud.launch(spec), f"{name}: launch", on_retry=warn
+        )
+        try:
+            running = await wait_running(cloud, instance_id, name, BOOT_LIMIT, warn)
+        except BaseException:
+            await with_retries(lambda: cloud.destroy(instance_id), f"destroy {instance_id}")
+            raise
+        assert running.address is not None
+        return running.address
+
+    try:
+        results = await asyncio.gather(
+            *(one(n) for n in range(1, count + 1)), return_exceptions=True
+        )
+    finally:
+        await cloud.close()
+    found: list[str | CloudtaskError] = []
+    for result in results:
+        if isinstance(result, CloudtaskError | str):
+            found.append(result)
+        elif isinstance(result, BaseException):
+            raise result
+    return found
+
+
+def launch(argv: Sequence[str]) -> int:
+    config, positional, _ = parse(argv, LAUNCH_USAGE)
+    if len(positional) != 2 or not positional[0].isdigit() or int(positional[0]) < 1:
+        raise UsageError(f"expected N (at least 1) and FILE or -\n{LAUNCH_USAGE}")
+    count, target = int(positional[0]), positional[1]
+    cloud = the_cloud(config)
+    results = asyncio.run(launch_all(cloud, count, login_key(config)))
+    addresses = [result for result in results if isinstance(result, str)]
+    text = "".join(f"{address}\n" for address in addresses)
+    if target == "-":
+        sys.stdout.write(text)
+    else:
+        with open(target, "a", encoding="utf-8") as out:
+            out.write(text)
+    failures = [result for result in results if not isinstance(result, str)]
+    for failure in failures:
+        warn(str(failure))
+    if failures and not addresses:
+        return ExitStatus.NOT_OK
+    return 2 if failures else ExitStatus.OK
+
+
+# -- destroy --------------------------------------------------------------------
+
+DESTROY_USAGE = "usage: cloudtask-destroy-workers [OPTIONS] FILE|- | --session=ID"
+
+
+async def destroy_one(cloud: Cloud, instance_id: str) -> None:
+    await with_retries(lambda: cloud.destroy(instance_id), f"destroy {instance_id}")
+
+
+async def destroy_addresses(cloud: Cloud, addresses: list[str]) -> dict[str, str | None]:
+    """Each address: None when destroyed, else why not."""
+    try:
+        listed = await with_retries(lambda: cloud.instances(None), "list instances")
+        by_address = {found.address: found.id for found in listed if found.address}
+        outcome: dict[str, str | None] = {}
+        for address in addresses:
+            instance_id = by_address.get(parse_address(address).host)
+            if instance_id is None:
+                outcome[address] = "no instance of cloudtask's has this address"
+                continue
+            try:
+                await destroy_one(cloud, instance_id)
+                outcome[address] = None
+            except ProviderError as exc:
+                outcome[address] = str(exc)
+        return outcome
+    finally:
+        await cloud.close()
+
+
+def destroy(argv: Sequence[str]) -> int:
+    config, positional, session_id = parse(argv, DESTROY_USAGE)
+    if session_id is not None:
+        if positional:
+            raise UsageError(f"give FILE or --session, not both\n{DESTROY_USAGE}")
+        return destroy_session(config, session_id)
+    if len(positional) != 1:
+        raise UsageError(f"expected FILE or -\n{DESTROY_USAGE}")
+    source = positional[0]
+    try:
+        lines = (sys.stdin.read() if source == "-" else Path(source).read_text()).splitlines()
+    except OSError as exc:
+        raise UsageError(f"{source}: {exc.strerror or exc}") from None
+    addresses = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    for address in addresses:
+        try:
+            parse_address(address)
+        except ValueError as exc:
+            raise UsageError(f"{source}: {exc}") from None
+    outcome = asyncio.run(destroy_addresses(the_cloud(config), addresses))
+    for address, problem in outcome.items():
+        if problem is None:
+            print(f"destroyed {address}")
+        else:
+            warn(f"{address}: {problem}")
+    if source != "-":
+        kept = [line for line in lines if outcome.get(line.strip(), "kept") is not None]
+        temporary = Path(f"{source}.cloudtask.{os.getpid()}")
+        temporary.write_text("".join(f"{line}\n" for line in kept))
+        temporary.replace(source)
+    return 2 if any(problem is not None for problem in outcome.values()) else ExitStatus.OK
+
+
+def destroy_session(config: Config, session_id: int) -> int:
+    session = SessionDir.find(config.sessions, session_id, f"--session={session_id}")
+    session.lock()
+    store = Store.open(session.path)
+    destroyed = asyncio.run(sweep_and_close(the_cloud(config), store, session_id, warn))
+    for instance_id in destroyed:
+        print(f"destroyed {instance_id}")
+    left = store.instances(open_only=True)
+    for record in left:
+        warn(f"{record.name} ({record.instance_id or 'no id'}) may still be running")
+    return 2 if left else ExitStatus.OK
+
+
+# -- entry points -----------------------------------------------------------------
+
+
+def warn(text: str) -> None:
+    sys.stderr.write(f"{PROG}: {text}\n")
+
+
+PROG = "cloudtask"
+
+
+def _main(command: str, run: object) -> NoReturn:
+    global PROG
+    PROG = command
+    assert callable(run)
+    try:
+        status = run(sys.argv[1:])
+    except CloudtaskError as exc:  # bad options included: for these commands, fatal
+        warn(str(exc))
+        status = ExitStatus.NOT_OK
+    except KeyboardInterrupt:
+        warn("interrupted")
+        status = ExitStatus.NOT_OK
+    sys.exit(int(status))
+
+
+def launch_main() -> NoReturn:
+    _main("cloudtask-launch-workers", launch)
+
+
+def destroy_main() -> NoReturn:
+    _main("cloudtask-destroy-workers", destroy)

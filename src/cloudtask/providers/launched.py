@@ -1,0 +1,225 @@
+"""Workers that cloudtask launches on a cloud, and destroys when they are done.
+
+Nothing launched is ever forgotten: the intent is committed to the store
+before the launch call (its token goes with the call and into the instance's
+tags), the instance id as soon as the call returns, and the destruction when
+the cloud has accepted it. Whatever a run leaves open, the next run, the
+watchdog or `cloudtask-destroy-workers --session` finds in the store and by
+the session's tag (`sweep`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import secrets
+import time
+from collections.abc import Callable
+
+from ..addresses import Address
+from ..errors import WorkerError
+from ..session import SessionDir
+from ..ssh import HostKeyRefused, HostKeys, SessionKey, SSHOptions, Target, connect
+from ..store import Store
+from ..transport import Transport
+from .base import Instance, Provider
+from .cloud import (
+    Cloud,
+    CloudInstance,
+    InstanceState,
+    LaunchSpec,
+    ProviderError,
+    with_retries,
+)
+
+# From the launch call to SSH answering: past this, the instance is given up.
+BOOT_LIMIT = 600.0
+# Polls of a booting instance start often and slow down (seconds).
+POLL_FIRST, POLL_MOST = 0.5, 5.0
+
+
+class LaunchedWorkers(Provider):
+    """A source of workers launched on demand on one cloud."""
+
+    keep_idle = False  # an idle launched worker costs money: release it at once
+    replaceable = True
+
+    def __init__(
+        self,
+        cloud: Cloud,
+        store: Store,
+        session: SessionDir,
+        options: SSHOptions,
+        session_key: SessionKey,
+        user: str,
+        hourly_price: float | None,
+        warn: Callable[[str], None],
+        boot_limit: float = BOOT_LIMIT,
+    ) -> None:
+        self.cloud = cloud
+        self.name = cloud.name
+        self.store = store
+        self.session = session
+        self.options = options
+        self.session_key = session_key
+        self.user = user
+        self.hourly_price = hourly_price
+        self.warn = warn
+        self.boot_limit = boot_limit
+        # Names go on from the session's earlier runs: worker logs never mix.
+        self._numbers = itertools.count(len(store.instances()) + 1)
+        self._host_keys: dict[str, tuple[str, ...]] = {}
+
+    async def launch(self) -> Instance:
+        name = f"{self.cloud.name}{next(self._numbers)}"
+        token = secrets.token_hex(8)
+        self.store.intend_instance(
+            token, self.cloud.name, name, self.cloud.size, self.hourly_price, time.time()
+        )
+        spec = LaunchSpec(self.session.id, token, name, self.session_key.line)
+        call = asyncio.ensure_future(
+            with_retries(lambda: self.cloud.launch(spec), f"{name}: launch", on_retry=self.warn)
+        )
+        try:
+            instance_id = await asyncio.shield(call)
+        except asyncio.CancelledError:
+            # Aborted while the cloud was asked: its answer may still make an
+            # instance. Wait for it, so that instance is destroyed too.
+            with contextlib.suppress(ProviderError):
+                instance_id = await call
+                self.store.instance_launched(token, instance_id, time.time())
+                await self.destroy(Instance(instance_id, name, "", token))
+            raise
+        except ProviderError as exc:
+            # The record stays open: a sweep by token makes sure nothing was made.
+            raise WorkerError(str(exc)) from None
+        self.store.instance_launched(token, instance_id, time.time())
+        instance = Instance(instance_id, name, "", token)
+        try:
+            address = await self._wait_running(instance)
+        except BaseException:
+            await asyncio.shield(self.destroy(instance))
+            raise
+        self.store.instance_running(token, address, time.time())
+        return dataclasses.replace(instance, address=address)
+
+    async def _wait_running(self, instance: Instance) -> str:
+        running = await wait_running(
+            self.cloud, instance.id, instance.name, self.boot_limit, self.warn
+        )
+        self._host_keys[instance.id] = running.host_keys
+        assert running.address is not None
+        return running.address
+
+    async def connect(self, instance: Instance) -> Transport:
+        """SSH to the new instance, trying again while it boots."""
+        target = Target(Address(instance.address), instance.address, 22, self.user, False)
+        # Keys of its own: a cloud reuses addresses, so known_hosts is no guide.
+        host_keys = HostKeys(self.session.path / "hosts" / instance.id, known_hosts=())
+        reported = self._host_keys.get(instance.id, ())
+        if reported and host_keys.pins is None:
+            host_keys.pin(instance.address, 22, reported)
+        options = dataclasses.replace(self.options, host_keys=host_keys)
+        deadline = time.monotonic() + self.boot_limit
+        while True:
+            try:
+                return await connect(target, options, self.session_key, launched=True)
+            except HostKeyRefused:
+                raise
+            except WorkerError:
+                if time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(1.0)
+
+    async def destroy(self, instance: Instance) -> None:
+        assert instance.token is not None
+        try:
+            await with_retries(
+                lambda: self.cloud.destroy(instance.id),
+                f"{instance.name}: destroy {instance.id}",
+                on_retry=self.warn,
+            )
+        except ProviderError as exc:
+            self.warn(
+                f"{exc}: it may still be running; the watchdog tries again, or run "
+                f"cloudtask-destroy-workers --session={self.session.id}"
+            )
+            return
+        self.store.instance_destroyed(instance.token, time.time())
+
+    async def close(self) -> None:
+        await self.cloud.close()
+
+
+async def wait_running(
+    cloud: Cloud, instance_id: str, name: str, limit: float, warn: Callable[[str], None]
+) -> CloudInstance:
+    """Poll until the instance runs and has an address; what the cloud says of it then."""
+    deadline = time.monotonic() + limit
+    pause = POLL_FIRST
+    while True:
+        described = await with_retries(
+            lambda: cloud.describe(instance_id), f"{name}: describe {instance_id}", on_retry=warn
+        )
+        if described.state is InstanceState.GONE:
+            raise WorkerError(f"{name}: instance {instance_id} is gone before it ran")
+        if described.state is InstanceState.RUNNING and described.address:
+            return described
+        if time.monotonic() > deadline:
+            raise WorkerError(f"{name}: instance {instance_id} not running after {limit:.0f} s")
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, POLL_MOST)
+
+
+async def sweep(
+    cloud: Cloud, store: Store, session_id: int, warn: Callable[[str], None]
+) -> list[str]:
+    """Destroy everything of the session that is not recorded as destroyed.
+
+    Run where no controller drives the session (it holds the session's lock):
+    every open record, and every instance tagged with the session (even one
+    whose id was never returned). Returns the ids destroyed; records of
+    launches that made nothing are closed. Failures are warned and left open.
+    """
+    tagged = {found.id: found for found in await _listed(cloud, session_id)}
+    by_token = {found.token: found.id for found in tagged.values() if found.token}
+    destroyed: list[str] = []
+    failed: set[str] = set()
+
+    async def destroy(instance_id: str) -> bool:
+        try:
+            await with_retries(lambda: cloud.destroy(instance_id), f"destroy {instance_id}")
+        except ProviderError as exc:
+            warn(f"{exc}: it may still be running")
+            failed.add(instance_id)
+            return False
+        destroyed.append(instance_id)
+        return True
+
+    for record in store.instances(open_only=True):
+        instance_id = record.instance_id or by_token.get(record.token)
+        if instance_id is None:
+            store.instance_destroyed(record.token, time.time(), "the launch made no instance")
+            continue
+        tagged.pop(instance_id, None)
+        if await destroy(instance_id):
+            store.instance_destroyed(record.token, time.time())
+    for instance_id in tagged:  # tagged with the session, but in no record
+        await destroy(instance_id)
+    return destroyed
+
+
+async def sweep_and_close(
+    cloud: Cloud, store: Store, session_id: int, warn: Callable[[str], None]
+) -> list[str]:
+    """`sweep`, then let go of the cloud's client: one event loop's whole work."""
+    try:
+        return await sweep(cloud, store, session_id, warn)
+    finally:
+        await cloud.close()
+
+
+async def _listed(cloud: Cloud, session_id: int) -> list[CloudInstance]:
+    return await with_retries(lambda: cloud.instances(session_id), "list the session's instances")

@@ -1,0 +1,64 @@
+"""A test cloud whose instances are real SSH test hosts (tests/hosts.py).
+
+`HostsBackend` is the backend of the Hub API test server (tests/hubserver.py):
+launching an instance starts a network namespace with its own sshd, and
+destroying it removes them again. So the hub and libcloud providers' real
+code runs end to end: API calls, booting, SSH, jobs, destruction.
+
+Every host authorizes the cloud's own key (`key`): give it to cloudtask as
+--ssh-identity, as a real cloud account's key would be.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from pathlib import Path
+
+from tests.hosts import TestHosts
+
+
+class HostsBackend:
+    def __init__(self, directory: Path) -> None:
+        self.key = directory / "cloud_key"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test-cloud", "-f", str(self.key)],
+            check=True,
+        )
+        self.public_key = self.key.with_suffix(".pub").read_text().strip()
+        self._hosts: dict[str, TestHosts] = {}
+        self._lock = threading.Lock()
+        self.created: list[str] = []
+        self.removed: list[str] = []
+
+    def create(self, instance_id: str) -> tuple[str, list[str]]:
+        hosts = TestHosts(1, authorized=self.public_key)
+        hosts.start()
+        with self._lock:
+            self._hosts[instance_id] = hosts
+            self.created.append(instance_id)
+        host = hosts[0]
+        return host.address, [host.host_public_key]
+
+    def remove(self, instance_id: str) -> None:
+        with self._lock:
+            hosts = self._hosts.pop(instance_id, None)
+            self.removed.append(instance_id)
+        if hosts is not None:
+            hosts.close()
+
+    def alive(self) -> list[str]:
+        """Instances whose host still exists."""
+        with self._lock:
+            return list(self._hosts)
+
+    def hosts(self, instance_id: str) -> TestHosts:
+        with self._lock:
+            return self._hosts[instance_id]
+
+    def close(self) -> list[str]:
+        """Remove every host left; the ids that were left."""
+        left = self.alive()
+        for instance_id in left:
+            self.remove(instance_id)
+        return left
