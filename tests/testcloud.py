@@ -13,16 +13,29 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 from tests.hosts import TestHosts
 
 
 class HostsBackend:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, boot_delay: float = 0.0) -> None:
+        self.boot_delay = boot_delay  # seconds each instance takes to boot, before its host
         self.key = directory / "cloud_key"
         subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test-cloud", "-f", str(self.key)],
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "test-cloud",
+                "-f",
+                str(self.key),
+            ],
             check=True,
         )
         self.public_key = self.key.with_suffix(".pub").read_text().strip()
@@ -30,13 +43,16 @@ class HostsBackend:
         self._lock = threading.Lock()
         self.created: list[str] = []
         self.removed: list[str] = []
+        self.addresses: dict[str, str] = {}  # instance id -> its host's address
 
     def create(self, instance_id: str) -> tuple[str, list[str]]:
+        time.sleep(self.boot_delay)
         hosts = TestHosts(1, authorized=self.public_key)
         hosts.start()
         with self._lock:
             self._hosts[instance_id] = hosts
             self.created.append(instance_id)
+            self.addresses[instance_id] = hosts[0].address
         host = hosts[0]
         return host.address, [host.host_public_key]
 

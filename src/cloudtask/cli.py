@@ -301,8 +301,10 @@ def _drive(
         summary = asyncio.run(run_session(config, store, sources, console, session))
         if targets and summary.cleaned:
             store.forget_session_keys([key.line])
-        if launched is not None and not store.instances(open_only=True):
-            dog.release()  # every launched instance is destroyed: nothing left to watch
+        if launched is not None:
+            settle_launches(config, session, store, console)
+            if not store.instances(open_only=True):
+                dog.release()  # every launched instance is destroyed: nothing left to watch
         if summary.halted:
             console.line(
                 f"session {session.id} halted (--halt={config.halt}): the rest is pending; "
@@ -316,6 +318,19 @@ def _drive(
         console.line(summary_line(session.id, summary.elapsed, summary.counts))
         console.log = None
     return ExitStatus.OK if summary.all_ok else ExitStatus.NOT_OK
+
+
+def settle_launches(config: Config, session: SessionDir, store: Store, console: Console) -> None:
+    """Launches whose outcome is unknown (the call failed midway) are looked for by
+    the session's tag, and what they made destroyed; else the watchdog tries later."""
+    if not store.instances(open_only=True):
+        return
+    cloud = cloud_of(config)
+    assert cloud is not None
+    try:
+        asyncio.run(sweep_and_close(cloud, store, session.id, console.warn))
+    except CloudtaskError as exc:
+        console.warn(f"cannot check the session's instances now ({exc}): the watchdog will")
 
 
 def cloud_of(config: Config) -> Cloud | None:
@@ -334,8 +349,8 @@ def destroy_leftovers(
 ) -> None:
     """Destroy what earlier runs of the session launched and left (a killed controller)."""
     records = store.instances(open_only=True)
-    if not records and not store.instances():
-        return  # the session never launched anything: nothing to look for
+    if not records:
+        return  # every instance the session launched is recorded as destroyed
     if cloud is None or any(record.provider != cloud.name for record in records):
         names = sorted({record.provider for record in records})
         raise SessionError(
@@ -343,7 +358,12 @@ def destroy_leftovers(
             f"give that --provider (and its options) to destroy them first"
         )
 
-    for instance_id in asyncio.run(sweep_and_close(cloud, store, session.id, console.warn)):
+    try:
+        destroyed = asyncio.run(sweep_and_close(cloud, store, session.id, console.warn))
+    except CloudtaskError as exc:
+        console.warn(f"cannot destroy what earlier runs left now ({exc}): they stay recorded")
+        return
+    for instance_id in destroyed:
         console.line(f"destroyed {instance_id}, left by an earlier run of session {session.id}")
 
 

@@ -86,6 +86,14 @@ class SessionDir:
         os.write(fd, f"{os.getpid()}\n".encode())
         _held_locks.append(fd)
 
+    def unlock(self) -> None:
+        """Let go of the session (the watchdog holds it only while it sweeps)."""
+        path = (self.path / "lock").resolve()
+        for fd in list(_held_locks):
+            if Path(f"/proc/self/fd/{fd}").resolve() == path:
+                _held_locks.remove(fd)
+                os.close(fd)
+
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 

@@ -119,30 +119,44 @@ def watch(stdin: IO[str]) -> int:
         log("the controller destroyed every instance it launched")
         return 0
     session = SessionDir.find(Path(setup["sessions"]), session_id, "watchdog")
-    if not take_lock(session):
-        log("another cloudtask took the session over: it destroys what is left")
-        return 0
-    store = Store.open(session.path)
     config = resolve(setup["options"])
     for pause in SWEEP_PAUSES:
         time.sleep(pause)
-        log("the controller ended without destroying every instance: sweeping")
-        cloud = get_cloud(config.provider).from_config(config)
-        try:
-            destroyed = asyncio.run(
-                sweep_and_close(cloud, store, session_id, lambda text: log(f"warning: {text}"))
-            )
-        except CloudtaskError as exc:
-            log(f"sweep failed: {exc}")
-            continue
-        log(f"destroyed {len(destroyed)}: {' '.join(destroyed) or '-'}")
-        if not store.instances(open_only=True):
+        # The lock only while sweeping: a resume meanwhile takes over the cleanup.
+        if not take_lock(session):
+            log("another cloudtask took the session over: it destroys what is left")
             return 0
+        try:
+            if sweep_once(session, config):
+                return 0
+        finally:
+            session.unlock()
     log(
         f"instances may still be running: cloudtask-destroy-workers --session={session_id} "
         f"--sessions={session.path.parent}"
     )
     return 1
+
+
+def sweep_once(session: SessionDir, config: Config) -> bool:
+    """One sweep of the session; whether nothing is left open."""
+    store = Store.open(session.path)
+    try:
+        log("the controller ended without destroying every instance: sweeping")
+        cloud = get_cloud(config.provider).from_config(config)
+        try:
+            destroyed = asyncio.run(sweep_and_close(cloud, store, session.id, log_warning))
+        except CloudtaskError as exc:
+            log(f"sweep failed: {exc}")
+            return False
+        log(f"destroyed {len(destroyed)}: {' '.join(destroyed) or '-'}")
+        return not store.instances(open_only=True)
+    finally:
+        store.close()
+
+
+def log_warning(text: str) -> None:
+    log(f"warning: {text}")
 
 
 def take_lock(session: SessionDir) -> bool:

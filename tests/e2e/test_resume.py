@@ -37,6 +37,7 @@ from tests.e2e.helpers import (
     summary,
     work_dir,
 )
+from tests.hubserver import HubServer
 
 from cloudtask.cli import stored_config
 from cloudtask.config import resolve
@@ -653,31 +654,24 @@ def test_a_secret_given_with_resume_is_refused_and_never_reaches_the_session(
     session, _ = aborted_session(background, [], slow_jobs=2, running=1)
     before = stored_options(session)
 
-    # The Hub API "runs" on a closed port of loopback: every launch fails.
-    closed = f"--hub-url=http://127.0.0.1:{closed_port()}/api/"
-    on_cli = cloudtask(f"--resume={session}", f"--hub-apikey={SECRET}", closed, "--split=1")
-    in_env = cloudtask(
-        f"--resume={session}", closed, env=env_with(CLOUDTASK_HUB_APIKEY=SECRET), timeout=90
-    )
-    fresh = cloudtask("true", closed, input=b"1\n", env=env_with(CLOUDTASK_HUB_APIKEY=SECRET))
+    # A Hub API test server that knows another key: every launch is refused.
+    with HubServer("the-right-key") as hub:
+        url = f"--hub-url={hub.url}"
+        on_cli = cloudtask(f"--resume={session}", f"--hub-apikey={SECRET}", url, "--split=1")
+        in_env = cloudtask(f"--resume={session}", url, env=env_with(CLOUDTASK_HUB_APIKEY=SECRET))
+        fresh = cloudtask(url, "true", input=b"1\n", env=env_with(CLOUDTASK_HUB_APIKEY=SECRET))
+        assert hub.requests["launch"] == 3, "\n---\n".join(
+            r.stdout + r.stderr for r in (on_cli, in_env, fresh)
+        )
 
     for result in (on_cli, in_env, fresh):
         assert result.returncode == 1, (result.stdout, result.stderr)
         assert "launch" in result.stderr, result.stderr
         assert SECRET not in result.stdout + result.stderr
     # Options given with a resume are stored for the next one; the secret never is.
-    assert stored_options(session)["provider"] == "hub"
-    assert {**before, "provider": "hub"}.items() <= stored_options(session).items()
+    assert stored_options(session)["hub-url"] == url.partition("=")[2]
+    assert before.items() <= stored_options(session).items()
     assert SECRET.encode() not in everything_in(sessions_dir())
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (it was free a moment ago)."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_bad_input_leaves_no_session_behind() -> None:

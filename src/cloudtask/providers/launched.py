@@ -93,7 +93,9 @@ class LaunchedWorkers(Provider):
                 await self.destroy(Instance(instance_id, name, "", token))
             raise
         except ProviderError as exc:
-            # The record stays open: a sweep by token makes sure nothing was made.
+            if not exc.transient:  # refused outright: the cloud made nothing
+                self.store.instance_destroyed(token, time.time(), f"launch refused: {exc}")
+            # Otherwise the record stays open: a sweep by token makes sure nothing was made.
             raise WorkerError(str(exc)) from None
         self.store.instance_launched(token, instance_id, time.time())
         instance = Instance(instance_id, name, "", token)

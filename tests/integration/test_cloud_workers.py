@@ -1,0 +1,280 @@
+"""Launched workers end to end, on a test cloud whose instances are real SSH hosts.
+
+cloudtask runs as a user runs it, with `--provider=hub` pointed at the Hub API
+test server (tests/hubserver.py) on loopback. Each launch there starts a real
+test host (tests/testcloud.py: a network namespace with its own sshd) and each
+destroy removes it, so launching, booting, SSH, jobs, destruction and the
+watchdog all run for real. After every test no test host of the cloud is left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.e2e import helpers
+from tests.hosts import TestHosts
+from tests.hubserver import HubServer
+from tests.integration.ssh_support import (
+    CLOUDTASK,
+    KeysSnapshot,
+    ends,
+    env_for,
+    jobs_input,
+    starts,
+    wait_until,
+)
+from tests.testcloud import HostsBackend
+
+APIKEY = "hub-key-7d1f0c2a-never-shown"
+
+
+class Cloud:
+    """The test cloud: a Hub API server whose instances are test hosts."""
+
+    def __init__(self, tmp_path: Path, boot_delay: float = 0.0) -> None:
+        self.backend = HostsBackend(tmp_path, boot_delay=boot_delay)
+        self.hub = HubServer(APIKEY, self.backend).start()
+
+    def options(self) -> list[str]:
+        return [
+            "--provider=hub",
+            f"--hub-url={self.hub.url}",
+            f"--ssh-identity={self.backend.key}",
+            "--keepalive=1",
+        ]
+
+    def close(self) -> list[str]:
+        self.hub.stop()
+        return self.backend.close()
+
+
+@pytest.fixture
+def cloud(tmp_path: Path) -> Iterator[Cloud]:
+    made = Cloud(tmp_path)
+    yield made
+    left = made.close()
+    assert left == [], f"test hosts of launched instances left running: {left}"
+
+
+def run(
+    cloud: Cloud, home: Path, job_script: Path, jobs: bytes, *options: str, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    argv = [CLOUDTASK, "--force", *cloud.options(), *options, str(job_script)]
+    env = env_for(home) | {"CLOUDTASK_HUB_APIKEY": APIKEY}
+    result = helpers.run(argv, input=jobs, env=env, timeout=timeout)
+    helpers.assert_no_traceback(result)
+    return result
+
+
+def instances(session: int) -> list[tuple[str, str | None, float | None, float | None]]:
+    """(name, instance id, running since, destroyed at) of each launched instance."""
+    db = sqlite3.connect(helpers.sessions_dir() / str(session) / "store.sqlite")
+    try:
+        rows = db.execute(
+            "SELECT name, instance_id, running, destroyed FROM instances ORDER BY rowid"
+        ).fetchall()
+    finally:
+        db.close()
+    return [(str(n), i, r, d) for n, i, r, d in rows]
+
+
+def test_a_batch_on_launched_workers_destroys_every_one(
+    cloud: Cloud, tmp_path: Path, home: Path, job_script: Path, authorized_keys: KeysSnapshot
+) -> None:
+    result = run(cloud, home, job_script, jobs_input(6, "0.2"), "--split=2")
+
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, 6, 0, 0, 0, 6)
+    session = helpers.summary(result).id
+    launched = instances(session)
+    assert [name for name, *_ in launched] == ["hub1", "hub2"]
+    assert all(
+        instance_id and running and destroyed for _, instance_id, running, destroyed in launched
+    )
+    # The jobs ran on the launched hosts, and those hosts are gone.
+    assert len(cloud.backend.created) == 2
+    assert cloud.backend.alive() == []
+    assert {address for _, address in starts(tmp_path)} == set(cloud.backend.addresses.values())
+    assert sorted(job for job, _ in ends(tmp_path)) == [1, 2, 3, 4, 5, 6]
+    assert APIKEY not in result.stdout + result.stderr
+    authorized_keys.assert_unchanged()
+
+
+def test_workers_and_launched_ones_mix_and_only_launched_ones_are_destroyed(
+    cloud: Cloud,
+    make_hosts,
+    tmp_path: Path,
+    home: Path,
+    job_script: Path,
+    authorized_keys: KeysSnapshot,
+) -> None:
+    mine: TestHosts = make_hosts(1)
+    workers = tmp_path / "workers"
+    workers.write_text(f"{mine[0].login}\n")
+    # The pre-launched host authorizes the cloud's key too, as a user's own server would.
+    (mine.run_dir / "client_keys").write_text(
+        (mine.run_dir / "client_keys").read_text() + cloud.backend.public_key + "\n"
+    )
+
+    result = run(cloud, home, job_script, jobs_input(9, "0.3"), f"--workers={workers}", "--split=3")
+
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, 9, 0, 0, 0, 9)
+    assert len(cloud.backend.created) == 2  # 3 - the 1 given
+    assert cloud.backend.alive() == []
+    used = {address for _, address in starts(tmp_path)}
+    assert mine[0].address in used and len(used) == 3
+    # The user's own server is never destroyed.
+    assert mine[0].processes() is not None
+    subprocess.run(mine.ssh_command(mine[0], "true"), check=True, timeout=20)
+    authorized_keys.assert_unchanged()
+
+
+def test_a_launched_worker_killed_mid_job_is_destroyed_and_replaced(
+    cloud: Cloud, tmp_path: Path, home: Path, job_script: Path
+) -> None:
+    argv = [CLOUDTASK, "--force", *cloud.options(), "--split=2", str(job_script)]
+    env = env_for(home) | {"CLOUDTASK_HUB_APIKEY": APIKEY}
+    (tmp_path / "jobs").write_bytes(jobs_input(4, "3"))
+    with (tmp_path / "jobs").open("rb") as stdin, (tmp_path / "out").open("wb") as out:
+        process = subprocess.Popen(
+            argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        wait_until(lambda: len(starts(tmp_path)) >= 2, 60, "two jobs started")
+        victim_address = starts(tmp_path)[0][1]
+        victim = next(
+            instance_id
+            for instance_id in cloud.backend.alive()
+            if cloud.backend.hosts(instance_id)[0].address == victim_address
+        )
+        cloud.backend.hosts(victim)[0].kill_all()
+        status = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    output = (tmp_path / "out").read_text()
+    assert status == 0, output
+    assert helpers.SUMMARY.search(output)
+    assert "launching a replacement" in output
+    assert len(cloud.backend.created) == 3
+    assert victim in cloud.backend.removed
+    assert cloud.backend.alive() == []
+    assert sorted({job for job, _ in ends(tmp_path)}) == [1, 2, 3, 4]
+
+
+def test_a_worker_whose_setup_fails_is_destroyed_and_gets_no_jobs(
+    cloud: Cloud, tmp_path: Path, home: Path, job_script: Path
+) -> None:
+    result = run(cloud, home, job_script, jobs_input(3), "--split=2", "--pre=exit 3")
+
+    assert result.returncode == 1
+    assert helpers.counts(result) == (3, 3, 3, 0, 0, 0)  # all 3 still pending
+    assert starts(tmp_path) == []
+    assert len(cloud.backend.created) == 2
+    assert cloud.backend.alive() == []
+
+
+def test_a_launch_refused_for_good_is_reported_and_the_session_goes_on(
+    cloud: Cloud,
+    make_hosts,
+    tmp_path: Path,
+    home: Path,
+    job_script: Path,
+) -> None:
+    mine: TestHosts = make_hosts(1)
+    cloud.hub.fail(403, count=100, endpoint="launch")
+
+    result = run(
+        cloud,
+        home,
+        job_script,
+        jobs_input(3),
+        f"--workers={mine[0].login}",
+        "--split=2",
+        f"--ssh-identity={mine.client_key}",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, 3, 0, 0, 0, 3)
+    assert "launch" in result.stderr and "the session goes on" in result.stderr
+    assert cloud.backend.created == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
+def test_a_controller_stopped_while_instances_boot_leaves_none(
+    signum: signal.Signals, tmp_path: Path, home: Path, job_script: Path
+) -> None:
+    """Ctrl-C: the controller destroys them; SIGKILL: the watchdog does."""
+    cloud = Cloud(tmp_path, boot_delay=3.0)
+    try:
+        argv = [CLOUDTASK, "--force", *cloud.options(), "--split=2", str(job_script)]
+        env = env_for(home) | {"CLOUDTASK_HUB_APIKEY": APIKEY}
+        (tmp_path / "jobs").write_bytes(jobs_input(4, "1"))
+        with (tmp_path / "jobs").open("rb") as stdin, (tmp_path / "out").open("wb") as out:
+            process = subprocess.Popen(
+                argv,
+                stdin=stdin,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        wait_until(lambda: len(cloud.hub.launches) == 2, 30, "two launches asked")
+        os.killpg(process.pid, signum)
+        status = process.wait(timeout=60)
+        output = (tmp_path / "out").read_text()
+        if signum is signal.SIGINT:
+            assert status == 1, output
+            assert "aborted" in output
+        # Both instances were asked for; within bounded time neither is left.
+        wait_until(lambda: len(cloud.backend.created) == 2, 30, "both booted")
+        wait_until(lambda: cloud.backend.alive() == [], 60, "every launched host removed")
+        session = next(iter(helpers.session_ids()))
+        wait_until(
+            lambda: all(destroyed for *_, destroyed in instances(session)),
+            30,
+            "every instance recorded as destroyed",
+        )
+        assert starts(tmp_path) == []
+        if signum is signal.SIGKILL:
+            log = (helpers.sessions_dir() / str(session) / "watchdog.log").read_text()
+            assert "sweeping" in log and APIKEY not in log
+    finally:
+        left = cloud.close()
+    assert left == []
+
+
+def test_sigkill_mid_run_then_resume_finishes_on_new_instances(
+    cloud: Cloud, tmp_path: Path, home: Path, job_script: Path
+) -> None:
+    argv = [CLOUDTASK, "--force", *cloud.options(), "--split=2", str(job_script)]
+    env = env_for(home) | {"CLOUDTASK_HUB_APIKEY": APIKEY}
+    (tmp_path / "jobs").write_bytes(jobs_input(6, "1"))
+    with (tmp_path / "jobs").open("rb") as stdin, (tmp_path / "out").open("wb") as out:
+        process = subprocess.Popen(
+            argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    wait_until(lambda: len(starts(tmp_path)) >= 2, 60, "two jobs started")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    session = helpers.session_ids()[0]
+    # The watchdog destroys the two instances the dead controller left.
+    wait_until(lambda: cloud.backend.alive() == [], 60, "the watchdog destroyed them")
+    time.sleep(0.5)  # let the watchdog let go of the session
+
+    resumed = helpers.run([CLOUDTASK, f"--resume={session}"], env=env, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert helpers.counts(resumed) == (0, 6, 0, 0, 0, 6)
+    assert sorted({job for job, _ in ends(tmp_path)}) == [1, 2, 3, 4, 5, 6]
+    assert len(cloud.backend.created) == 4
+    assert cloud.backend.alive() == []
+    assert all(destroyed for *_, destroyed in instances(session))
