@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.hosts import runs_of_this_process
 
 
 @pytest.fixture(autouse=True)
@@ -17,3 +18,12 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
             monkeypatch.delenv(name)
     monkeypatch.setenv("CLOUDTASK_SESSIONS", str(tmp_path / "sessions"))
     yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_test_host_left() -> Iterator[None]:
+    """Every test host a module's tests start is removed by the module's end."""
+    before = runs_of_this_process()
+    yield
+    left = runs_of_this_process() - before
+    assert not left, f"test hosts left running after the module: {sorted(left)}"

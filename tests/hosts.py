@@ -223,6 +223,11 @@ def _read_records() -> dict[str, dict[str, object]]:
     return records
 
 
+def runs_of_this_process() -> set[str]:
+    """Run ids of the test hosts this process started and has not removed."""
+    return {run for run, record in _read_records().items() if record.get("pid") == os.getpid()}
+
+
 def _remove_run_dir(run_dir: object) -> None:
     if isinstance(run_dir, str) and Path(run_dir).name.startswith(RUN_DIR_PREFIX):
         shutil.rmtree(run_dir, ignore_errors=True)
