@@ -44,6 +44,8 @@ class HostsBackend:
         self.created: list[str] = []
         self.removed: list[str] = []
         self.addresses: dict[str, str] = {}  # instance id -> its host's address
+        # Report a key other than the host's own, as a tampered-with record would.
+        self.report_wrong_host_keys = False
 
     def create(self, instance_id: str) -> tuple[str, list[str]]:
         time.sleep(self.boot_delay)
@@ -54,6 +56,8 @@ class HostsBackend:
             self.created.append(instance_id)
             self.addresses[instance_id] = hosts[0].address
         host = hosts[0]
+        if self.report_wrong_host_keys:
+            return host.address, [self.public_key.rsplit(" ", 1)[0]]
         return host.address, [host.host_public_key]
 
     def remove(self, instance_id: str) -> None:

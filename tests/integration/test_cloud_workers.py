@@ -9,6 +9,7 @@ watchdog all run for real. After every test no test host of the cloud is left.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -278,3 +279,90 @@ def test_sigkill_mid_run_then_resume_finishes_on_new_instances(
     assert len(cloud.backend.created) == 4
     assert cloud.backend.alive() == []
     assert all(destroyed for *_, destroyed in instances(session))
+
+
+def test_a_batch_on_a_libcloud_driver_launches_runs_and_destroys(
+    cloud: Cloud, tmp_path: Path, home: Path, job_script: Path
+) -> None:
+    """The libcloud provider, its driver given by import path, on the same test cloud."""
+    argv = [
+        CLOUDTASK,
+        "--force",
+        "--provider=libcloud",
+        "--libcloud-driver=tests.libcloud_driver:CloudtaskTestDriver",
+        f"--libcloud-options=url={cloud.hub.url}",
+        "--libcloud-image=core",
+        "--libcloud-size=small",
+        f"--ssh-identity={cloud.backend.key}",
+        "--split=2",
+        str(job_script),
+    ]
+    env = env_for(home) | {
+        "CLOUDTASK_LIBCLOUD_KEY": APIKEY,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    result = helpers.run(argv, input=jobs_input(4, "0.1"), env=env, timeout=90)
+
+    helpers.assert_no_traceback(result)
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, 4, 0, 0, 0, 4)
+    assert len(cloud.backend.created) == 2
+    assert cloud.backend.alive() == []
+    assert [name for name, *_ in instances(helpers.summary(result).id)] == [
+        "libcloud1",
+        "libcloud2",
+    ]
+
+
+def test_a_host_key_other_than_the_one_the_cloud_reports_is_refused(
+    cloud: Cloud, tmp_path: Path, home: Path, job_script: Path
+) -> None:
+    cloud.backend.report_wrong_host_keys = True
+
+    result = run(cloud, home, job_script, jobs_input(2), "--split=1", timeout=120)
+
+    assert result.returncode == 1
+    assert "host key" in result.stderr and "refused" in result.stderr, result.stderr
+    assert starts(tmp_path) == []
+    assert cloud.backend.alive() == []
+
+
+def test_secrets_reach_neither_the_workers_nor_the_process_table(
+    cloud: Cloud, tmp_path: Path, home: Path
+) -> None:
+    script = tmp_path / "env.sh"
+    script.write_text(
+        f"#!/bin/sh\nenv > {tmp_path}/env.$1\ncat /proc/*/cmdline 2>/dev/null "
+        f"| tr '\\0' ' ' > {tmp_path}/cmdlines.$1\nsleep 1\n"
+    )
+    script.chmod(0o755)
+    seen: list[str] = []
+    argv = [CLOUDTASK, "--force", *cloud.options(), "--split=1", str(script)]
+    env = env_for(home) | {"CLOUDTASK_HUB_APIKEY": APIKEY}
+    (tmp_path / "jobs").write_bytes(jobs_input(2))
+    with (tmp_path / "jobs").open("rb") as stdin, (tmp_path / "out").open("wb") as out:
+        process = subprocess.Popen(
+            argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        while process.poll() is None:  # the controller's machine, while it runs
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    with contextlib.suppress(OSError):
+                        seen.append((entry / "cmdline").read_bytes().decode(errors="replace"))
+            time.sleep(0.1)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == 0, (tmp_path / "out").read_text()
+    assert any("cloudtask.watchdog" in line for line in seen)
+    assert not any(APIKEY in line for line in seen)
+    for job in (1, 2):
+        assert APIKEY not in (tmp_path / f"env.{job}").read_text()
+        assert "CLOUDTASK_HUB_APIKEY" not in (tmp_path / f"env.{job}").read_text()
+        assert APIKEY not in (tmp_path / f"cmdlines.{job}").read_text()
+    session_dir = helpers.sessions_dir() / str(helpers.session_ids()[0])
+    for path in session_dir.rglob("*"):
+        if path.is_file():
+            assert APIKEY.encode() not in path.read_bytes(), path
