@@ -42,14 +42,16 @@ def parse(argv: Sequence[str], usage: str) -> tuple[Config, list[str], int | Non
     options: dict[str, str | bool] = {}
     positional: list[str] = []
     session: int | None = None
-    rest = list(argv)
-    while rest:
-        if rest[0].startswith("--session="):
-            value = rest.pop(0).partition("=")[2]
+    rest = []
+    for arg in argv:  # --session is these commands' own; the rest are cloudtask's
+        if arg.startswith("--session="):
+            value = arg.partition("=")[2]
             if not value.isdigit() or int(value) < 1:
                 raise UsageError(f"--session: not a session id: {value!r}")
             session = int(value)
-            continue
+        else:
+            rest.append(arg)
+    while rest:
         parsed = parse_argv(rest)
         if parsed.help:
             print(usage)
