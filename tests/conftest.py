@@ -17,6 +17,14 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
         if name.startswith("CLOUDTASK_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("CLOUDTASK_SESSIONS", str(tmp_path / "sessions"))
+    # boto3 must never look for credentials or a region beyond this machine:
+    # no instance metadata service (a link-local address), no user's AWS files.
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     yield
 
 

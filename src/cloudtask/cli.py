@@ -466,10 +466,11 @@ def stored_config(config: Config) -> dict[str, str]:
 
 def confirm(config: Config, store: Store, jobs: int, split: int) -> None:
     """Show what will run and ask for an explicit yes, on the terminal."""
-    if config.workers:
-        workers = [str(address) for address in config.workers[:split]]
-    else:
-        workers = [f"{config.provider} x{split}"]
+    given = [str(address) for address in (config.workers or ())[:split]]
+    workers = given
+    if split > len(given):
+        what = "to launch on" if is_cloud(config.provider) else "on"
+        workers = [*given, f"{split - len(given)} {what} {config.provider}"]
     text = plan_text(
         jobs=jobs,
         first=store.command(1),

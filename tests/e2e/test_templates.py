@@ -382,24 +382,24 @@ def test_a_bad_attribute_value_is_fine_when_the_command_line_overrides_it(
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize(
-    "line",
-    [
-        "REPORT = 'mail: ct@example.com ops@example.com'",
-        "HUB_URL = 'http://127.0.0.1:9/'",
-        "PROVIDER = 'ec2'",
-    ],
-)
-def test_a_coming_attribute_says_so(tmp_path: Path, line: str) -> None:
+def test_a_coming_attribute_says_so(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
+    line = "REPORT = 'mail: ct@example.com ops@example.com'"
     task = simple(tmp_path, line, command=repr(f"touch {marker}"))
 
     result = template(task, input=b"a\n")
 
-    assert_usage_error(result, "not available yet")
-    attribute = line.split()[0]
-    if attribute != "PROVIDER":
-        assert f"template attribute {attribute}" in result.stderr
+    assert_usage_error(result, "not available yet", "template attribute REPORT")
+    assert not marker.exists()
+
+
+def test_a_template_provider_without_its_options_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    task = simple(tmp_path, "PROVIDER = 'ec2'", command=repr(f"touch {marker}"))
+
+    result = template(task, input=b"a\n")
+
+    assert_usage_error(result, "--ami-id")
     assert not marker.exists()
 
 

@@ -321,7 +321,9 @@ def test_overlay_files_modes_symlinks_and_tmp_keeps_its_mode(
             f"--overlay={overlay}",
             "sh",
             "-c",
-            f'cd {target} && stat -c "%a %n" file && cat sub/inner && readlink link',
+            # The hosts share one file system: a job waits a moment so that it
+            # reads the files after every host's overlay has been unpacked.
+            f'sleep 1; cd {target} && stat -c "%a %n" file && cat sub/inner && readlink link',
             input=b"1\n2\n3\n",
             identity=hosts.client_key,
         )
