@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.hosts import TestHosts  # noqa: E402
-from tests.hubserver import HubServer  # noqa: E402
-from tests.testcloud import HostsBackend  # noqa: E402
+from tests.hosts import TestHosts
+from tests.hubserver import HubServer
+from tests.testcloud import HostsBackend
 
 CLOUDTASK = str(Path(sys.executable).with_name("cloudtask"))
 APIKEY = "benchmark-key"
@@ -40,8 +40,9 @@ APIKEY = "benchmark-key"
 def time_to_output(argv: list[str], env: dict[str, str], marker: bytes) -> float:
     """Seconds from start until a line containing marker is printed."""
     started = time.monotonic()
-    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+    )
     assert process.stdin is not None and process.stdout is not None
     process.stdin.write(b"first-job\n")
     process.stdin.close()
@@ -73,17 +74,35 @@ def main() -> None:
         measure("GNU parallel, local", ["parallel", "-j1", "echo"])
         with TestHosts(1) as hosts:
             host = hosts[0]
-            measure("cloudtask, 1 SSH worker", [
-                CLOUDTASK, "--force", f"--workers={host.login}",
-                f"--ssh-identity={hosts.client_key}", "echo"])
+            measure(
+                "cloudtask, 1 SSH worker",
+                [
+                    CLOUDTASK,
+                    "--force",
+                    f"--workers={host.login}",
+                    f"--ssh-identity={hosts.client_key}",
+                    "echo",
+                ],
+            )
             ssh = " ".join(["ssh", *hosts.ssh_options()])
-            measure("GNU parallel -S, 1 SSH worker",
-                    ["parallel", "--ssh", ssh, "-S", host.login, "echo"])
+            measure(
+                "GNU parallel -S, 1 SSH worker",
+                ["parallel", "--ssh", ssh, "-S", host.login, "echo"],
+            )
         backend = HostsBackend(root)
         with HubServer(APIKEY, backend) as hub:
-            measure("cloudtask, 1 launched worker", [
-                CLOUDTASK, "--force", "--provider=hub", f"--hub-url={hub.url}",
-                f"--hub-apikey={APIKEY}", f"--ssh-identity={backend.key}", "echo"])
+            measure(
+                "cloudtask, 1 launched worker",
+                [
+                    CLOUDTASK,
+                    "--force",
+                    "--provider=hub",
+                    f"--hub-url={hub.url}",
+                    f"--hub-apikey={APIKEY}",
+                    f"--ssh-identity={backend.key}",
+                    "echo",
+                ],
+            )
             hub.settle()
         left = backend.close()
         if left:
