@@ -552,3 +552,19 @@ def test_every_secret_is_hidden_from_local_jobs(monkeypatch: pytest.MonkeyPatch)
     provider = LocalProvider.from_config(resolve({}, None, {}))
 
     assert "sekrit" not in provider.environ.values()
+
+
+def test_a_third_party_cloud_comes_in_through_an_entry_point(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cloudtask import providers
+    from cloudtask.providers.hub import HubCloud
+
+    plugins = {"mycloud": "cloudtask.providers.hub:HubCloud", "broken": "no.such.module:X"}
+    monkeypatch.setattr(providers, "_plugins", lambda: plugins)
+
+    assert "mycloud" in provider_names()
+    assert resolve({"provider": "mycloud"}, None, {}).provider == "mycloud"
+    assert get_cloud("mycloud") is HubCloud
+    with pytest.raises(ProviderUnavailable, match="--provider=broken: cannot load no.such.module"):
+        get_cloud("broken")
