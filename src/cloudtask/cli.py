@@ -6,6 +6,7 @@ import asyncio
 import secrets
 import shlex
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,6 +299,7 @@ def _drive(
             f"session {session.id}: {store.counts()[JobState.PENDING]} jobs to run, "
             f"split {split} ({names}), log {session.log_path}"
         )
+        store.begin_run(time.time())
         summary = asyncio.run(run_session(config, store, sources, console, session))
         if targets and summary.cleaned:
             store.forget_session_keys([key.line])
@@ -315,6 +317,7 @@ def _drive(
                 f"session {session.id} aborted: unfinished jobs are pending; resume with: "
                 f"cloudtask --resume={session.id}" + sessions_option(config)
             )
+        store.end_run(time.time(), summary.state)
         console.line(summary_line(session.id, summary.elapsed, summary.counts))
         console.log = None
     return ExitStatus.OK if summary.all_ok else ExitStatus.NOT_OK

@@ -32,6 +32,17 @@ class RunSummary:
     cleaned: bool = True
 
     @property
+    def state(self) -> str:
+        """How the run ended, as the store records it (see Store.end_run)."""
+        if self.aborted:
+            return "aborted"
+        if self.halted:
+            return "halted"
+        if self.counts[JobState.PENDING] or self.counts[JobState.RUNNING]:
+            return "incomplete"  # no worker was left to run the rest
+        return "finished"
+
+    @property
     def all_ok(self) -> bool:
         return not self.aborted and self.counts[JobState.OK] == sum(self.counts.values())
 

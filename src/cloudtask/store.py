@@ -138,6 +138,25 @@ class Store:
     def _set(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
+    # -- the session's runs: meta keys started (first run), state, ended, runs ---
+    # state: running while a controller drives it (a dead controller leaves
+    # it so: "interrupted" to a reader that finds the lock free), then how the
+    # last run ended: finished (every job in a final state), incomplete (no
+    # worker was left to run the rest), halted (--halt) or aborted (Ctrl-C,
+    # SIGTERM).
+
+    def begin_run(self, when: float) -> None:
+        with self.db:
+            if self.get("started") is None:
+                self._set("started", repr(when))
+            self._set("state", "running")
+            self._set("runs", str(int(self.get("runs") or 0) + 1))
+
+    def end_run(self, when: float, state: str) -> None:
+        with self.db:
+            self._set("state", state)
+            self._set("ended", repr(when))
+
     def set_config(self, values: Mapping[str, Any]) -> None:
         """The configuration, already without secrets."""
         self.set("config", json.dumps(values, sort_keys=True, default=str))
