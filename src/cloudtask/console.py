@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .output import printable
 from .scheduler import JobState
+
+if TYPE_CHECKING:
+    from .live import LiveView
 
 
 def plural(count: int | float, word: str) -> str:
@@ -80,9 +83,18 @@ class Console:
         self.out: TextIO | None = out or sys.stdout
         self.err = err or sys.stderr
         self.log: TextIO | None = None
+        # The live view (live.py) while it is on the terminal: lines that go
+        # to the terminal then scroll above it rather than through it.
+        self.live: LiveView | None = None
+
+    def _to_terminal(self, stream: TextIO | None) -> bool:
+        return self.live is not None and stream is not None and stream.isatty()
 
     def line(self, text: str) -> None:
-        if self.out is not None:
+        if self._to_terminal(self.out):
+            assert self.live is not None
+            self.live.print(text)
+        elif self.out is not None:
             try:
                 self.out.write(text + "\n")
                 self.out.flush()
@@ -94,8 +106,12 @@ class Console:
             self.log.write(text + "\n")
 
     def warn(self, text: str) -> None:
-        self.err.write(f"cloudtask: {text}\n")
-        self.err.flush()
+        if self._to_terminal(self.err):
+            assert self.live is not None
+            self.live.print(f"cloudtask: {text}")
+        else:
+            self.err.write(f"cloudtask: {text}\n")
+            self.err.flush()
         if self.log is not None:
             self.log.write(f"warning: {text}\n")
 

@@ -14,6 +14,7 @@ from .console import Console
 from .errors import WorkerError
 from .halt import Halt
 from .joblog import Joblog
+from .live import LiveView, Snapshot, keep_drawing, snapshot
 from .providers import Provider
 from .scheduler import JobState, Scheduler
 from .session import SessionDir
@@ -65,6 +66,42 @@ async def run_session(
     joblog = Joblog(Path(config.joblog)) if config.joblog else None
     halt = Halt.parse(config.halt) if config.halt else None
     run = Run(config, store, scheduler, console, session, joblog=joblog, halt=halt)
+    if not LiveView.wanted(console.err):
+        return await _run_workers(run, sources, started)
+    total = sum(store.counts().values())
+    finished_at_start = sum(scheduler.finished.values())
+
+    def take() -> Snapshot:
+        return snapshot(
+            session.id,
+            total,
+            scheduler.finished,
+            finished_at_start,
+            scheduler.running,
+            time.monotonic() - started,
+            run.doing,
+            store.instances(),
+            time.time(),
+        )
+
+    view = LiveView(take())
+    done = asyncio.Event()
+    with view.shown():
+        console.live = view
+        drawing = asyncio.create_task(keep_drawing(view, take, done))
+        try:
+            return await _run_workers(run, sources, started)
+        finally:
+            done.set()
+            await drawing
+            console.live = None
+
+
+async def _run_workers(
+    run: Run, sources: Sequence[tuple[Provider, int]], started: float
+) -> RunSummary:
+    store, scheduler, console = run.store, run.scheduler, run.console
+    joblog = run.joblog
     tasks: dict[asyncio.Task[None], Worker] = {}
 
     def start(provider: Provider) -> None:

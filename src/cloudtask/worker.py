@@ -41,6 +41,8 @@ class Run:
     halted: bool = False
     # Workers whose cleanup (the session key's removal) could not run yet.
     unclosed: dict[str, Transport] = field(default_factory=dict)
+    # What each worker is doing now, for the live view: worker -> a few words.
+    doing: dict[str, str] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def changed(self) -> None:
@@ -81,21 +83,34 @@ class Worker:
         self.failed = False
 
     async def lifecycle(self) -> None:
-        instance = await self._obtain()
+        launching = f"({self.provider.name} #{id(self) % 10_000})"
+        if self.provider.replaceable:
+            self.run.doing[launching] = "booting"
+        try:
+            instance = await self._obtain()
+        finally:
+            self.run.doing.pop(launching, None)
         if instance is None:
             return
         self.name = instance.name
+        self._doing("connecting")
         log = self.run.session.worker_log(self.name)
         self.log = log
         try:
             await self._connected(instance, log)
         finally:
             try:
+                if instance.token is not None:
+                    self._doing("destroying")
                 await self.provider.destroy(instance)
                 if instance.token is not None:
                     self.run.console.line(f"{self.name} destroyed ({instance.id})")
             finally:
+                self.run.doing.pop(self.name, None)
                 log.close()
+
+    def _doing(self, what: str) -> None:
+        self.run.doing[self.name] = what
 
     async def _obtain(self) -> Instance | None:
         """Launch (or take) the worker; None if that failed or the run was aborted first."""
@@ -143,6 +158,7 @@ class Worker:
 
     async def _close(self, transport: Transport) -> None:
         """Undo what connecting set up; if that fails now, the run tries again at its end."""
+        self._doing("cleaning up")
         try:
             await transport.close()
         except WorkerError as exc:
@@ -177,6 +193,7 @@ class Worker:
         if not command:
             return True
         console = self.run.console
+        self._doing(f"--{label}: {command}")
         console.line(f"{self.name} {label}: {command}")
         result = await self._execute(transport, log, label, command, None)
         if result.ok:
@@ -195,6 +212,7 @@ class Worker:
             if decision is Wait.RELEASE:
                 return True
             if decision is Wait.WAIT:
+                self._doing("idle, waiting for jobs that may come back")
                 await self.run.wait_for_change()
                 continue
             attempt = store.start_attempt(decision, self.name, time.time())
@@ -218,6 +236,7 @@ class Worker:
     async def _run_job(self, transport: Transport, log: TextIO, job_id: int, attempt: int) -> None:
         run, console = self.run, self.run.console
         command = run.store.command(job_id)
+        self._doing(f"job {job_id}: {command}")
         console.line(f"{self.name} job {job_id} started: {command}")
         started_at = time.time()
         started = time.monotonic()

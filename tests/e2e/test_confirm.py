@@ -39,12 +39,21 @@ def finish(child: pexpect.spawn) -> tuple[str, int]:
     return child.before, child.exitstatus
 
 
+# Terminal control sequences (the live view's redraws), as a terminal would consume them.
+CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 def plain(text: str) -> list[str]:
-    return [line.rstrip() for line in text.replace("\r", "").split("\n")]
+    return [CONTROL.sub("", line).rstrip() for line in text.replace("\r", "").split("\n")]
 
 
 def job_lines(text: str) -> list[str]:
-    return [line for line in plain(text) if re.fullmatch(r"\S+ job \d+ \| .*", line)]
+    """Job output lines the run showed. On a terminal they scroll above the live
+    view's redraws, so they are read from the session log, which has every line
+    the console showed (tests/e2e/test_live.py looks at the screen itself)."""
+    logs = sorted(sessions_dir().glob("*/log")) if sessions_dir().is_dir() else []
+    shown = [line for log in logs for line in log.read_text().splitlines()]
+    return [line for line in shown if re.fullmatch(r"\S+ job \d+ \| .*", line)]
 
 
 def ask(pipeline: str) -> tuple[pexpect.spawn, str]:

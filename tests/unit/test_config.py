@@ -566,5 +566,7 @@ def test_a_third_party_cloud_comes_in_through_an_entry_point(
     assert "mycloud" in provider_names()
     assert resolve({"provider": "mycloud"}, None, {}).provider == "mycloud"
     assert get_cloud("mycloud") is HubCloud
-    with pytest.raises(ProviderUnavailable, match="--provider=broken: cannot load no.such.module"):
+    with pytest.raises(
+        ProviderUnavailable, match=r"--provider=broken: cannot load no\.such\.module"
+    ):
         get_cloud("broken")
