@@ -309,7 +309,7 @@ def _drive(
                 dog.release()  # every launched instance is destroyed: nothing left to watch
         if summary.halted:
             console.line(
-                f"session {session.id} halted (--halt={config.halt}): the rest is pending; "
+                f"session {session.id} halted ({summary.halted}): the rest is pending; "
                 f"resume with: cloudtask --resume={session.id}" + sessions_option(config)
             )
         if summary.aborted:

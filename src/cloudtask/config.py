@@ -315,10 +315,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "budget",
-        "stop launching when the projected cost would pass DOLLARS",
+        "stop launching, and drain, when the projected cost of launched workers would pass DOLLARS",
         dollars,
         metavar="DOLLARS",
-        coming=CLOUD,
     ),
 )
 

@@ -24,6 +24,7 @@ from rich.console import Console as RichConsole
 from rich.live import Live
 from rich.text import Text
 
+from . import cost
 from .output import printable
 from .scheduler import JobState
 from .store import InstanceRecord
@@ -59,14 +60,7 @@ def snapshot(
     """The run now, from the scheduler's counts, the workers and the instances."""
     done = sum(finished.values())
     done_this_run = done - finished_at_start
-    cost = None
-    projected = None
-    priced = [record for record in instances if record.hourly_price is not None]
-    if priced:
-        cost = sum(_hours(record, now) * (record.hourly_price or 0.0) for record in priced)
-        live_rate = sum(record.hourly_price or 0.0 for record in priced if record.destroyed is None)
-        left = _seconds_left(total - done, done_this_run, elapsed)
-        projected = cost + live_rate * (left or 0.0) / 3600
+    left = cost.seconds_left(total - done, done_this_run, elapsed)
     booting = sum(1 for what in doing.values() if what in ("launching", "booting"))
     return Snapshot(
         session,
@@ -76,23 +70,10 @@ def snapshot(
         done_this_run,
         elapsed,
         list(doing.items()),
-        cost,
-        projected,
+        cost.spent(instances, now),
+        cost.projected(instances, now, left),
         booting,
     )
-
-
-def _hours(record: InstanceRecord, now: float) -> float:
-    start = record.launched or record.intended
-    return max(0.0, ((record.destroyed or now) - start) / 3600)
-
-
-def _seconds_left(left: int, done: int, elapsed: float) -> float | None:
-    if left <= 0:
-        return 0.0
-    if done <= 0 or elapsed <= 0:
-        return None
-    return left * elapsed / done
 
 
 def clock(seconds: float | None) -> str:
@@ -108,7 +89,7 @@ def lines(state: Snapshot, height: int) -> list[str]:
     counts = state.counts
     done = sum(counts.values())
     rate = state.done_this_run / state.elapsed if state.elapsed > 0 else 0.0
-    left = _seconds_left(state.total - done, state.done_this_run, state.elapsed)
+    left = cost.seconds_left(state.total - done, state.done_this_run, state.elapsed)
     pending = state.total - done - state.running
     out = [
         f"session {state.session}: {done}/{state.total} done - {counts[JobState.OK]} ok, "

@@ -16,6 +16,7 @@ from .halt import Halt
 from .joblog import Joblog
 from .live import LiveView, Snapshot, keep_drawing, snapshot
 from .providers import Provider
+from .providers.launched import LaunchedWorkers
 from .scheduler import JobState, Scheduler
 from .session import SessionDir
 from .store import Store
@@ -27,7 +28,7 @@ class RunSummary:
     counts: dict[JobState, int]
     elapsed: float
     aborted: bool
-    halted: bool = False
+    halted: str | None = None  # what halted the run: --halt=... or --budget=...
     # Every worker was cleaned up (session key removed): nothing is left for a
     # later run of the session to clean.
     cleaned: bool = True
@@ -66,6 +67,11 @@ async def run_session(
     joblog = Joblog(Path(config.joblog)) if config.joblog else None
     halt = Halt.parse(config.halt) if config.halt else None
     run = Run(config, store, scheduler, console, session, joblog=joblog, halt=halt)
+    run.total = sum(store.counts().values())
+    run.finished_at_start = sum(scheduler.finished.values())
+    for provider, _ in sources:
+        if isinstance(provider, LaunchedWorkers):
+            provider.admit = run.launch_blocked
     if not LiveView.wanted(console.err):
         return await _run_workers(run, sources, started)
     total = sum(store.counts().values())

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TextIO
 
+from . import cost
 from .config import Config
 from .console import Console, duration, plural
 from .errors import WorkerError
@@ -38,11 +39,15 @@ class Run:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     joblog: Joblog | None = None
     halt: Halt | None = None
-    halted: bool = False
+    halted: str | None = None  # why no new job starts: the --halt or --budget reached
     # Workers whose cleanup (the session key's removal) could not run yet.
     unclosed: dict[str, Transport] = field(default_factory=dict)
     # What each worker is doing now, for the live view: worker -> a few words.
     doing: dict[str, str] = field(default_factory=dict)
+    # For the rate of this run: when it started, and how many jobs were final then.
+    started: float = field(default_factory=time.monotonic)
+    finished_at_start: int = 0
+    total: int = 0
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def changed(self) -> None:
@@ -52,6 +57,37 @@ class Run:
 
     async def wait_for_change(self) -> None:
         await self._changed.wait()
+
+    def seconds_left(self) -> float | None:
+        """Time the batch still needs at this run's rate (None: no job has ended yet)."""
+        done = sum(self.scheduler.finished.values())
+        elapsed = time.monotonic() - self.started
+        return cost.seconds_left(self.total - done, done - self.finished_at_start, elapsed)
+
+    def launch_blocked(self, price: float | None) -> str | None:
+        """Why --budget forbids launching one more worker at `price`, or None."""
+        if self.config.budget is None:
+            return None
+        over = cost.launch_passes_budget(
+            self.config.budget, self.store.instances(), time.time(), self.seconds_left(), price
+        )
+        if over is None:
+            return None
+        return f"--budget=${self.config.budget:g}: one more worker would bring it to ${over:.2f}"
+
+    def check_budget(self) -> None:
+        """Past the budget at the present rate: start no new job (the rest stays pending)."""
+        if self.config.budget is None or self.halted:
+            return
+        projected = cost.projected(self.store.instances(), time.time(), self.seconds_left())
+        if projected is not None and projected > self.config.budget:
+            self.halted = f"--budget=${self.config.budget:g}"
+            self.scheduler.stop()
+            self.changed()
+            self.console.warn(
+                f"--budget=${self.config.budget:g}: the projected cost ${projected:.2f} passes "
+                "it: no new job starts; running jobs finish and the session stays resumable"
+            )
 
     def abort(self) -> None:
         """Start nothing new and stop what runs; workers then clean up."""
@@ -270,8 +306,9 @@ class Worker:
             f"{self.name} job {job_id} "
             + ended_text(result, ended, elapsed, ended.attempts, run.config.retries)
         )
+        run.check_budget()
         if run.halt is not None and not run.halted and run.halt.reached(run.scheduler.finished):
-            run.halted = True
+            run.halted = f"--halt={run.halt}"
             run.scheduler.stop()
             console.warn(f"--halt={run.halt} reached: no new job starts; running jobs finish")
         if ended.worker_retired:

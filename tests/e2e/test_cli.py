@@ -483,7 +483,6 @@ def coming_values(tmp_path: Path) -> dict[str, str]:
     """A valid value for every option that is not available yet."""
     return {
         "report": "sh: true",
-        "budget": "5",
     }
 
 

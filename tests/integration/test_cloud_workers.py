@@ -366,3 +366,54 @@ def test_secrets_reach_neither_the_workers_nor_the_process_table(
     for path in session_dir.rglob("*"):
         if path.is_file():
             assert APIKEY.encode() not in path.read_bytes(), path
+
+
+def test_budget_stops_launching_more_than_it_can_pay_for(
+    cloud: Cloud, tmp_path: Path, home: Path, job_script: Path
+) -> None:
+    # $36 an hour each: the first worker's projected hour fits $50, a second does not.
+    result = run(
+        cloud,
+        home,
+        job_script,
+        jobs_input(4, "0.2"),
+        "--split=2",
+        "--hourly-price=36",
+        "--budget=50",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, 4, 0, 0, 0, 4)
+    assert "--budget=$50: one more worker would bring it to $" in result.stderr
+    assert len(cloud.backend.created) == 1
+    assert cloud.backend.alive() == []
+
+
+def test_budget_drains_the_run_once_the_projection_passes_it(
+    cloud: Cloud, tmp_path: Path, home: Path, job_script: Path
+) -> None:
+    # 20,000 one-second jobs on one worker at $0.50 an hour: once a job has
+    # ended, the projection is some $2.80, past the $1 budget.
+    result = run(
+        cloud,
+        home,
+        job_script,
+        jobs_input(20_000, "1"),
+        "--split=1",
+        "--hourly-price=0.5",
+        "--budget=1",
+    )
+
+    assert result.returncode == 1
+    counts = helpers.summary(result)
+    assert 1 <= counts.ok <= 3 and counts.pending == 20_000 - counts.ok, counts
+    assert "--budget=$1: the projected cost $" in result.stderr
+    assert "halted (--budget=$1)" in result.stdout
+    assert cloud.backend.alive() == []
+    session = counts.id
+    db = sqlite3.connect(helpers.sessions_dir() / str(session) / "store.sqlite")
+    try:
+        (state,) = db.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
+    finally:
+        db.close()
+    assert state == "halted"

@@ -393,7 +393,6 @@ def coming_values(tmp_path: Path) -> dict[str, object]:
     key.write_text("k")
     return {
         "report": "sh: true",
-        "budget": "5",
     }
 
 

@@ -37,6 +37,8 @@ class Provider(ABC):
     keep_idle = True
     # A worker that failed may be replaced by a new one (launched workers).
     replaceable = False
+    # What one worker costs an hour, where known (launched workers).
+    price: float | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> Provider:

@@ -65,18 +65,24 @@ class LaunchedWorkers(Provider):
         self.options = options
         self.session_key = session_key
         self.user = user
-        self.hourly_price = hourly_price
+        self.price = hourly_price
         self.warn = warn
         self.boot_limit = boot_limit
         # Names go on from the session's earlier runs: worker logs never mix.
         self._numbers = itertools.count(len(store.instances()) + 1)
         self._host_keys: dict[str, tuple[str, ...]] = {}
+        # Asked before each launch (--budget): why not to launch, or None.
+        self.admit: Callable[[float | None], str | None] | None = None
 
     async def launch(self) -> Instance:
+        # Checked and recorded with no await between: launches starting at the
+        # same moment each see the ones before them.
+        if self.admit is not None and (why := self.admit(self.price)):
+            raise WorkerError(f"{why}: not launched")
         name = f"{self.cloud.name}{next(self._numbers)}"
         token = secrets.token_hex(8)
         self.store.intend_instance(
-            token, self.cloud.name, name, self.cloud.size, self.hourly_price, time.time()
+            token, self.cloud.name, name, self.cloud.size, self.price, time.time()
         )
         spec = LaunchSpec(self.session.id, token, name, self.session_key.line)
         call = asyncio.ensure_future(
