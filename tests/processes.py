@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import time
 from pathlib import Path
 
 
@@ -24,3 +27,36 @@ def live_processes_with(marker: str) -> list[int]:
         if (cmdline == marker or cmdline.endswith("/" + marker)) and state != "Z":
             found.append(int(entry.name))
     return found
+
+
+def watchdogs_of(sessions: Path) -> list[int]:
+    """Live cloudtask watchdogs working for sessions under `sessions` (by their environment)."""
+    wanted = f"CLOUDTASK_SESSIONS={sessions}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environment = (entry / "environ").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if b"cloudtask.watchdog" in cmdline and wanted in environment and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def stop_watchdogs(sessions: Path, grace: float = 5.0) -> list[int]:
+    """Give the watchdogs of these sessions `grace` seconds to end, then kill them.
+
+    A test's cloud is gone when it ends, so a watchdog that still sweeps it
+    would only fail until it gives up. Returns the pids that had to be killed.
+    """
+    deadline = time.monotonic() + grace
+    while (left := watchdogs_of(sessions)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return left

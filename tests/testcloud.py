@@ -46,6 +46,8 @@ class HostsBackend:
         self.addresses: dict[str, str] = {}  # instance id -> its host's address
         # Report a key other than the host's own, as a tampered-with record would.
         self.report_wrong_host_keys = False
+        # Boot hosts whose sshd never comes up (SSH refused for as long as one waits).
+        self.sshd_down = False
 
     def create(self, instance_id: str) -> tuple[str, list[str]]:
         time.sleep(self.boot_delay)
@@ -56,6 +58,8 @@ class HostsBackend:
             self.created.append(instance_id)
             self.addresses[instance_id] = hosts[0].address
         host = hosts[0]
+        if self.sshd_down:
+            host.stop_sshd()
         if self.report_wrong_host_keys:
             return host.address, [self.public_key.rsplit(" ", 1)[0]]
         return host.address, [host.host_public_key]

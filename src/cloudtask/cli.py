@@ -26,7 +26,7 @@ from .console import Console, plan_text, plural, silence_stdout, summary_line
 from .errors import CloudtaskError, ExitStatus, SessionError, UsageError, WorkerError
 from .jobs import Command, read_jobs
 from .providers import Cloud, Provider, get_cloud, is_cloud
-from .providers.launched import LaunchedWorkers, sweep_and_close
+from .providers.launched import LaunchedWorkers, settled, sweep_and_close
 from .providers.local import LocalProvider
 from .providers.prelaunched import Prelaunched
 from .providers.prices import hourly_price
@@ -246,6 +246,10 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
     destroy_leftovers(config, session, store, cloud_of(config), console)
     pending = store.counts()[JobState.PENDING]
     if not pending:
+        if is_cloud(config.provider) and not settled(store, time.time()):
+            # Not all is known to be gone yet: a watchdog goes on after this process.
+            with Watchdog.started(session, config):
+                console.warn("launched instances may still be running: a watchdog sweeps on")
         print(f"session {session.id} is finished: nothing to run")
         print(summary_line(session.id, 0, store.counts()))
         return ExitStatus.OK
@@ -305,7 +309,7 @@ def _drive(
             store.forget_session_keys([key.line])
         if launched is not None:
             settle_launches(config, session, store, console)
-            if not store.instances(open_only=True):
+            if settled(store, time.time()):
                 dog.release()  # every launched instance is destroyed: nothing left to watch
         if summary.halted:
             console.line(
@@ -326,7 +330,7 @@ def _drive(
 def settle_launches(config: Config, session: SessionDir, store: Store, console: Console) -> None:
     """Launches whose outcome is unknown (the call failed midway) are looked for by
     the session's tag, and what they made destroyed; else the watchdog tries later."""
-    if not store.instances(open_only=True):
+    if settled(store, time.time()):
         return
     cloud = cloud_of(config)
     assert cloud is not None
@@ -352,7 +356,7 @@ def destroy_leftovers(
 ) -> None:
     """Destroy what earlier runs of the session launched and left (a killed controller)."""
     records = store.instances(open_only=True)
-    if not records:
+    if settled(store, time.time()) or (cloud is None and not records):
         return  # every instance the session launched is recorded as destroyed
     if cloud is None or any(record.provider != cloud.name for record in records):
         names = sorted({record.provider for record in records})

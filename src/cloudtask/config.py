@@ -282,7 +282,9 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "libcloud-options",
-        "libcloud: more driver arguments, NAME=VALUE separated by commas (region=...)",
+        "libcloud: more driver arguments, NAME=VALUE separated by commas (region=...); "
+        "secret, as they may hold tokens",
+        secret=True,
         metavar="LIST",
     ),
     Option(

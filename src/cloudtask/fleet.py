@@ -17,6 +17,7 @@ Exit status: 0 when all were launched (destroyed); 1 on a fatal error
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import sys
@@ -89,24 +90,36 @@ LAUNCH_USAGE = "usage: cloudtask-launch-workers [OPTIONS] N FILE|-"
 
 
 async def launch_all(cloud: Cloud, count: int, key: str | None) -> list[str | CloudtaskError]:
+    """Launch `count` workers at once; each one's address, or why it failed.
+
+    Interrupted (Ctrl-C), it destroys every instance it launched: their
+    addresses would never be written anywhere, so nobody would destroy them.
+    """
+    launched: list[str] = []
+
     async def one(number: int) -> str:
         name = f"{cloud.name}-w{number}"
         spec = LaunchSpec(NO_SESSION, secrets.token_hex(8), name, key)
         instance_id = await with_retries(
             lambda: cloud.launch(spec), f"{name}: launch", on_retry=warn
         )
+        launched.append(instance_id)
         try:
             running = await wait_running(cloud, instance_id, name, BOOT_LIMIT, warn)
-        except BaseException:
-            await with_retries(lambda: cloud.destroy(instance_id), f"destroy {instance_id}")
+        except CloudtaskError:
+            await destroy_one(cloud, instance_id)
             raise
         assert running.address is not None
         return running.address
 
     try:
-        results = await asyncio.gather(
-            *(one(n) for n in range(1, count + 1)), return_exceptions=True
-        )
+        launches = (one(number) for number in range(1, count + 1))
+        results = await asyncio.gather(*launches, return_exceptions=True)
+    except BaseException:
+        for instance_id in launched:
+            with contextlib.suppress(CloudtaskError):
+                await asyncio.shield(destroy_one(cloud, instance_id))
+        raise
     finally:
         await cloud.close()
     found: list[str | CloudtaskError] = []

@@ -274,6 +274,16 @@ class Store:
     def instance_destroyed(self, token: str, when: float, note: str | None = None) -> None:
         self._update_instance(token, destroyed=when, note=note)
 
+    def sweep_until(self, when: float) -> None:
+        """Instances may appear until `when` that no record has an id for (a launch
+        call whose outcome is unknown): sweeps by tag go on until then."""
+        with self.db:
+            if when > self.swept_until():
+                self._set("sweep_until", repr(when))
+
+    def swept_until(self) -> float:
+        return float(self.get("sweep_until") or 0.0)
+
     def instances(self, *, open_only: bool = False) -> list[InstanceRecord]:
         """Launched instances in launch order; open_only: those not destroyed yet."""
         where = " WHERE destroyed IS NULL" if open_only else ""

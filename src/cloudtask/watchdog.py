@@ -33,7 +33,7 @@ from typing import IO, Any
 from .config import Config, resolve
 from .errors import CloudtaskError
 from .providers import get_cloud, is_cloud
-from .providers.launched import sweep_and_close
+from .providers.launched import settled, sweep_and_close
 from .session import SessionDir
 from .store import Store
 
@@ -42,7 +42,9 @@ DONE = "done"
 # How long the watchdog waits for the dead controller's lock, and how often it
 # tries a sweep that failed (the cloud's API may be down for a while).
 LOCK_WAIT = 10.0
-SWEEP_PAUSES = (0.0, 5.0, 30.0, 120.0)
+# The pauses cover the time an instance of an uncertain launch may take to
+# appear (providers.launched.UNCERTAIN_FOR, plus a cloud's listing lag).
+SWEEP_PAUSES = (0.0, 5.0, 15.0, 30.0, 60.0, 60.0, 120.0, 300.0)
 
 
 class Watchdog:
@@ -128,6 +130,7 @@ def watch(stdin: IO[str]) -> int:
             return 0
         try:
             if sweep_once(session, config):
+                log("nothing of the session is left running")
                 return 0
         finally:
             session.unlock()
@@ -139,18 +142,18 @@ def watch(stdin: IO[str]) -> int:
 
 
 def sweep_once(session: SessionDir, config: Config) -> bool:
-    """One sweep of the session; whether nothing is left open."""
+    """One sweep of the session; whether it is settled (nothing can be left)."""
     store = Store.open(session.path)
     try:
-        log("the controller ended without destroying every instance: sweeping")
-        cloud = get_cloud(config.provider).from_config(config)
+        log("sweeping: the controller ended without destroying every instance")
         try:
+            cloud = get_cloud(config.provider).from_config(config)
             destroyed = asyncio.run(sweep_and_close(cloud, store, session.id, log_warning))
         except CloudtaskError as exc:
             log(f"sweep failed: {exc}")
             return False
         log(f"destroyed {len(destroyed)}: {' '.join(destroyed) or '-'}")
-        return not store.instances(open_only=True)
+        return settled(store, time.time())
     finally:
         store.close()
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from . import cost
 from .config import Config
@@ -25,6 +26,8 @@ from .scheduler import Ended, JobState, Outcome, Scheduler, Wait
 from .session import SessionDir
 from .store import AttemptEnd, Store
 from .transport import RunResult, Transport
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -150,29 +153,35 @@ class Worker:
 
     async def _obtain(self) -> Instance | None:
         """Launch (or take) the worker; None if that failed or the run was aborted first."""
-        launching = asyncio.ensure_future(self.provider.launch())
-        aborted = asyncio.ensure_future(self.run.stop.wait())
         try:
-            await asyncio.wait({launching, aborted}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            aborted.cancel()
-        if not launching.done():
-            # Aborted while it boots: the provider destroys what it launched.
-            launching.cancel()
-            with contextlib.suppress(asyncio.CancelledError, WorkerError):
-                await launching
-            return None
-        try:
-            return launching.result()
+            return await self._unless_aborted(self.provider.launch())
         except WorkerError as exc:
             self.run.console.warn(f"{self.provider.name}: {exc}; the session goes on without it")
             return None
 
+    async def _unless_aborted(self, step: Awaitable[T]) -> T | None:
+        """The step's result; None if the run is aborted first (the step is cancelled:
+        a launch then destroys what it launched, a connection closes)."""
+        task = asyncio.ensure_future(step)
+        aborted = asyncio.ensure_future(self.run.stop.wait())
+        try:
+            await asyncio.wait({task, aborted}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            aborted.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WorkerError):
+            await task
+        return None
+
     async def _connected(self, instance: Instance, log: TextIO) -> None:
         try:
-            transport = await self.provider.connect(instance)
+            transport = await self._unless_aborted(self.provider.connect(instance))
         except WorkerError as exc:
             self._warn(f"{self.name}: cannot connect: {exc}")
+            return
+        if transport is None:
             return
         try:
             if not await self._setup(transport, log):
@@ -231,7 +240,10 @@ class Worker:
         console = self.run.console
         self._doing(f"--{label}: {command}")
         console.line(f"{self.name} {label}: {command}")
-        result = await self._execute(transport, log, label, command, None)
+        # An abort stops --pre (the worker gets no jobs then); --post, the
+        # cleanup, runs to its end.
+        stop = self.run.stop if label == "pre" else None
+        result = await self._execute(transport, log, label, command, stop)
         if result.ok:
             return True
         self._warn(
@@ -254,7 +266,9 @@ class Worker:
             attempt = store.start_attempt(decision, self.name, time.time())
             try:
                 await self._run_job(transport, log, decision, attempt)
-            except WorkerError as exc:
+            except Exception as exc:
+                if not isinstance(exc, WorkerError):
+                    exc = WorkerError(f"unexpected {type(exc).__name__}: {exc}")
                 self.failed = True
                 ended = scheduler.fail_worker(self.name)
                 if ended is not None:

@@ -31,6 +31,7 @@ from tests.integration.ssh_support import (
     starts,
     wait_until,
 )
+from tests.processes import stop_watchdogs
 from tests.testcloud import HostsBackend
 
 APIKEY = "hub-key-7d1f0c2a-never-shown"
@@ -52,6 +53,8 @@ class Cloud:
         ]
 
     def close(self) -> list[str]:
+        # Watchdogs have until now to finish; the cloud they sweep goes away.
+        stop_watchdogs(helpers.sessions_dir())
         self.hub.stop()
         return self.backend.close()
 
@@ -417,3 +420,56 @@ def test_budget_drains_the_run_once_the_projection_passes_it(
     finally:
         db.close()
     assert state == "halted"
+
+
+def test_ctrl_c_while_a_launched_worker_is_not_answering_ssh_yet_ends_at_once(
+    cloud: Cloud, tmp_path: Path, home: Path, job_script: Path
+) -> None:
+    cloud.backend.sshd_down = True
+    argv = [CLOUDTASK, "--force", *cloud.options(), "--split=1", str(job_script)]
+    env = env_for(home) | {"CLOUDTASK_HUB_APIKEY": APIKEY}
+    (tmp_path / "jobs").write_bytes(jobs_input(2))
+    with (tmp_path / "jobs").open("rb") as stdin, (tmp_path / "out").open("wb") as out:
+        process = subprocess.Popen(
+            argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    wait_until(lambda: cloud.backend.alive() != [], 30, "the instance booted")
+    time.sleep(2)  # cloudtask now tries SSH again and again
+    os.killpg(process.pid, signal.SIGINT)
+    started = time.monotonic()
+    status = process.wait(timeout=30)
+
+    output = (tmp_path / "out").read_text()
+    assert status == 1, output
+    assert time.monotonic() - started < 10, output
+    assert "aborted" in output
+    wait_until(lambda: cloud.backend.alive() == [], 30, "the instance destroyed")
+
+
+def test_a_launch_whose_answer_was_lost_makes_no_second_instance(
+    cloud: Cloud, tmp_path: Path, home: Path, job_script: Path
+) -> None:
+    # The Hub launches the instance, then the answer is lost (504): the retry
+    # must find that instance by its token rather than make another.
+    cloud.hub.fail(504, count=1, endpoint="launch", after=True)
+
+    result = run(cloud, home, job_script, jobs_input(2), "--split=1")
+
+    assert result.returncode == 0, result.stderr
+    assert len(cloud.backend.created) == 1
+    assert cloud.backend.alive() == []
+
+
+def test_a_worker_the_cloud_cannot_describe_is_destroyed_and_the_run_ends_cleanly(
+    cloud: Cloud, tmp_path: Path, home: Path, job_script: Path
+) -> None:
+    cloud.hub.fail(403, count=100, endpoint="instance")
+
+    result = run(cloud, home, job_script, jobs_input(2), "--split=1")
+
+    assert result.returncode == 1, result.stderr
+    assert helpers.counts(result) == (2, 2, 2, 0, 0, 0)
+    assert "403" in result.stderr and "the session goes on without it" in result.stderr
+    cloud.hub.settle()
+    assert cloud.backend.alive() == []
+    assert all(destroyed for *_, destroyed in instances(helpers.summary(result).id))

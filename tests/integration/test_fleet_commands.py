@@ -25,6 +25,7 @@ from tests.integration.ssh_support import (
     starts,
     wait_until,
 )
+from tests.processes import stop_watchdogs
 from tests.testcloud import HostsBackend
 
 BIN = Path(sys.executable).parent
@@ -38,6 +39,7 @@ def cloud(tmp_path: Path) -> Iterator[tuple[HubServer, HostsBackend]]:
     backend = HostsBackend(tmp_path)
     hub = HubServer(APIKEY, backend).start()
     yield hub, backend
+    stop_watchdogs(helpers.sessions_dir())  # before their cloud goes away
     hub.stop()
     left = backend.close()
     assert left == [], f"test hosts of launched instances left running: {left}"

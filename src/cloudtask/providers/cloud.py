@@ -14,6 +14,7 @@ not). `with_retries` is the one place that retries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -79,6 +80,9 @@ class Cloud(ABC):
     """One cloud account and the options launched workers are made with."""
 
     name: ClassVar[str]
+    # Seconds during which a new instance may still be missing from listings
+    # (and "not found" may not mean gone): clouds with eventually consistent APIs.
+    listing_lag: ClassVar[float] = 0.0
 
     @classmethod
     @abstractmethod
@@ -122,18 +126,29 @@ async def with_retries(
     what: str,
     delays: tuple[float, ...] = RETRY_DELAYS,
     on_retry: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> T:
     """Run the API call, retrying transient ProviderErrors with backoff.
 
-    A permanent error, or the last transient one, is raised with `what` in front.
+    A permanent error, or the last transient one, is raised with `what` in
+    front. Once `stop` is set (an abort), the try in flight finishes but no
+    other is made.
     """
     for attempt, delay in enumerate((*delays, None), start=1):
         try:
             return await call()
         except ProviderError as exc:
-            if not exc.transient or delay is None:
+            stopped = stop is not None and stop.is_set()
+            if not exc.transient or delay is None or stopped:
                 raise ProviderError(f"{what}: {exc}", transient=exc.transient) from None
             if on_retry is not None:
                 on_retry(f"{what}: {exc}; trying again ({attempt} of {len(delays)})")
-            await asyncio.sleep(delay * random.uniform(0.75, 1.25))
+            pause = delay * random.uniform(0.75, 1.25)
+            if stop is None:
+                await asyncio.sleep(pause)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
+                if stop.is_set():
+                    raise ProviderError(f"{what}: {exc}", transient=exc.transient) from None
     raise AssertionError("unreachable")

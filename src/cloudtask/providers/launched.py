@@ -38,6 +38,10 @@ from .cloud import (
 BOOT_LIMIT = 600.0
 # Polls of a booting instance start often and slow down (seconds).
 POLL_FIRST, POLL_MOST = 0.5, 5.0
+# How long after a launch call with an unknown outcome (a timeout, a lost
+# answer) its instance may still appear: the longest a call can take (the API
+# clients' timeouts are 30 s) with a margin. Sweeps by tag go on until then.
+UNCERTAIN_FOR = 90.0
 
 
 class LaunchedWorkers(Provider):
@@ -85,28 +89,46 @@ class LaunchedWorkers(Provider):
             token, self.cloud.name, name, self.cloud.size, self.price, time.time()
         )
         spec = LaunchSpec(self.session.id, token, name, self.session_key.line)
+        uncertain = False  # a try failed in a way that may have made an instance anyway
+        aborting = asyncio.Event()
+
+        async def attempt() -> str:
+            nonlocal uncertain
+            try:
+                return await self.cloud.launch(spec)
+            except ProviderError as exc:
+                if exc.transient:
+                    uncertain = True
+                    # Sweeps by tag go on until such an instance would be listed.
+                    self.store.sweep_until(time.time() + UNCERTAIN_FOR + self.cloud.listing_lag)
+                raise
+
         call = asyncio.ensure_future(
-            with_retries(lambda: self.cloud.launch(spec), f"{name}: launch", on_retry=self.warn)
+            with_retries(attempt, f"{name}: launch", on_retry=self.warn, stop=aborting)
         )
         try:
             instance_id = await asyncio.shield(call)
         except asyncio.CancelledError:
             # Aborted while the cloud was asked: its answer may still make an
-            # instance. Wait for it, so that instance is destroyed too.
+            # instance. Wait for the try in flight (no more), so it is destroyed too.
+            aborting.set()
             with contextlib.suppress(ProviderError):
                 instance_id = await call
                 self.store.instance_launched(token, instance_id, time.time())
                 await self.destroy(Instance(instance_id, name, "", token))
             raise
         except ProviderError as exc:
-            if not exc.transient:  # refused outright: the cloud made nothing
+            if not exc.transient and not uncertain:  # refused outright: nothing was made
                 self.store.instance_destroyed(token, time.time(), f"launch refused: {exc}")
-            # Otherwise the record stays open: a sweep by token makes sure nothing was made.
+            # Otherwise the record stays open: sweeps by tag make sure nothing was made.
             raise WorkerError(str(exc)) from None
         self.store.instance_launched(token, instance_id, time.time())
         instance = Instance(instance_id, name, "", token)
         try:
             address = await self._wait_running(instance)
+        except ProviderError as exc:
+            await asyncio.shield(self.destroy(instance))
+            raise WorkerError(str(exc)) from None
         except BaseException:
             await asyncio.shield(self.destroy(instance))
             raise
@@ -186,22 +208,24 @@ async def sweep(
 ) -> list[str]:
     """Destroy everything of the session that is not recorded as destroyed.
 
-    Run where no controller drives the session (it holds the session's lock):
-    every open record, and every instance tagged with the session (even one
-    whose id was never returned). Returns the ids destroyed; records of
-    launches that made nothing are closed. Failures are warned and left open.
+    Run where no controller launches for the session (it holds the session's
+    lock, or is the controller at its end): every open record, and every
+    instance tagged with the session (even one whose id was never returned).
+    Returns the ids destroyed. A record is closed once what it made is known
+    to be gone; while a launch's instance may still appear, or a new one may
+    still be missing from listings (`Cloud.listing_lag`), it stays open for a
+    later sweep. Failures are warned and left open.
     """
     tagged = {found.id: found for found in await _listed(cloud, session_id)}
     by_token = {found.token: found.id for found in tagged.values() if found.token}
     destroyed: list[str] = []
-    failed: set[str] = set()
+    now = time.time()
 
     async def destroy(instance_id: str) -> bool:
         try:
             await with_retries(lambda: cloud.destroy(instance_id), f"destroy {instance_id}")
         except ProviderError as exc:
             warn(f"{exc}: it may still be running")
-            failed.add(instance_id)
             return False
         destroyed.append(instance_id)
         return True
@@ -209,14 +233,21 @@ async def sweep(
     for record in store.instances(open_only=True):
         instance_id = record.instance_id or by_token.get(record.token)
         if instance_id is None:
-            store.instance_destroyed(record.token, time.time(), "the launch made no instance")
+            if now > record.intended + UNCERTAIN_FOR + cloud.listing_lag:
+                store.instance_destroyed(record.token, now, "the launch made no instance")
             continue
         tagged.pop(instance_id, None)
-        if await destroy(instance_id):
+        recent = now < (record.launched or record.intended) + cloud.listing_lag
+        if await destroy(instance_id) and not recent:
             store.instance_destroyed(record.token, time.time())
     for instance_id in tagged:  # tagged with the session, but in no record
         await destroy(instance_id)
     return destroyed
+
+
+def settled(store: Store, now: float) -> bool:
+    """Nothing launched for the session can still be running, or still appear."""
+    return not store.instances(open_only=True) and now >= store.swept_until()
 
 
 async def sweep_and_close(

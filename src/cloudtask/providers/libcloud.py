@@ -224,6 +224,7 @@ class LibcloudCloud(Cloud):
     """One libcloud driver (an account, a region) and what workers are made of."""
 
     name: ClassVar[str] = "libcloud"
+    listing_lag: ClassVar[float] = LISTING_GRACE
 
     def __init__(
         self,

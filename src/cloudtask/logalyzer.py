@@ -1,0 +1,284 @@
+"""The `cloudtask-logalyzer` command: a session's digest, as text, JSON or an HTML page.
+
+    cloudtask-logalyzer [--sessions=DIR] [--limit=N] SESSION          the digest (text)
+    cloudtask-logalyzer [--sessions=DIR] [--limit=N|--all] --json SESSION
+    cloudtask-logalyzer [--sessions=DIR] [--limit=N] --html SESSION   report.html + timeline.svg
+    cloudtask-logalyzer [--sessions=DIR] --list                       one line per session
+
+SESSION is a session id (looked for in the sessions directory) or the path
+of a session directory. The sessions directory is found as cloudtask finds
+it: --sessions, else CLOUDTASK_SESSIONS, else ~/.cloudtask (config.resolve
+applies the same rules). It reads sessions without disturbing them, also
+while a controller runs one. Every bad input is a one-line error and exit
+status 2; anything else exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from . import __version__
+from .config import BY_NAME, resolve
+from .errors import CloudtaskError, UsageError
+from .output import printable
+from .report.digest import (
+    DEFAULT_LIMIT,
+    DigestError,
+    check_session_dir,
+    clock,
+    counts_text,
+    iter_jobs,
+    load,
+    load_summary,
+    shorten,
+    to_text,
+    write_json,
+)
+from .report.html import html
+from .report.timeline import svg
+from .session import PRIVATE_FILE, existing_ids
+
+PROG = "cloudtask-logalyzer"
+USAGE = f"""usage: {PROG} [--sessions=DIR] [--limit=N] [--json [--all] | --html] SESSION
+       {PROG} [--sessions=DIR] --list"""
+
+HELP = f"""{USAGE}
+
+Show the digest of a cloudtask session: elapsed time, jobs by state, its
+configuration, its workers, its pending, failed and succeeded jobs, and
+the cost of launched workers. SESSION is a session id or the path of a
+session directory.
+
+options:
+  --sessions=DIR  where sessions are kept (env CLOUDTASK_SESSIONS; default ~/.cloudtask)
+  --json          print the digest as one JSON object (its schema:
+                  cloudtask/report/digest.schema.json)
+  --all           with --json: list every job with its attempts (streamed),
+                  not only the first N of each kind
+  --html          write SESSION/report.html and SESSION/timeline.svg (a picture
+                  of the jobs on a timeline per worker); print the page's path
+  --list          list the sessions: id, state, start, jobs by state, command
+  --limit=N       list at most N jobs of each kind (pending, running, failed,
+                  succeeded) and N workers in text; default {DEFAULT_LIMIT}
+  -h, --help      show this help and exit
+  --version       show the version and exit
+
+exit status: 0 done, 2 bad input (unknown session, not a session, a corrupt
+store, a bad option)"""
+
+REPORT_HTML = "report.html"
+TIMELINE_SVG = "timeline.svg"
+
+
+@dataclass
+class Args:
+    sessions: str | None = None
+    json: bool = False
+    html: bool = False
+    list: bool = False
+    all: bool = False
+    limit: int = DEFAULT_LIMIT
+    help: bool = False
+    version: bool = False
+    session: str | None = None
+
+
+_FLAGS = ("json", "html", "list", "all")
+
+
+def parse_args(argv: Sequence[str]) -> Args:
+    args = Args()
+    positional: list[str] = []
+    items = list(argv)
+    index = 0
+    while index < len(items):
+        arg = items[index]
+        index += 1
+        if arg == "--":
+            positional += items[index:]
+            break
+        if arg in ("-h", "--help"):
+            args.help = True
+            continue
+        if arg == "--version":
+            args.version = True
+            continue
+        if not arg.startswith("-") or arg == "-":
+            positional.append(arg)
+            continue
+        name, has_value, value = arg.removeprefix("--").partition("=")
+        if not arg.startswith("--") or name not in (*_FLAGS, "sessions", "limit"):
+            raise UsageError(f"unknown option {arg.partition('=')[0]} (see --help)")
+        if name in _FLAGS:
+            if has_value:
+                raise UsageError(f"--{name} takes no value")
+            setattr(args, name, True)
+            continue
+        if not has_value:
+            if index >= len(items):
+                raise UsageError(f"--{name} needs a value")
+            value = items[index]
+            index += 1
+        if name == "sessions":
+            args.sessions = value
+        else:
+            try:
+                args.limit = int(value)
+            except ValueError:
+                raise UsageError(f"--limit: not a whole number: {value!r}") from None
+            if args.limit < 0:
+                raise UsageError(f"--limit: must be at least 0, got {args.limit}")
+    if args.help or args.version:
+        return args
+    if sum((args.json, args.html, args.list)) > 1:
+        raise UsageError("give one of --json, --html and --list")
+    if args.all and not args.json:
+        raise UsageError("--all goes with --json")
+    if args.list:
+        if positional:
+            raise UsageError("--list takes no SESSION")
+        return args
+    if not positional:
+        raise UsageError("give a SESSION (an id or a session directory), or --list")
+    if len(positional) > 1:
+        raise UsageError(f"give one SESSION, not {len(positional)}: {' '.join(positional)}")
+    args.session = positional[0]
+    return args
+
+
+def sessions_dir(given: str | None) -> Path:
+    """The sessions directory by cloudtask's own rules: option, environment, default."""
+    option = BY_NAME["sessions"]
+    environ = {option.env: os.environ[option.env]} if option.env in os.environ else {}
+    # Only this option's variable: another CLOUDTASK_* variable that cloudtask
+    # would refuse must not stop a report.
+    config = resolve({} if given is None else {"sessions": given}, None, environ)
+    return config.sessions
+
+
+def session_dir(session: str, sessions: Path) -> Path:
+    """SESSION as an id in the sessions directory, or as a path."""
+    if session.isdigit():
+        path = sessions / str(int(session))
+        if not path.is_dir():
+            raise DigestError(f"no session {session} in {sessions}")
+    else:
+        path = Path(session).expanduser()
+        if not path.is_dir():
+            raise DigestError(f"{session}: no such session directory")
+    check_session_dir(path)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text` at once, readable by the user only."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with open(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temporary, PRIVATE_FILE)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def list_sessions(sessions: Path) -> list[str]:
+    if not sessions.is_dir():
+        raise DigestError(f"no sessions directory {sessions}")
+    lines = []
+    for number in sorted(existing_ids(sessions)):
+        try:
+            info, counts = load_summary(sessions / str(number))
+        except DigestError as exc:
+            # One unreadable session must not hide the others.
+            lines.append(f"{number:>5}  {'unreadable':<11}  {one_line(str(exc))}")
+            continue
+        lines.append(
+            f"{number:>5}  {info.state:<11}  {clock(info.started)}  {counts_text(counts)}  "
+            f"{shorten(info.command or '-', 60)}"
+        )
+    return lines
+
+
+def one_line(message: str) -> str:
+    return printable(" ".join(message.split("\n")))
+
+
+def _run(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # A job's output in any script must not stop the digest on a terminal
+        # whose encoding cannot show it.
+        sys.stdout.reconfigure(errors="backslashreplace")
+    if args.help:
+        print(HELP)
+        return 0
+    if args.version:
+        print(f"{PROG} {__version__}")
+        return 0
+    sessions = sessions_dir(args.sessions)
+    if args.list:
+        for line in list_sessions(sessions):
+            print(line)
+        return 0
+    assert args.session is not None
+    path = session_dir(args.session, sessions)
+    if args.json:
+        if args.all:
+            digest = load(path, limit=0)
+            write_json(digest, sys.stdout, iter_jobs(digest))
+        else:
+            write_json(load(path, limit=args.limit), sys.stdout)
+        return 0
+    if args.html:
+        digest = load(path, limit=args.limit, timeline=True)
+        picture = svg(digest)
+        page = path / REPORT_HTML
+        try:
+            write_private(path / TIMELINE_SVG, picture)
+            write_private(page, html(digest, picture))
+        except OSError as exc:
+            raise DigestError(f"cannot write the report in {path}: {exc.strerror or exc}") from None
+        print(page.absolute())
+        return 0
+    sys.stdout.write(to_text(load(path, limit=args.limit)))
+    return 0
+
+
+def run(argv: Sequence[str]) -> int:
+    """The whole command; its exit status. Errors are one line, never a traceback."""
+    try:
+        return _run(argv)
+    except CloudtaskError as exc:
+        sys.stderr.write(f"{PROG}: {one_line(str(exc))}\n")
+        return 2
+    except BrokenPipeError:  # | head: the rest is not wanted
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except OSError as exc:
+        sys.stderr.write(f"{PROG}: {one_line(str(exc))}\n")
+        return 2
+    except (sqlite3.Error, TypeError, ValueError) as exc:
+        # A store that SQLite reads but whose values are not what cloudtask writes.
+        sys.stderr.write(f"{PROG}: the session store holds unexpected data: {one_line(str(exc))}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    sys.exit(run(sys.argv[1:] if argv is None else argv))

@@ -1,0 +1,1 @@
+"""Session reports: the digest of a session, its JSON form, its timeline and HTML page."""

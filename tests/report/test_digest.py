@@ -1,0 +1,415 @@
+"""The session digest (report/digest.py) of real and crafted sessions."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from tests.report.report_stores import (
+    JOB,
+    T0,
+    attempt,
+    big_session,
+    free_lock,
+    launched_session,
+    new_store,
+    real_session,
+    validate,
+)
+
+from cloudtask.report import digest as d
+from cloudtask.scheduler import JobState
+from cloudtask.store import Store
+
+# -- a real session, run by the cloudtask command --------------------------------------
+
+
+def test_a_real_session_is_counted_and_described() -> None:
+    path = real_session("0", "1", "0", "2")
+    digest = d.load(path)
+
+    assert digest.session.state == "finished"
+    assert digest.session.live is False
+    assert digest.session.id == int(path.name)
+    assert digest.session.runs == 1
+    assert digest.session.command is not None and "exit $1" in digest.session.command
+    assert digest.session.started is not None and digest.session.ended is not None
+    assert digest.session.elapsed == digest.session.ended - digest.session.started
+    assert digest.counts == d.Counts(ok=2, failed=2)
+    assert dict(digest.config)["split"] == "2"
+    assert [w.name for w in digest.workers] == ["local1", "local2"]
+    assert sum(w.attempts for w in digest.workers) == 4
+    assert sum(w.ok for w in digest.workers) == 2
+    assert sum(w.failed for w in digest.workers) == 2
+    assert all(not w.launched and w.lifetime is not None for w in digest.workers)
+    assert digest.cost is None
+    assert [j.id for j in digest.jobs.not_ok] == [2, 4]
+    assert [j.id for j in digest.jobs.ok] == [1, 3]
+    failed = digest.jobs.not_ok[0]
+    assert failed.last is not None
+    assert (failed.last.outcome, failed.last.exit_status) == ("failed", 1)
+    assert "out 1" in failed.last.tail
+
+    text = d.to_text(digest)
+    assert f"cloudtask session {path.name}: finished" in text
+    assert "4 jobs: 2 ok, 2 failed, 0 timeout, 0 lost, 0 pending, 0 running" in text
+    assert "failed jobs (2: 2 failed, 0 timeout, 0 lost):" in text
+    assert "exit 2 on local" in text
+    assert "| out 2" in text  # the last lines of its output
+    assert "succeeded jobs (2):" in text
+    assert "pending jobs (0):" in text
+    assert "NOT DESTROYED" not in text
+    assert "cost of launched workers" not in text
+
+    data = d.to_json(digest)
+    validate(data)
+    assert data["counts"] == {
+        "total": 4,
+        "pending": 0,
+        "running": 0,
+        "ok": 2,
+        "failed": 2,
+        "timeout": 0,
+        "lost": 0,
+    }
+    assert [job["id"] for job in data["jobs"]] == [1, 2, 3, 4]
+    assert data["jobs"][1]["attempts"][0]["exit_status"] == 1
+    assert data["session"]["started"].endswith("Z")
+    assert data["jobs_listed"] == {"limit": d.DEFAULT_LIMIT, "complete": True}
+
+
+def test_loading_leaves_the_store_as_it_was() -> None:
+    path = real_session("0", "1")
+    before = sqlite3.connect(path / "store.sqlite").execute("SELECT * FROM jobs").fetchall()
+    d.load(path, timeline=True)
+    # A reader never writes: the rows are the same, and no lock was taken (a
+    # controller could take it right now).
+    after = sqlite3.connect(path / "store.sqlite").execute("SELECT * FROM jobs").fetchall()
+    assert after == before
+    fd = os.open(path / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+
+
+# -- launched workers: cost and efficiency ------------------------------------------------
+
+
+def test_cost_and_efficiency_of_launched_workers_are_exact() -> None:
+    digest = d.load(launched_session())
+
+    hub1, hub2 = digest.workers
+    assert (hub1.name, hub2.name) == ("hub1", "hub2")
+    assert hub1.launched and hub2.launched
+    assert hub1.work_seconds == 1350.0
+    assert hub1.lifetime == 1800.0
+    assert hub1.efficiency == 0.75
+    assert hub2.work_seconds == 2700.0
+    assert hub2.lifetime == 3600.0
+    assert hub2.efficiency == 0.75
+    (i1,), (i2,) = hub1.instances, hub2.instances
+    assert (i1.instance_id, i1.size, i1.hourly_price, i1.address) == (
+        "i-0001",
+        "t3.small",
+        0.0208,
+        "10.0.0.1",
+    )
+    assert i1.hours == 0.5 and i1.cost == 0.5 * 0.0208
+    assert i2.hours == 1.0 and i2.cost == 0.096
+    assert not i1.not_destroyed and not i2.not_destroyed
+
+    cost = digest.cost
+    assert cost is not None
+    assert cost.instances == 2
+    assert cost.instance_hours == 1.5
+    assert cost.work_hours == 1.125
+    assert cost.efficiency == 0.75
+    assert cost.total == 0.5 * 0.0208 + 0.096
+    assert cost.unpriced == 0
+
+    assert digest.session.state == "incomplete"
+    assert digest.counts == d.Counts(pending=1, ok=2, failed=1, timeout=1)
+
+    text = d.to_text(digest)
+    assert "cost of launched workers:" in text
+    assert "total: $0.1064 for 1.5000 instance hours" in text
+    assert "efficiency (work / instance hours): 75.0%" in text
+    assert "i-0001" in text and "t3.small" in text and "10.0.0.1" in text
+    assert "timed out on hub2" in text
+    assert "| boom" in text
+    assert "cloudtask --resume=" in text  # an incomplete session says how to go on
+
+    data = d.to_json(digest)
+    validate(data)
+    assert data["cost"] == {
+        "instances": 2,
+        "instance_hours": 1.5,
+        "work_hours": 1.125,
+        "efficiency": 0.75,
+        "total": 0.5 * 0.0208 + 0.096,
+        "unpriced": 0,
+    }
+    worker = data["workers"][0]
+    assert worker["instances"][0]["instance_id"] == "i-0001"
+    assert worker["instances"][0]["launched"] == "2027-01-15T08:00:00.000Z"
+    assert worker["instances"][0]["cost"] == 0.5 * 0.0208
+    assert worker["efficiency"] == 0.75
+    assert worker["not_destroyed"] is False
+
+
+def test_an_undestroyed_instance_is_flagged_and_costs_until_now() -> None:
+    path, store = new_store(jobs=1)
+    store.begin_run(T0)
+    store.intend_instance("tok", "ec2", "ec2-1", "t3.small", 0.0208, T0)
+    store.instance_launched("tok", "i-left", T0)
+    attempt(store, 1, "ec2-1", 10, 20, "ok", JobState.OK, 0)
+    store.intend_instance("tok2", "ec2", "ec2-2", "x9.huge", None, T0)  # no price known
+    store.instance_launched("tok2", "i-gone", T0)
+    store.instance_destroyed("tok2", T0 + 3600)
+    store.end_run(T0 + 100, "finished")
+    store.close()
+
+    digest = d.load(path, now=T0 + 7200)
+    left = digest.workers[0]
+    assert left.name == "ec2-1"
+    assert left.not_destroyed
+    assert left.instances[0].hours == 2.0  # launched to now
+    assert left.lifetime == 7200.0
+    assert [i.instance_id for i in d.undestroyed(digest)] == ["i-left"]
+    cost = digest.cost
+    assert cost is not None
+    # The unpriced instance is counted in hours, not in dollars.
+    assert cost.total == 2.0 * 0.0208
+    assert cost.unpriced == 1
+    assert cost.instance_hours == 3.0
+
+    text = d.to_text(digest)
+    assert "WARNING: 1 launched instance NOT DESTROYED" in text
+    assert "i-left" in text
+    table = text.split("workers (2):\n")[1]
+    worker_line = next(line for line in table.splitlines() if line.startswith("  ec2-1 "))
+    assert worker_line.endswith("NOT DESTROYED")
+    assert "without 1 instance of unknown price" in text
+
+    data = d.to_json(digest)
+    validate(data)
+    assert data["workers"][0]["not_destroyed"] is True
+    assert data["workers"][0]["instances"][0]["destroyed"] is None
+    assert data["workers"][1]["instances"][0]["cost"] is None
+
+
+# -- controllers: killed, and running -------------------------------------------------------
+
+
+def killed_session() -> Path:
+    """A controller killed with SIGKILL mid-run: state running, one attempt open."""
+    path, store = new_store(config={"split": "2"}, jobs=3)
+    store.begin_run(T0)
+    attempt(store, 1, "local1", 1, 3, "ok", JobState.OK, 0, "done")
+    store.start_attempt(2, "local2", T0 + 2)  # never ended
+    store.close()
+    free_lock(path)
+    return path
+
+
+def test_a_killed_controller_shows_interrupted_and_an_unknown_duration() -> None:
+    path = killed_session()
+    digest = d.load(path)
+
+    assert digest.session.stored_state == "running"
+    assert digest.session.state == "interrupted"
+    assert digest.session.live is False
+    assert digest.session.ended is None
+    assert digest.session.elapsed == 3.0  # to the last thing known to have happened
+    assert digest.counts == d.Counts(pending=1, running=1, ok=1)
+    local2 = digest.workers[1]
+    assert (local2.name, local2.attempts, local2.lost, local2.unknown_end) == ("local2", 1, 1, 1)
+    assert local2.work_seconds == 0.0  # an attempt of unknown end adds no work time
+    running = digest.jobs.running[0]
+    assert running.last is not None
+    assert (running.last.outcome, running.last.ended, running.last.duration) == ("lost", None, None)
+
+    text = d.to_text(digest)
+    assert "interrupted" in text
+    assert "controller died" in text
+    assert "running jobs (1) (were running when the controller died):" in text
+    data = d.to_json(digest)
+    validate(data)
+    assert data["session"]["state"] == "interrupted"
+    job = next(job for job in data["jobs"] if job["id"] == 2)
+    assert job["attempts"][0]["ended"] is None
+    assert job["attempts"][0]["duration_seconds"] is None
+    assert job["attempts"][0]["outcome"] == "lost"
+
+
+def test_an_attempt_the_resume_marked_lost_has_no_end_and_no_crash() -> None:
+    path = killed_session()
+    store = Store.open(path)
+    store.reset([JobState.RUNNING, JobState.LOST])  # what --resume does first
+    store.close()
+    digest = d.load(path, timeline=True)
+    assert digest.counts == d.Counts(pending=2, ok=1)
+    lost = next(j for j in digest.jobs.pending if j.id == 2)
+    assert lost.last is not None and lost.last.outcome == "lost" and lost.last.ended is None
+    assert "lost" in d.to_text(digest)
+    validate(d.to_json(digest))
+
+
+def test_a_held_lock_means_running_and_open_attempts_run() -> None:
+    path = killed_session()
+    fd = os.open(path / "lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a live controller holds it
+    try:
+        digest = d.load(path, now=T0 + 10)
+    finally:
+        os.close(fd)
+    assert digest.session.state == "running"
+    assert digest.session.live is True
+    assert digest.session.elapsed == 10.0  # to now
+    local2 = digest.workers[1]
+    assert (local2.running, local2.lost) == (1, 0)
+    job = digest.jobs.running[0]
+    assert job.last is not None and job.last.outcome == "running"
+    assert "a controller is running it now" in d.to_text(digest)
+    validate(d.to_json(digest))
+    # Released: a dead controller again.
+    assert d.load(path).session.state == "interrupted"
+
+
+def test_a_session_that_never_began_a_run() -> None:
+    path, store = new_store(jobs=2)
+    store.close()
+    assert d.load(path).session.state == "unstarted"
+
+
+# -- what is never shown, and bad stores ------------------------------------------------------
+
+
+def test_a_secret_in_an_old_store_is_never_shown() -> None:
+    path, store = new_store(config={"split": "2", "hub-apikey": "s3cr3t-key", "user": "me"})
+    store.close()
+    digest = d.load(path)
+    assert dict(digest.config) == {"split": "2", "user": "me"}
+    assert "s3cr3t" not in d.to_text(digest)
+    assert "s3cr3t" not in json.dumps(d.to_json(digest))
+
+
+def test_bad_session_directories_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(d.DigestError, match="no such session directory"):
+        d.load(tmp_path / "nowhere")
+    with pytest.raises(d.DigestError, match=r"not a session directory \(no store.sqlite\)"):
+        d.load(tmp_path)
+
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "store.sqlite").write_bytes(b"this is not SQLite at all" * 100)
+    with pytest.raises(d.DigestError, match="not a readable session store"):
+        d.load(garbage)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    sqlite3.connect(other / "store.sqlite").execute("CREATE TABLE t (x)").connection.commit()
+    with pytest.raises(d.DigestError, match="not a cloudtask session store"):
+        d.load(other)
+
+    path, store = new_store()
+    store.set("schema_version", "99")
+    store.close()
+    with pytest.raises(d.DigestError, match="schema version 99"):
+        d.load(path)
+
+
+# -- big sessions ----------------------------------------------------------------------------
+
+
+def test_a_100000_job_session_gives_a_bounded_digest() -> None:
+    path = big_session(100_000)
+    digest = d.load(path)
+
+    assert digest.counts == d.Counts(pending=1000, ok=89_100, failed=9_900)
+    assert sum(w.attempts for w in digest.workers) == 99_000
+    assert len(digest.jobs.ok) == len(digest.jobs.not_ok) == len(digest.jobs.pending) == 50
+    assert [j.id for j in digest.jobs.not_ok[:3]] == [10, 20, 30]
+    assert digest.jobs.pending[0].id == 99_001
+
+    text = d.to_text(digest)
+    assert len(text.splitlines()) < 600
+    assert len(text) < 60_000
+    assert "  ... and 89050 more" in text
+    assert "  ... and 9850 more" in text
+    assert "  ... and 950 more" in text
+
+    data = d.to_json(digest)
+    validate(data)
+    assert len(data["jobs"]) == 150
+    assert data["jobs_listed"] == {"limit": 50, "complete": False}
+
+
+def test_every_job_streams_in_id_order_with_its_attempts() -> None:
+    path = big_session(1500)
+    digest = d.load(path, limit=0)
+    assert digest.jobs.all() == []
+
+    seen = 0
+    for number, job in enumerate(d.iter_jobs(digest), start=1):
+        assert job.id == number
+        assert len(job.attempts) == (1 if number <= 500 else 0)
+        seen += 1
+    assert seen == 1500
+
+    out = io.StringIO()
+    d.write_json(digest, out, d.iter_jobs(digest))
+    data = json.loads(out.getvalue())
+    validate(data)
+    assert [job["id"] for job in data["jobs"]] == list(range(1, 1501))
+    assert data["jobs"][9]["state"] == "failed"
+    assert data["jobs"][9]["attempts"][0]["tail"] == "output of job 10"
+    assert data["jobs_listed"] == {"limit": None, "complete": True}
+
+    every = d.load(path, limit=None)
+    assert len(every.jobs.all()) == 1500
+    assert every.jobs.all()[9] == next(j for j in d.iter_jobs(digest) if j.id == 10)
+
+
+# -- pure helpers ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (None, "-"),
+        (0.004, "0.00 s"),
+        (9.5, "9.50 s"),
+        (42.4, "42 s"),
+        (125, "2 min 05 s"),
+        (7260, "2 h 01 min"),
+    ],
+)
+def test_spans_read_well(seconds: float | None, shown: str) -> None:
+    assert d.span(seconds) == shown
+
+
+def test_times_are_iso_utc_and_names_sort_naturally() -> None:
+    assert d.iso(T0) == "2027-01-15T08:00:00.000Z"
+    assert d.iso(None) is None
+    assert d.clock(T0) == "2027-01-15 08:00:00 UTC"
+    assert d.clock(T0 + 61, day=T0) == "08:01:01"
+    assert sorted(["w10", "w2", "w1"], key=d.natural_key) == ["w1", "w2", "w10"]
+
+
+def test_control_characters_in_output_never_reach_the_text() -> None:
+    path, store = new_store(jobs=1)
+    store.begin_run(T0)
+    attempt(store, 1, "local1", 0, 1, "failed", JobState.FAILED, 1, "red \x1b[31m\x07 bell")
+    store.end_run(T0 + 1, "finished")
+    store.close()
+    text = d.to_text(d.load(path))
+    assert "\x1b" not in text and "\x07" not in text
+    assert "red \\x1b[31m\\x07 bell" in text
+    assert JOB in text
