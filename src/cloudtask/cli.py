@@ -18,7 +18,7 @@ from .config import (
     OPTIONS,
     Config,
     TemplateValues,
-    check_coming,
+    check_combinations,
     resolve,
     suggest,
 )
@@ -30,6 +30,7 @@ from .providers.launched import LaunchedWorkers, settled, sweep_and_close
 from .providers.local import LocalProvider
 from .providers.prelaunched import Prelaunched
 from .providers.prices import hourly_price
+from .report.run import report
 from .runner import run_session
 from .scheduler import JobState
 from .session import SessionDir
@@ -122,8 +123,6 @@ def help_text(prog: str, description: str | None, has_command: bool) -> str:
             None if option.default in (None, False) else str(option.default)
         )
         extra = f"env {option.env}" + (f"; default: {default}" if default else "")
-        if option.coming:
-            extra += f"; not available yet (comes with {option.coming})"
         lines.append(f"      {extra}")
     lines += [
         "  -h, --help",
@@ -180,7 +179,7 @@ def _run(
     config = resolve(parsed.options, template.values if template else None)
     if config.resume is not None or config.retry is not None:
         return _resume(parsed, config, console)
-    check_coming(config)
+    check_combinations(config)
     targets = worker_targets(config)
     cloud = cloud_of(config)  # an unknown provider or a bad option is refused before input
     command = task_command(template, parsed.positional)
@@ -234,7 +233,7 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
         None,
     )
     config = resolve(cli_options, stored)
-    check_coming(config)
+    check_combinations(config)
     targets = worker_targets(config)
     cloud = cloud_of(config)
     again = [JobState.RUNNING, JobState.LOST]
@@ -322,6 +321,8 @@ def _drive(
                 f"cloudtask --resume={session.id}" + sessions_option(config)
             )
         store.end_run(time.time(), summary.state)
+        if config.report:
+            report(config.report, session, summary.elapsed, console.line, console.warn)
         console.line(summary_line(session.id, summary.elapsed, summary.counts))
         console.log = None
     return ExitStatus.OK if summary.all_ok else ExitStatus.NOT_OK

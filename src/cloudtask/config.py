@@ -25,8 +25,6 @@ ENV_PREFIX = "CLOUDTASK_"
 
 # Where an option's behaviour is not built yet; giving the option says so.
 SESSIONS = "durable sessions"
-CLOUD = "cloud workers"
-REPORTS = "reports"
 
 
 # -- value parsers: str -> value, ValueError with a reason when bad ----------
@@ -108,6 +106,13 @@ def halt(value: str) -> str:
     return str(Halt.parse(value))
 
 
+def report_hook(value: str) -> str:
+    """A --report hook, checked now (a bad one is refused before anything runs)."""
+    from .report.hooks import parse_hook
+
+    return str(parse_hook(value))
+
+
 def provider(value: str) -> str:
     from .providers import provider_names
 
@@ -131,7 +136,6 @@ class Option:
     flag: bool = False  # takes no value: given means true
     secret: bool = False  # masked when shown, never stored
     relative_to_template: bool = False  # a relative path in a template is beside it
-    coming: str | None = None  # the capability that brings it, when not built yet
 
     @property
     def attr(self) -> str:
@@ -234,9 +238,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("force", "do not ask for confirmation", flag=True, default=False),
     Option(
         "report",
-        "hook run when the session ends: 'mail: FROM TO...', 'sh: CMD', 'py: CODE'",
+        "hook run when the session ends: 'mail: FROM TO...', 'sh: CMD', 'py: CODE|FILE'",
+        report_hook,
         metavar="HOOK",
-        coming=REPORTS,
     ),
     Option(
         "provider",
@@ -498,12 +502,8 @@ def _parse_template(option: Option, raw: object, path: Path | None) -> Any:
     return _parse(option, raw_text, where)
 
 
-def check_coming(config: Config) -> None:
-    """Refuse an option whose behaviour is not built yet, rather than ignore it."""
-    for option in OPTIONS:
-        if option.coming and option.name in config.sources:
-            where = _where(option, config.sources[option.name])
-            raise UsageError(f"{where}: not available yet: comes with {option.coming}")
+def check_combinations(config: Config) -> None:
+    """Refuse options that are valid alone but not together."""
     if config.workers:
         cloud = config.provider != "local"
         if config.split is not None and config.split > len(config.workers) and not cloud:
@@ -516,14 +516,6 @@ def check_coming(config: Config) -> None:
             "--overlay: the local provider does not copy an overlay onto this machine; "
             "give --workers"
         )
-
-
-def _where(option: Option, source: str) -> str:
-    if source == "environment":
-        return option.env
-    if source == "template":
-        return f"template attribute {option.attr}"
-    return option.flag_name
 
 
 def config_field_names() -> set[str]:

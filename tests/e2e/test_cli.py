@@ -479,47 +479,6 @@ def test_a_bad_environment_value_is_ignored_when_the_command_line_overrides_it()
 # -- options whose behaviour comes later: refused, never ignored ----------------
 
 
-def coming_values(tmp_path: Path) -> dict[str, str]:
-    """A valid value for every option that is not available yet."""
-    return {
-        "report": "sh: true",
-    }
-
-
-COMING = [option for option in OPTIONS if option.coming]
-
-
-def test_every_coming_option_is_covered_here(tmp_path: Path) -> None:
-    assert {option.name for option in COMING} == set(coming_values(tmp_path))
-
-
-@pytest.mark.parametrize("option", COMING, ids=[option.name for option in COMING])
-def test_a_coming_option_on_the_command_line_says_so(tmp_path: Path, option) -> None:
-    value = coming_values(tmp_path)[option.name]
-    marker = tmp_path / "ran"
-
-    result = cloudtask(f"{option.flag_name}={value}", f"touch {marker}", input=b"1\n", cwd=tmp_path)
-
-    assert_usage_error(result, option.flag_name, "not available yet")
-    assert not marker.exists()
-    assert not (tmp_path / "joblog").exists()
-    assert session_ids() == []
-
-
-@pytest.mark.parametrize("option", COMING, ids=[option.name for option in COMING])
-def test_a_coming_option_in_the_environment_says_so(tmp_path: Path, option) -> None:
-    value = coming_values(tmp_path)[option.name]
-    marker = tmp_path / "ran"
-
-    result = cloudtask(
-        f"touch {marker}", input=b"1\n", env=env_with(**{option.env: value}), cwd=tmp_path
-    )
-
-    assert_usage_error(result, option.env, "not available yet")
-    assert not marker.exists()
-    assert session_ids() == []
-
-
 @pytest.mark.parametrize(
     ("name", "missing"),
     [("hub", "--hub-apikey"), ("ec2", "--ami-id"), ("libcloud", "--libcloud-driver")],
@@ -585,8 +544,6 @@ def test_help_lists_every_option_with_its_env_var_and_default(argv: list[str]) -
         )
         if default is not None:
             assert default in block, (option.name, default, block)
-        if option.coming:
-            assert "not available yet" in block, block
     assert session_ids() == []
 
 

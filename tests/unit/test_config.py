@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloudtask import config
 from cloudtask.addresses import Address
 from cloudtask.config import (
     BY_ATTR,
@@ -24,7 +23,7 @@ from cloudtask.config import (
     OPTIONS,
     Config,
     TemplateValues,
-    check_coming,
+    check_combinations,
     config_field_names,
     resolve,
 )
@@ -388,47 +387,7 @@ def test_a_relative_path_only_on_relative_to_template_options() -> None:
 # -- options not available yet --------------------------------------------------
 
 
-def coming_values(tmp_path: Path) -> dict[str, object]:
-    key = tmp_path / "key"
-    key.write_text("k")
-    return {
-        "report": "sh: true",
-    }
-
-
-COMING = [option for option in OPTIONS if option.coming]
-
-
-def test_the_coming_options_are_the_ones_the_issue_names(tmp_path: Path) -> None:
-    assert {option.name for option in COMING} == set(coming_values(tmp_path))
-
-
-@pytest.mark.parametrize("option", COMING, ids=[option.name for option in COMING])
-@pytest.mark.parametrize("source", SOURCES)
-def test_a_coming_option_is_refused_from_every_source(
-    tmp_path: Path, option: config.Option, source: str
-) -> None:
-    value = coming_values(tmp_path)[option.name]
-    if source == "command line":
-        got = resolve({option.name: str(value)}, None, {})
-        where = option.flag_name
-    elif source == "template":
-        got = resolve({}, TemplateValues({option.attr: value}, None), {})
-        where = f"template attribute {option.attr}"
-    else:
-        got = resolve({}, None, {option.env: str(value)})
-        where = option.env
-
-    with pytest.raises(UsageError) as caught:
-        check_coming(got)
-
-    message = str(caught.value)
-    assert message.startswith(where), message
-    assert "not available yet" in message
-    assert "\n" not in message
-
-
-def test_options_that_are_built_pass_check_coming(tmp_path: Path) -> None:
+def test_options_that_are_built_pass_check_combinations(tmp_path: Path) -> None:
     got = resolve(
         {
             "split": "2",
@@ -445,7 +404,7 @@ def test_options_that_are_built_pass_check_coming(tmp_path: Path) -> None:
         {},
     )
 
-    check_coming(got)  # nothing raised
+    check_combinations(got)  # nothing raised
 
 
 def test_an_unknown_cloud_is_a_usage_error_naming_the_valid_ones() -> None:
