@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""One controller, many SSH workers: how cost per job grows with the worker count.
+
+    .venv/bin/python benchmarks/many_workers.py [--sizes 4,50,200] [--jobs 20000]
+                                                [--parallel-jobs 1000]
+
+Needs root. For each size it starts that many test hosts (network namespaces
+with a lean sshd, tests/hosts.py), runs --jobs tiny `echo N` jobs through one
+cloudtask (one job at a time per host), and checks in the session store that
+every job ran exactly once and ended ok. It samples the controller's open
+file descriptors and resident memory while it runs. GNU parallel
+(--sshlogin with --controlmaster, one job at a time per host) runs
+--parallel-jobs jobs on the same hosts in the same run, as the baseline.
+
+Prints one table: workers, jobs, wall seconds, jobs per second, controller
+CPU per job (user + system of cloudtask and its children), peak RSS, peak
+open fds and fds per worker; then checks the target of issue 7: CPU per job
+at the largest size within 2x of the smallest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import shlex
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.hosts import TestHosts
+
+CLOUDTASK = str(Path(sys.executable).with_name("cloudtask"))
+CPU_GROWTH_LIMIT = 2.0
+
+
+@dataclass
+class Row:
+    tool: str
+    workers: int
+    jobs: int
+    wall: float
+    cpu: float
+    peak_rss_mb: float = 0.0
+    peak_fds: int = 0
+    problem: str | None = None
+
+
+class Sampler:
+    """Peak open fds and VmHWM of one process, sampled every 50 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.fds = 0
+        self.rss_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                self.fds = max(self.fds, len(os.listdir(f"/proc/{self.pid}/fd")))
+                status = Path(f"/proc/{self.pid}/status").read_text()
+                (kilobytes,) = re.findall(r"^VmHWM:\s+(\d+) kB", status, re.M)
+                self.rss_mb = max(self.rss_mb, int(kilobytes) / 1024)
+            except (OSError, ValueError):
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def check_store(sessions: Path, jobs: int) -> str | None:
+    (store,) = sessions.glob("*/store.sqlite")
+    db = sqlite3.connect(store)
+    try:
+        states = dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+        runs = db.execute(
+            "SELECT count(*), count(DISTINCT job) FROM attempts WHERE outcome = 'ok'"
+        ).fetchone()
+    finally:
+        db.close()
+    if states != {"ok": jobs}:
+        return f"job states {states}"
+    if runs != (jobs, jobs):
+        return f"{runs[0]} ok attempts for {runs[1]} jobs: some ran twice"
+    return None
+
+
+def bench_cloudtask(hosts: TestHosts, jobs: int, home: Path, timeout: float) -> Row:
+    with tempfile.TemporaryDirectory() as sessions:
+        env = {**os.environ, "HOME": str(home), "CLOUDTASK_SESSIONS": sessions}
+        argv = [CLOUDTASK, "--force", f"--workers={hosts.workers_file()}",
+                f"--ssh-identity={hosts.client_key}", "echo"]
+        before = children_cpu()
+        started = time.monotonic()
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, env=env)
+        sampler = Sampler(process.pid)
+        assert process.stdin is not None
+        process.stdin.write("".join(f"{n}\n" for n in range(1, jobs + 1)).encode())
+        process.stdin.close()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        sampler.stop()
+        wall = time.monotonic() - started
+        cpu = children_cpu() - before
+        problem = None if process.returncode == 0 else f"exit {process.returncode}"
+        problem = problem or check_store(Path(sessions), jobs)
+        return Row("cloudtask", len(hosts), jobs, wall, cpu, sampler.rss_mb, sampler.fds,
+                   problem)
+
+
+def bench_parallel(hosts: TestHosts, jobs: int, timeout: float) -> Row:
+    ssh = " ".join(["ssh", *(shlex.quote(option) for option in hosts.ssh_options())])
+    logins = ",".join(f"1/{host.login}" for host in hosts)
+    argv = ["parallel", "--controlmaster", "--ssh", ssh, "--sshlogin", logins, "echo"]
+    before = children_cpu()
+    started = time.monotonic()
+    try:
+        done = subprocess.run(argv, input="".join(f"{n}\n" for n in range(1, jobs + 1)),
+                              capture_output=True, text=True, timeout=timeout, check=False)
+        lines = sorted(done.stdout.split(), key=int)
+        problem = None if lines == [str(n) for n in range(1, jobs + 1)] else "jobs missing"
+    except subprocess.TimeoutExpired:
+        problem = f"not done in {timeout:.0f} s"
+    return Row("GNU parallel -M", len(hosts), jobs, time.monotonic() - started,
+               children_cpu() - before, problem=problem)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="4,50,200")
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--parallel-jobs", type=int, default=1_000)
+    parser.add_argument("--timeout", type=float, default=900.0)
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as temporary:
+        home = Path(temporary)
+        (home / ".ssh").mkdir()
+        for size in sizes:
+            with TestHosts(size) as hosts:
+                rows.append(bench_cloudtask(hosts, args.jobs, home, args.timeout))
+                if shutil.which("parallel") and args.parallel_jobs:
+                    rows.append(bench_parallel(hosts, args.parallel_jobs, args.timeout))
+    print(f"tiny `echo` jobs over SSH, one at a time per worker, {os.cpu_count()} cores")
+    print(f"{'tool':<16}{'workers':>8}{'jobs':>8}{'wall s':>9}{'jobs/s':>9}{'CPU ms/job':>12}"
+          f"{'RSS MB':>8}{'fds':>6}{'fds/wkr':>8}")
+    failures = []
+    for row in rows:
+        rate = row.jobs / row.wall if row.wall else 0.0
+        fds = f"{row.peak_fds}" if row.peak_fds else "-"
+        per = f"{row.peak_fds / row.workers:.1f}" if row.peak_fds else "-"
+        rss = f"{row.peak_rss_mb:.0f}" if row.peak_rss_mb else "-"
+        print(f"{row.tool:<16}{row.workers:>8}{row.jobs:>8}{row.wall:>9.1f}{rate:>9.0f}"
+              f"{row.cpu * 1000 / row.jobs:>12.2f}{rss:>8}{fds:>6}{per:>8}"
+              + (f"  FAILED: {row.problem}" if row.problem else ""))
+        if row.problem:
+            failures.append(f"{row.tool} at {row.workers}: {row.problem}")
+    ours = [row for row in rows if row.tool == "cloudtask" and not row.problem]
+    if len(ours) >= 2:
+        small, large = ours[0], ours[-1]
+        growth = (large.cpu / large.jobs) / (small.cpu / small.jobs)
+        verdict = "within" if growth <= CPU_GROWTH_LIMIT else "NOT within"
+        print(f"CPU per job at {large.workers} workers is {growth:.2f}x that at "
+              f"{small.workers}: {verdict} the {CPU_GROWTH_LIMIT:g}x target")
+        if growth > CPU_GROWTH_LIMIT:
+            failures.append("CPU per job grows too much")
+    for failure in failures:
+        print(f"FAILED: {failure}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
