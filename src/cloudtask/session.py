@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -74,14 +75,21 @@ class SessionDir:
         """
         path = self.path / "lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise SessionError(
-                f"session {self.id} is being run by another cloudtask (process {holder})"
-            ) from None
+        # A reader (cloudtask-logalyzer) probes the lock for an instant: try a
+        # few times before saying that another process holds it.
+        for pause in (0.02, 0.05, 0.1, None):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if pause is not None:
+                    time.sleep(pause)
+                    continue
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise SessionError(
+                    f"session {self.id} is being run by another cloudtask (process {holder})"
+                ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         _held_locks.append(fd)
