@@ -278,6 +278,11 @@ def _drive(
     launched: LaunchedWorkers | None = None
     if cloud is not None and split > len(targets):
         price = hourly_price(cloud.name, cloud.size, config.hourly_price)
+        if config.budget is not None and price is None:
+            console.warn(
+                f"--budget: no price known for {cloud.name} size {cloud.size}: give "
+                "--hourly-price, or the budget cannot be kept"
+            )
         launched = LaunchedWorkers(
             cloud,
             store,
@@ -299,7 +304,7 @@ def _drive(
             stop_leftover_jobs(local, session, store, console)
         names = " + ".join(f"{provider.name} x{count}" for provider, count in sources)
         console.line(
-            f"session {session.id}: {store.counts()[JobState.PENDING]} jobs to run, "
+            f"session {session.id}: {plural(store.counts()[JobState.PENDING], 'job')} to run, "
             f"split {split} ({names}), log {session.log_path}"
         )
         store.begin_run(time.time())

@@ -69,18 +69,25 @@ def text(value: str) -> str:
     return value
 
 
+# Paths are made absolute: the session stores them, and a resume may run elsewhere.
+
+
 def existing_file(value: str) -> Path:
     path = Path(text(value)).expanduser()
     if not path.is_file():
         raise ValueError(f"no such file: {path}")
-    return path
+    return path.absolute()
 
 
 def existing_dir(value: str) -> Path:
     path = Path(text(value)).expanduser()
     if not path.is_dir():
         raise ValueError(f"no such directory: {path}")
-    return path
+    return path.absolute()
+
+
+def output_file(value: str) -> str:
+    return str(Path(text(value)).expanduser().absolute())
 
 
 def directory(value: str) -> Path:
@@ -188,7 +195,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "user",
-        "login user on workers (an address's own user@, then ~/.ssh/config, come first)",
+        "login user on workers, after an address's own user@ and before ~/.ssh/config's User",
         text,
         default="root",
         metavar="NAME",
@@ -311,6 +318,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "joblog",
         "also write a per-job log in GNU parallel's --joblog format",
+        output_file,
         metavar="FILE",
     ),
     Option(

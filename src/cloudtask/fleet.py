@@ -86,7 +86,12 @@ def login_key(config: Config) -> str | None:
 
 # -- launch ---------------------------------------------------------------------
 
-LAUNCH_USAGE = "usage: cloudtask-launch-workers [OPTIONS] N FILE|-"
+LAUNCH_USAGE = (
+    "usage: cloudtask-launch-workers [OPTIONS] N FILE|-\n\n"
+    "Launch N workers and append their addresses to FILE (- for standard output).\n"
+    "OPTIONS are cloudtask's provider options (cloudtask --help), from the command\n"
+    "line or CLOUDTASK_* variables. Exit 0: all launched; 1: a fatal error; 2: some not."
+)
 
 
 async def launch_all(cloud: Cloud, count: int, key: str | None) -> list[str | CloudtaskError]:
@@ -134,7 +139,7 @@ async def launch_all(cloud: Cloud, count: int, key: str | None) -> list[str | Cl
 def launch(argv: Sequence[str]) -> int:
     config, positional, _ = parse(argv, LAUNCH_USAGE)
     if len(positional) != 2 or not positional[0].isdigit() or int(positional[0]) < 1:
-        raise UsageError(f"expected N (at least 1) and FILE or -\n{LAUNCH_USAGE}")
+        raise UsageError(f"expected N (at least 1) and FILE or -\n{LAUNCH_USAGE.splitlines()[0]}")
     count, target = int(positional[0]), positional[1]
     cloud = the_cloud(config)
     results = asyncio.run(launch_all(cloud, count, login_key(config)))
@@ -155,7 +160,12 @@ def launch(argv: Sequence[str]) -> int:
 
 # -- destroy --------------------------------------------------------------------
 
-DESTROY_USAGE = "usage: cloudtask-destroy-workers [OPTIONS] FILE|- | --session=ID"
+DESTROY_USAGE = (
+    "usage: cloudtask-destroy-workers [OPTIONS] FILE|- | --session=ID\n\n"
+    "Destroy the workers listed in FILE (removing each destroyed address from it),\n"
+    "or whatever session ID left running. OPTIONS are cloudtask's provider options\n"
+    "(cloudtask --help). Exit 0: all destroyed; 1: a fatal error; 2: some not."
+)
 
 
 async def destroy_one(cloud: Cloud, instance_id: str) -> None:
@@ -187,10 +197,10 @@ def destroy(argv: Sequence[str]) -> int:
     config, positional, session_id = parse(argv, DESTROY_USAGE)
     if session_id is not None:
         if positional:
-            raise UsageError(f"give FILE or --session, not both\n{DESTROY_USAGE}")
+            raise UsageError(f"give FILE or --session, not both\n{DESTROY_USAGE.splitlines()[0]}")
         return destroy_session(config, session_id)
     if len(positional) != 1:
-        raise UsageError(f"expected FILE or -\n{DESTROY_USAGE}")
+        raise UsageError(f"expected FILE or -\n{DESTROY_USAGE.splitlines()[0]}")
     source = positional[0]
     try:
         lines = (sys.stdin.read() if source == "-" else Path(source).read_text()).splitlines()
@@ -205,7 +215,7 @@ def destroy(argv: Sequence[str]) -> int:
     outcome = asyncio.run(destroy_addresses(the_cloud(config), addresses))
     for address, problem in outcome.items():
         if problem is None:
-            print(f"destroyed {address}")
+            print(f"destroyed {address}", flush=True)
         else:
             warn(f"{address}: {problem}")
     if source != "-":
@@ -222,7 +232,7 @@ def destroy_session(config: Config, session_id: int) -> int:
     store = Store.open(session.path)
     destroyed = asyncio.run(sweep_and_close(the_cloud(config), store, session_id, warn))
     for instance_id in destroyed:
-        print(f"destroyed {instance_id}")
+        print(f"destroyed {instance_id}", flush=True)
     left = store.instances(open_only=True)
     for record in left:
         warn(f"{record.name} ({record.instance_id or 'no id'}) may still be running")
