@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import environment
 from .addresses import Address, read_addresses
 from .errors import UsageError
 from .halt import Halt
@@ -457,7 +457,7 @@ def resolve(
     `cli` maps option names to the text given (or True for a flag). Every value
     is validated here; a bad one raises UsageError naming where it came from.
     """
-    environ = os.environ if environ is None else environ
+    environ = environment.full() if environ is None else environ
     template_values = template.values if template else {}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}

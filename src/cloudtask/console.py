@@ -91,6 +91,7 @@ class Console:
         return self.live is not None and stream is not None and stream.isatty()
 
     def line(self, text: str) -> None:
+        text = printable(text)  # a job's command or output never drives a terminal
         if self._to_terminal(self.out):
             assert self.live is not None
             self.live.print(text)
@@ -106,6 +107,7 @@ class Console:
             self.log.write(text + "\n")
 
     def warn(self, text: str) -> None:
+        text = printable(text)
         if self._to_terminal(self.err):
             assert self.live is not None
             self.live.print(f"cloudtask: {text}")

@@ -108,7 +108,7 @@ def lines(state: Snapshot, height: int) -> list[str]:
     room = max(0, height - len(out))
     shown = state.doing if len(state.doing) <= room else state.doing[: max(0, room - 1)]
     width = max((len(name) for name, _ in shown), default=0)
-    out += [f"  {name.ljust(width)}  {what}" for name, what in shown]
+    out += [f"  {name.ljust(width)}  {printable(what)}" for name, what in shown]
     if len(shown) < len(state.doing):
         rest = state.doing[len(shown) :]
         running = sum(1 for _, what in rest if what.startswith("job "))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -350,6 +351,8 @@ _INSTANCE_COLUMNS = ", ".join(InstanceRecord.__slots__)
 
 def _connect(path: Path) -> sqlite3.Connection:
     try:
+        # Made private before SQLite opens it: its journal files take its mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         db = sqlite3.connect(path, isolation_level="DEFERRED")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")

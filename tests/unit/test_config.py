@@ -528,3 +528,10 @@ def test_a_third_party_cloud_comes_in_through_an_entry_point(
         ProviderUnavailable, match=r"--provider=broken: cannot load no\.such\.module"
     ):
         get_cloud("broken")
+
+
+def test_every_secret_option_is_hidden_from_child_processes() -> None:
+    from cloudtask.environment import SECRET_NAMES
+
+    assert {option.env for option in OPTIONS if option.secret} <= SECRET_NAMES
+    assert "CLOUDTASK_SMTP_PASSWORD" in SECRET_NAMES

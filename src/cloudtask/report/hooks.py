@@ -52,6 +52,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
+from .. import environment
 from ..scheduler import JobState
 
 DEFAULT_TIMEOUT = 600.0  # seconds a hook (command, sendmail, SMTP exchange) may take
@@ -64,14 +65,7 @@ CODE_NAME = "<--report py>"  # the file name tracebacks and syntax errors give f
 # Secrets the controller may hold in its environment. No hook inherits them; the
 # options table adds every option it marks secret (secret_variables), so a new
 # secret option is covered without touching this list.
-SECRET_VARIABLES = frozenset(
-    {
-        "CLOUDTASK_HUB_APIKEY",
-        "CLOUDTASK_LIBCLOUD_KEY",
-        "CLOUDTASK_LIBCLOUD_SECRET",
-        "CLOUDTASK_SMTP_PASSWORD",
-    }
-)
+SECRET_VARIABLES = environment.SECRET_NAMES
 
 TLS_MODES = ("ssl", "starttls", "none")
 SMTP_PORT = 25
@@ -289,7 +283,9 @@ def run_hook(
     os.environ) gives the SMTP settings and the base of an sh hook's environment.
     Never raises, except that KeyboardInterrupt is reported too.
     """
-    environ = os.environ if environ is None else environ
+    # The secrets are in environment.HIDDEN, not os.environ: the SMTP password
+    # comes from there; hook_environment strips every secret again for sh.
+    environ = environment.full() if environ is None else environ
     say = _guarded(output)
     try:
         if isinstance(hook, MailHook):
