@@ -173,7 +173,7 @@ def children_of(parent: int, marker: str) -> list[int]:
             continue
         try:
             status = (entry / "status").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         if f"\nPPid:\t{parent}\n" in status and marker in cmdline:
