@@ -77,6 +77,19 @@ def run(
     return result
 
 
+def start(
+    cloud: Cloud, home: Path, tmp_path: Path, jobs: bytes, *args: str
+) -> subprocess.Popen[bytes]:
+    """cloudtask on the test cloud in a session of its own; its output goes to tmp_path/out."""
+    argv = [CLOUDTASK, "--force", *cloud.options(), *args]
+    env = env_for(home) | {"CLOUDTASK_HUB_APIKEY": APIKEY}
+    (tmp_path / "jobs").write_bytes(jobs)
+    with (tmp_path / "jobs").open("rb") as stdin, (tmp_path / "out").open("wb") as out:
+        return subprocess.Popen(
+            argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+
 def instances(session: int) -> list[tuple[str, str | None, float | None, float | None]]:
     """(name, instance id, running since, destroyed at) of each launched instance."""
     db = sqlite3.connect(helpers.sessions_dir() / str(session) / "store.sqlite")
@@ -144,13 +157,7 @@ def test_workers_and_launched_ones_mix_and_only_launched_ones_are_destroyed(
 def test_a_launched_worker_killed_mid_job_is_destroyed_and_replaced(
     cloud: Cloud, tmp_path: Path, home: Path, job_script: Path
 ) -> None:
-    argv = [CLOUDTASK, "--force", *cloud.options(), "--split=2", str(job_script)]
-    env = env_for(home) | {"CLOUDTASK_HUB_APIKEY": APIKEY}
-    (tmp_path / "jobs").write_bytes(jobs_input(4, "3"))
-    with (tmp_path / "jobs").open("rb") as stdin, (tmp_path / "out").open("wb") as out:
-        process = subprocess.Popen(
-            argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+    process = start(cloud, home, tmp_path, jobs_input(4, "3"), "--split=2", str(job_script))
     try:
         wait_until(lambda: len(starts(tmp_path)) >= 2, 60, "two jobs started")
         victim_address = starts(tmp_path)[0][1]
@@ -220,18 +227,7 @@ def test_a_controller_stopped_while_instances_boot_leaves_none(
     """Ctrl-C: the controller destroys them; SIGKILL: the watchdog does."""
     cloud = Cloud(tmp_path, boot_delay=3.0)
     try:
-        argv = [CLOUDTASK, "--force", *cloud.options(), "--split=2", str(job_script)]
-        env = env_for(home) | {"CLOUDTASK_HUB_APIKEY": APIKEY}
-        (tmp_path / "jobs").write_bytes(jobs_input(4, "1"))
-        with (tmp_path / "jobs").open("rb") as stdin, (tmp_path / "out").open("wb") as out:
-            process = subprocess.Popen(
-                argv,
-                stdin=stdin,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        process = start(cloud, home, tmp_path, jobs_input(4, "1"), "--split=2", str(job_script))
         wait_until(lambda: len(cloud.hub.launches) == 2, 30, "two launches asked")
         os.killpg(process.pid, signum)
         status = process.wait(timeout=60)
@@ -260,13 +256,7 @@ def test_a_controller_stopped_while_instances_boot_leaves_none(
 def test_sigkill_mid_run_then_resume_finishes_on_new_instances(
     cloud: Cloud, tmp_path: Path, home: Path, job_script: Path
 ) -> None:
-    argv = [CLOUDTASK, "--force", *cloud.options(), "--split=2", str(job_script)]
-    env = env_for(home) | {"CLOUDTASK_HUB_APIKEY": APIKEY}
-    (tmp_path / "jobs").write_bytes(jobs_input(6, "1"))
-    with (tmp_path / "jobs").open("rb") as stdin, (tmp_path / "out").open("wb") as out:
-        process = subprocess.Popen(
-            argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+    process = start(cloud, home, tmp_path, jobs_input(6, "1"), "--split=2", str(job_script))
     wait_until(lambda: len(starts(tmp_path)) >= 2, 60, "two jobs started")
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
@@ -275,7 +265,11 @@ def test_sigkill_mid_run_then_resume_finishes_on_new_instances(
     wait_until(lambda: cloud.backend.alive() == [], 60, "the watchdog destroyed them")
     time.sleep(0.5)  # let the watchdog let go of the session
 
-    resumed = helpers.run([CLOUDTASK, f"--resume={session}"], env=env, timeout=120)
+    resumed = helpers.run(
+        [CLOUDTASK, f"--resume={session}"],
+        env=env_for(home) | {"CLOUDTASK_HUB_APIKEY": APIKEY},
+        timeout=120,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert helpers.counts(resumed) == (0, 6, 0, 0, 0, 6)
     assert sorted({job for job, _ in ends(tmp_path)}) == [1, 2, 3, 4, 5, 6]
@@ -340,13 +334,7 @@ def test_secrets_reach_neither_the_workers_nor_the_process_table(
     )
     script.chmod(0o755)
     seen: list[str] = []
-    argv = [CLOUDTASK, "--force", *cloud.options(), "--split=1", str(script)]
-    env = env_for(home) | {"CLOUDTASK_HUB_APIKEY": APIKEY}
-    (tmp_path / "jobs").write_bytes(jobs_input(2))
-    with (tmp_path / "jobs").open("rb") as stdin, (tmp_path / "out").open("wb") as out:
-        process = subprocess.Popen(
-            argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+    process = start(cloud, home, tmp_path, jobs_input(2), "--split=1", str(script))
     try:
         while process.poll() is None:  # the controller's machine, while it runs
             for entry in Path("/proc").iterdir():
@@ -426,13 +414,7 @@ def test_ctrl_c_while_a_launched_worker_is_not_answering_ssh_yet_ends_at_once(
     cloud: Cloud, tmp_path: Path, home: Path, job_script: Path
 ) -> None:
     cloud.backend.sshd_down = True
-    argv = [CLOUDTASK, "--force", *cloud.options(), "--split=1", str(job_script)]
-    env = env_for(home) | {"CLOUDTASK_HUB_APIKEY": APIKEY}
-    (tmp_path / "jobs").write_bytes(jobs_input(2))
-    with (tmp_path / "jobs").open("rb") as stdin, (tmp_path / "out").open("wb") as out:
-        process = subprocess.Popen(
-            argv, stdin=stdin, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+    process = start(cloud, home, tmp_path, jobs_input(2), "--split=1", str(job_script))
     wait_until(lambda: cloud.backend.alive() != [], 30, "the instance booted")
     time.sleep(2)  # cloudtask now tries SSH again and again
     os.killpg(process.pid, signal.SIGINT)
