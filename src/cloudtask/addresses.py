@@ -5,7 +5,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from pathlib import Path
+
+from .paths import user_path
 
 # A host name as DNS (and ~/.ssh/config Host aliases) allow it.
 _HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?")
@@ -77,10 +78,11 @@ def read_addresses(value: str) -> list[Address]:
 
     Raises ValueError naming the file line or the list item that is bad.
     """
-    path = Path(value).expanduser()
+    path = user_path(value)
     if path.is_file():
         addresses = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        # utf-8-sig: a byte order mark some editors write is not part of the first address.
+        for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
             words = line.split("#", 1)[0].split()
             for word in words:
                 try:

@@ -20,6 +20,7 @@ from . import environment
 from .addresses import Address, read_addresses
 from .errors import UsageError
 from .halt import Halt
+from .paths import os_reason, user_path
 
 ENV_PREFIX = "CLOUDTASK_"
 
@@ -69,29 +70,52 @@ def text(value: str) -> str:
     return value
 
 
+def credential(value: str) -> str:
+    """An API key: it goes into an HTTP header, so printable ASCII only.
+
+    The reason never quotes the value: it is a secret."""
+    value = text(value)
+    if not all("!" <= char <= "~" for char in value):
+        raise ValueError("must be printable ASCII with no spaces (is it the right value?)")
+    return value
+
+
 # Paths are made absolute: the session stores them, and a resume may run elsewhere.
 
 
 def existing_file(value: str) -> Path:
-    path = Path(text(value)).expanduser()
+    path = user_path(text(value))
     if not path.is_file():
         raise ValueError(f"no such file: {path}")
     return path.absolute()
 
 
 def existing_dir(value: str) -> Path:
-    path = Path(text(value)).expanduser()
+    path = user_path(text(value))
     if not path.is_dir():
         raise ValueError(f"no such directory: {path}")
     return path.absolute()
 
 
+def private_key_file(value: str) -> Path:
+    path = existing_file(value)
+    import asyncssh  # only when a key is given: it is slow to import
+
+    try:
+        asyncssh.read_private_key(path)
+    except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
+        raise ValueError(f"{path}: not a private key SSH can use: {exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a private key SSH can use") from None
+    return path
+
+
 def output_file(value: str) -> str:
-    return str(Path(text(value)).expanduser().absolute())
+    return str(user_path(text(value)).absolute())
 
 
 def directory(value: str) -> Path:
-    path = Path(text(value)).expanduser()
+    path = user_path(text(value))
     if path.exists() and not path.is_dir():
         raise ValueError(f"not a directory: {path}")
     return path
@@ -100,7 +124,7 @@ def directory(value: str) -> Path:
 def workers(value: str) -> tuple[Address, ...]:
     """A file of addresses, or addresses separated by blanks or commas."""
     value = text(value)
-    path = Path(value).expanduser()
+    path = user_path(value)
     if not path.is_file() and "/" in value:
         raise ValueError(f"no such file: {path}")
     try:
@@ -219,7 +243,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "ssh-identity",
         "private key for the first login (else ssh-agent, default keys)",
-        existing_file,
+        private_key_file,
         metavar="FILE",
     ),
     Option(
@@ -256,7 +280,7 @@ OPTIONS: tuple[Option, ...] = (
         default_help="hub when a Hub API key is set, else local",
         metavar="NAME",
     ),
-    Option("hub-apikey", "TurnKey Hub API key", secret=True, metavar="KEY"),
+    Option("hub-apikey", "TurnKey Hub API key", credential, secret=True, metavar="KEY"),
     Option("hub-url", "TurnKey Hub API base URL", metavar="URL"),
     Option("backup-id", "TKLBAM backup restored on each launched worker", metavar="ID"),
     Option("snapshot-id", "snapshot launched workers start from", metavar="ID"),
@@ -417,10 +441,14 @@ def shown_value(value: object) -> str:
 
 @dataclass(frozen=True)
 class TemplateValues:
-    """A task template's option attributes, and the file they are relative to."""
+    """A task template's option attributes, and the file they are relative to.
+
+    A resumed session's stored options come in the same way; `stored_in`
+    names the session store, for errors."""
 
     values: Mapping[str, object]
     path: Path | None
+    stored_in: Path | None = None
 
 
 def template_text(option: Option, value: object) -> str:
@@ -468,14 +496,17 @@ def resolve(
             sources[option.name] = "command line"
         elif option.attr in template_values:
             assert template is not None
-            values[key] = _parse_template(option, template_values[option.attr], template.path)
+            values[key] = _parse_template(option, template_values[option.attr], template)
             sources[option.name] = "template"
         elif option.env in environ:
             values[key] = _parse(option, environ[option.env], option.env, env=True)
             sources[option.name] = "environment"
         elif option.default is not None:
             values[key] = option.default
-    values["sessions"] = Path(values["sessions"]).expanduser()
+    try:
+        values["sessions"] = user_path(str(values["sessions"]))
+    except ValueError as exc:
+        raise UsageError(f"--sessions: {exc}") from None
     if "provider" not in sources:
         values["provider"] = "hub" if values.get("hub_apikey") else "local"
     return Config(**values, sources=sources)
@@ -488,6 +519,8 @@ def _parse(option: Option, raw: str, where: str, *, env: bool = False) -> Any:
         return option.parse(raw)
     except ValueError as exc:
         raise UsageError(f"{where}: {exc}") from None
+    except OSError as exc:  # a path the system refuses to look at: too long, no access
+        raise UsageError(f"{where}: {os_reason(exc)}") from None
 
 
 def _parse_cli(option: Option, raw: str | bool) -> Any:
@@ -497,14 +530,21 @@ def _parse_cli(option: Option, raw: str | bool) -> Any:
     return _parse(option, raw, option.flag_name)
 
 
-def _parse_template(option: Option, raw: object, path: Path | None) -> Any:
-    where = f"template attribute {option.attr}" + (f" ({path})" if path else "")
+def _parse_template(option: Option, raw: object, template: TemplateValues) -> Any:
+    path = template.path
+    if template.stored_in is not None:
+        where = f"{option.flag_name} as stored in {template.stored_in}"
+    else:
+        where = f"template attribute {option.attr}" + (f" ({path})" if path else "")
     try:
         raw_text = template_text(option, raw)
     except ValueError as exc:
         raise UsageError(f"{where}: {exc}") from None
     if option.relative_to_template and path is not None:
-        candidate = Path(raw_text).expanduser()
+        try:
+            candidate = user_path(raw_text)
+        except ValueError as exc:
+            raise UsageError(f"{where}: {exc}") from None
         if not candidate.is_absolute():
             raw_text = str(path.parent / candidate)
     return _parse(option, raw_text, where)

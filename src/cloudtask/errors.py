@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from .output import printable
+
 
 class ExitStatus(IntEnum):
     OK = 0  # every job ok
@@ -29,7 +31,11 @@ class CloudtaskError(Exception):
 
 
 class UsageError(CloudtaskError):
-    """A bad option, option value, template or command line."""
+    """A bad option, option value, template or command line; `usage` is shown below it."""
+
+    def __init__(self, message: str, usage: str | None = None) -> None:
+        super().__init__(message)
+        self.usage = usage
 
 
 class InputError(CloudtaskError):
@@ -49,3 +55,11 @@ class WorkerError(CloudtaskError):
     """A worker cannot run commands any more: it is failed, not the job."""
 
     exit_status = ExitStatus.NOT_OK
+
+
+def error_text(prog: str, exc: CloudtaskError) -> str:
+    """The error as the user sees it: one line, whatever a value in it held
+    (control characters escaped), then the usage line if there is one."""
+    usage = exc.usage if isinstance(exc, UsageError) and exc.usage else None
+    message = printable(str(exc)).replace("\n", "\\x0a")
+    return f"{prog}: {message}\n" + (f"{usage}\n" if usage else "")

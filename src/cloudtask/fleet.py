@@ -28,7 +28,7 @@ from typing import NoReturn
 from .addresses import parse_address
 from .cli import cloud_of, parse_argv
 from .config import Config, resolve
-from .errors import CloudtaskError, ExitStatus, UsageError
+from .errors import CloudtaskError, ExitStatus, UsageError, error_text
 from .providers import Cloud
 from .providers.cloud import LaunchSpec, ProviderError, with_retries
 from .providers.launched import BOOT_LIMIT, sweep_and_close, wait_running
@@ -139,7 +139,7 @@ async def launch_all(cloud: Cloud, count: int, key: str | None) -> list[str | Cl
 def launch(argv: Sequence[str]) -> int:
     config, positional, _ = parse(argv, LAUNCH_USAGE)
     if len(positional) != 2 or not positional[0].isdigit() or int(positional[0]) < 1:
-        raise UsageError(f"expected N (at least 1) and FILE or -\n{LAUNCH_USAGE.splitlines()[0]}")
+        raise UsageError("expected N (at least 1) and FILE or -", LAUNCH_USAGE.splitlines()[0])
     count, target = int(positional[0]), positional[1]
     cloud = the_cloud(config)
     results = asyncio.run(launch_all(cloud, count, login_key(config)))
@@ -197,10 +197,10 @@ def destroy(argv: Sequence[str]) -> int:
     config, positional, session_id = parse(argv, DESTROY_USAGE)
     if session_id is not None:
         if positional:
-            raise UsageError(f"give FILE or --session, not both\n{DESTROY_USAGE.splitlines()[0]}")
+            raise UsageError("give FILE or --session, not both", DESTROY_USAGE.splitlines()[0])
         return destroy_session(config, session_id)
     if len(positional) != 1:
-        raise UsageError(f"expected FILE or -\n{DESTROY_USAGE.splitlines()[0]}")
+        raise UsageError("expected FILE or -", DESTROY_USAGE.splitlines()[0])
     source = positional[0]
     try:
         lines = (sys.stdin.read() if source == "-" else Path(source).read_text()).splitlines()
@@ -256,7 +256,7 @@ def _main(command: str, run: object) -> NoReturn:
     try:
         status = run(sys.argv[1:])
     except CloudtaskError as exc:  # bad options included: for these commands, fatal
-        warn(str(exc))
+        sys.stderr.write(error_text(PROG, exc))
         status = ExitStatus.NOT_OK
     except KeyboardInterrupt:
         warn("interrupted")

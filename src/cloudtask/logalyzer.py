@@ -48,6 +48,7 @@ from .report.timeline import svg
 from .session import PRIVATE_FILE, existing_ids
 
 PROG = "cloudtask-logalyzer"
+MOST_ROWS = 2**62
 USAGE = f"""usage: {PROG} [--sessions=DIR] [--limit=N] [--json [--all] | --html] SESSION
        {PROG} [--sessions=DIR] --list"""
 
@@ -137,6 +138,7 @@ def parse_args(argv: Sequence[str]) -> Args:
                 raise UsageError(f"--limit: not a whole number: {value!r}") from None
             if args.limit < 0:
                 raise UsageError(f"--limit: must be at least 0, got {args.limit}")
+            args.limit = min(args.limit, MOST_ROWS)  # SQLite's LIMIT takes 64 bits, no more
     if args.help or args.version:
         return args
     if sum((args.json, args.html, args.list)) > 1:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import ClassVar, NoReturn
 
 from .config import BY_ATTR, TEMPLATE_ONLY, TemplateValues, suggest
-from .errors import UsageError
+from .errors import UsageError, error_text
 from .jobs import Command, quote_words
 
 
@@ -52,6 +52,10 @@ class Task:
         for attr, value in list(values.items()):
             if value is None:  # None in a subclass unsets an inherited value
                 del values[attr]
+        if not isinstance(cls.DESCRIPTION, str | None):
+            raise UsageError(
+                f"template attribute DESCRIPTION{where}: expected a string, got {cls.DESCRIPTION!r}"
+            )
         return Template(
             TemplateValues(values, path), template_command(cls.COMMAND, where), cls.DESCRIPTION
         )
@@ -64,7 +68,7 @@ class Task:
         try:
             template = cls.template()
         except UsageError as exc:
-            sys.stderr.write(f"{prog}: {exc}\n")
+            sys.stderr.write(error_text(prog, exc))
             sys.exit(int(exc.exit_status))
         assert isinstance(template, Template)
         sys.exit(run(sys.argv[1:] if argv is None else argv, template, prog=prog))

@@ -420,6 +420,16 @@ BAD_OPTIONS = [
     (["--force=1"], ["--force"]),
     (["-x"], ["-x"]),
     (["--sessions=/dev/null"], ["--sessions"]),
+    # Found by benchmarks/fuzz.py: each of these was a traceback.
+    (["--overlay=~nosuchuser/dir"], ["--overlay", "~nosuchuser"]),
+    (["--sessions=~nosuchuser/s"], ["--sessions", "~nosuchuser"]),
+    (["--joblog=~nosuchuser/log"], ["--joblog", "~nosuchuser"]),
+    (["--workers=/tmp/" + "w" * 300], ["--workers", "File name too long"]),
+    (["--ssh-identity=/tmp/" + "k" * 300], ["--ssh-identity", "File name too long"]),
+    (["--sessions=/tmp/" + "s" * 300], ["--sessions", "File name too long"]),
+    (["--hub-apikey=cl\u00e9"], ["--hub-apikey", "printable ASCII"]),
+    (["--joblog=/dev/full"], ["--joblog", "/dev/full", "No space left"]),
+    (["--joblog=/nonexistent/a\nb"], ["--joblog", "a\\x0ab"]),
 ]
 
 
@@ -430,6 +440,23 @@ def test_a_bad_option_is_one_line_naming_it_and_exit_2(args: list[str], needles:
     result = cloudtask(*args, "echo", input=b"1\n")
 
     assert_usage_error(result, *needles)
+    assert session_ids() == []
+
+
+def test_an_ssh_identity_that_is_not_a_private_key_is_refused(tmp_path: Path) -> None:
+    not_a_key = tmp_path / "id_ed25519"
+    not_a_key.write_text("this is not a key\n")
+
+    result = cloudtask("--workers=127.0.0.1", f"--ssh-identity={not_a_key}", "echo", input=b"1\n")
+
+    assert_usage_error(result, "--ssh-identity", str(not_a_key), "not a private key")
+    assert session_ids() == []
+
+
+def test_a_command_word_that_is_not_utf8_is_refused_before_anything_runs() -> None:
+    result = cloudtask("echo", os.fsdecode(b"caf\xe9"), input=b"1\n")
+
+    assert_usage_error(result, "command word 2", "not valid UTF-8")
     assert session_ids() == []
 
 

@@ -405,6 +405,14 @@ def test_a_template_provider_without_its_options_is_refused(tmp_path: Path) -> N
 # -- --help ------------------------------------------------------------------------------
 
 
+def test_a_description_that_is_not_a_string_is_refused_even_for_help(tmp_path: Path) -> None:
+    task = simple(tmp_path, "DESCRIPTION = 5")
+
+    result = template(task, "--help", input=None)
+
+    assert_usage_error(result, "DESCRIPTION", "expected a string, got 5")
+
+
 def test_template_help_shows_the_description(tmp_path: Path) -> None:
     task = simple(tmp_path, 'DESCRIPTION = "refresh the security updates of every ISO"')
 

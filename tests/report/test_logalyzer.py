@@ -72,6 +72,14 @@ def test_the_digest_of_a_session_by_id_and_by_path() -> None:
     assert by_path == by_id
 
 
+def test_a_limit_past_what_sqlite_counts_means_every_job() -> None:
+    path = real_session("0", "3", "0")
+
+    digest = ok(logalyzer("--limit=" + "9" * 20, path.name))
+
+    assert "succeeded jobs (2):" in digest
+
+
 def test_json_is_one_object_that_the_schema_validates() -> None:
     path = real_session("0", "1", "0", "2", "0")
     data = json.loads(ok(logalyzer("--json", path.name)))

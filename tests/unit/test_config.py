@@ -12,6 +12,7 @@ import math
 import os
 from pathlib import Path
 
+import asyncssh
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -307,7 +308,7 @@ def test_an_environment_flag_that_is_not_a_boolean_is_refused() -> None:
 
 def test_values_are_parsed_to_their_types(tmp_path: Path) -> None:
     key = tmp_path / "key"
-    key.write_text("k")
+    key.write_bytes(asyncssh.generate_private_key("ssh-ed25519").export_private_key())
     got = resolve(
         {
             "split": " 7 ",

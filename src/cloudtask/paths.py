@@ -1,0 +1,28 @@
+"""Paths the user gives: `~` expanded, failures as ValueError with a reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def user_path(text: str) -> Path:
+    """`text` with `~` or `~user` expanded; an unknown user is a ValueError."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # what pathlib raises for ~nosuchuser or no home at all
+        user = text[1:].split("/", 1)[0]
+        raise ValueError(f"no home directory for ~{user}") from None
+
+
+def os_reason(exc: OSError, path: object = None) -> str:
+    """An OSError as one line: the file (the error's own, else `path`) and the reason.
+
+    Long names are cut: the point of the message is the reason."""
+    reason = exc.strerror or str(exc)
+    name = exc.filename if exc.filename is not None else path
+    if name is None:
+        return reason
+    shown = str(name)
+    if len(shown) > 80:
+        shown = shown[:60] + "..." + shown[-17:]
+    return f"{shown}: {reason}"
