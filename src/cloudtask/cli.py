@@ -23,7 +23,15 @@ from .config import (
     suggest,
 )
 from .console import Console, plan_text, plural, silence_stdout, summary_line
-from .errors import CloudtaskError, ExitStatus, SessionError, UsageError, WorkerError
+from .errors import (
+    CloudtaskError,
+    ExitStatus,
+    SessionError,
+    UsageError,
+    WorkerError,
+    error_text,
+)
+from .joblog import Joblog
 from .jobs import Command, read_jobs
 from .providers import Cloud, Provider, get_cloud, is_cloud
 from .providers.launched import LaunchedWorkers, settled, sweep_and_close
@@ -155,7 +163,7 @@ def run(
     try:
         return _run(argv, template, prog, stdin or sys.stdin.buffer, console)
     except CloudtaskError as exc:
-        sys.stderr.write(f"{prog}: {exc}\n")
+        sys.stderr.write(error_text(prog, exc))
         return int(exc.exit_status)
     except BrokenPipeError:  # stdout closed early (| head): the rest is not wanted
         silence_stdout()
@@ -184,16 +192,17 @@ def _run(
     cloud = cloud_of(config)  # an unknown provider or a bad option is refused before input
     command = task_command(template, parsed.positional)
     if command is None:
-        raise UsageError("no command given\n" + USAGE.format(prog=prog, command="COMMAND "))
+        raise UsageError("no command given", USAGE.format(prog=prog, command="COMMAND "))
     if stdin.isatty():
         raise UsageError(
-            "no jobs: give them on standard input, one per line\n"
-            + USAGE.format(prog=prog, command="" if has_command else "COMMAND ")
+            "no jobs: give them on standard input, one per line",
+            USAGE.format(prog=prog, command="" if has_command else "COMMAND "),
         )
     session = SessionDir.create(config.sessions)
     try:
         session.lock()
         store = Store.create(session.path)
+        joblog = open_joblog(config)  # before the input: a bad one wastes no reading
         jobs = store_jobs(store, command, stdin)
         split = min(config.split or len(targets) or 1, jobs)
         if sys.stderr.isatty() and not config.force:
@@ -203,7 +212,7 @@ def _run(
         raise
     store.set("command", command.shell)
     store.set_config(stored_config(config))
-    return _drive(config, session, store, targets, cloud, split, console)
+    return _drive(config, session, store, targets, cloud, split, console, joblog)
 
 
 def _resume(parsed: Argv, given: Config, console: Console) -> int:
@@ -231,11 +240,13 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
     stored = TemplateValues(
         {BY_NAME[name].attr: value for name, value in store.config().items() if name in BY_NAME},
         None,
+        stored_in=store.path,
     )
     config = resolve(cli_options, stored)
     check_combinations(config)
     targets = worker_targets(config)
     cloud = cloud_of(config)
+    joblog = open_joblog(config)  # refused now, before any job is made pending again
     again = [JobState.RUNNING, JobState.LOST]
     if option == "--retry":
         again += [JobState.FAILED, JobState.TIMEOUT]
@@ -254,7 +265,7 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
         return ExitStatus.OK
     store.set_config(stored_config(config))
     split = min(config.split or len(targets) or 1, pending)
-    return _drive(config, session, store, targets, cloud, split, console)
+    return _drive(config, session, store, targets, cloud, split, console, joblog)
 
 
 def _drive(
@@ -265,6 +276,7 @@ def _drive(
     cloud: Cloud | None,
     split: int,
     console: Console,
+    joblog: Joblog | None,
 ) -> int:
     """Run the session's pending jobs to the end, or until aborted; the exit status."""
     sources: list[tuple[Provider, int]] = []
@@ -308,7 +320,7 @@ def _drive(
             f"split {split} ({names}), log {session.log_path}"
         )
         store.begin_run(time.time())
-        summary = asyncio.run(run_session(config, store, sources, console, session))
+        summary = asyncio.run(run_session(config, store, sources, console, session, joblog))
         if targets and summary.cleaned:
             store.forget_session_keys([key.line])
         if launched is not None:
@@ -331,6 +343,10 @@ def _drive(
         console.line(summary_line(session.id, summary.elapsed, summary.counts))
         console.log = None
     return ExitStatus.OK if summary.all_ok else ExitStatus.NOT_OK
+
+
+def open_joblog(config: Config) -> Joblog | None:
+    return Joblog(Path(config.joblog)) if config.joblog else None
 
 
 def settle_launches(config: Config, session: SessionDir, store: Store, console: Console) -> None:
@@ -450,6 +466,11 @@ def worker_targets(config: Config) -> list[Target]:
 
 
 def task_command(template: Template | None, positional: list[str]) -> Command | None:
+    for number, word in enumerate(positional, 1):
+        try:
+            word.encode("utf-8")
+        except UnicodeEncodeError:  # a byte the locale could not decode, kept as a surrogate
+            raise UsageError(f"command word {number}: not valid UTF-8: {word!r}") from None
     if template is not None and template.command is not None:
         return template.command.with_extra(positional)
     return Command.from_argv(positional) if positional else None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import UsageError
+from .paths import os_reason
 
 HEADER = "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand"
 
@@ -34,17 +35,34 @@ def joblog_line(
 
 
 class Joblog:
+    """The --joblog file, opened (and its header written) before anything runs.
+
+    A write that fails later (a full disk) does not stop the run: the store has
+    every attempt. The joblog stops there, and `close` says why."""
+
     def __init__(self, path: Path) -> None:
+        self.path = path
+        self.error: str | None = None
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             self.file: TextIO = open(fd, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+            if self.file.tell() == 0:
+                self.file.write(HEADER + "\n")
         except OSError as exc:
-            raise UsageError(f"--joblog: cannot write {path}: {exc.strerror or exc}") from None
-        if self.file.tell() == 0:
-            self.file.write(HEADER + "\n")
+            raise UsageError(f"--joblog: cannot write {os_reason(exc, path)}") from None
 
     def write(self, line: str) -> None:
-        self.file.write(line + "\n")
+        if self.error is not None:
+            return
+        try:
+            self.file.write(line + "\n")
+        except OSError as exc:
+            self.error = os_reason(exc, self.path)
 
-    def close(self) -> None:
-        self.file.close()
+    def close(self) -> str | None:
+        """Close the file; the reason lines are missing from it, if they are."""
+        try:
+            self.file.close()
+        except OSError as exc:
+            self.error = self.error or os_reason(exc, self.path)
+        return self.error

@@ -7,7 +7,6 @@ import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from .config import Config
 from .console import Console
@@ -55,6 +54,7 @@ async def run_session(
     sources: Sequence[tuple[Provider, int]],
     console: Console,
     session: SessionDir,
+    joblog: Joblog | None = None,
 ) -> RunSummary:
     """Run the pending jobs on `count` workers from each provider, to the end or an abort."""
     started = time.monotonic()
@@ -64,7 +64,6 @@ async def run_session(
         strikes=config.strikes,
         finished=store.counts(),
     )
-    joblog = Joblog(Path(config.joblog)) if config.joblog else None
     halt = Halt.parse(config.halt) if config.halt else None
     run = Run(config, store, scheduler, console, session, joblog=joblog, halt=halt)
     run.total = sum(store.counts().values())
@@ -168,8 +167,8 @@ async def _run_workers(
     if errors:
         raise errors[0]
     await close_again(run)
-    if joblog is not None:
-        joblog.close()
+    if joblog is not None and (joblog_error := joblog.close()) is not None:
+        console.warn(f"--joblog: cannot write {joblog_error}: the lines from then on are missing")
     counts = store.counts()
     left = counts[JobState.PENDING]
     if left and not aborted and not run.halted:

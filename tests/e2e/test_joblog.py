@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import resource
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from tests.e2e.helpers import cloudtask
+from tests.e2e.helpers import CLOUDTASK, cloudtask
 
 HEADER = [
     "Seq",
@@ -71,3 +72,30 @@ def test_halt_stops_new_jobs_and_the_session_stays_resumable(tmp_path: Path) -> 
     assert result.returncode == 1
     assert "halted" in result.stdout and "--resume=" in result.stdout
     assert result.stdout.splitlines()[-1].endswith("8 pending, 0 timeouts, 2 errors, 0 OK")
+
+
+def test_a_joblog_that_cannot_grow_costs_its_lines_not_the_run(tmp_path: Path) -> None:
+    """A full disk, made real: the controller may write files of at most LIMIT
+    bytes, and the joblog is already just under it. The store stays far below."""
+    limit = 1 << 20
+    joblog = tmp_path / "joblog"
+    joblog.write_text("\t".join(HEADER) + "\n" + "#" * (limit - 200) + "\n")
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run(
+        [CLOUDTASK, f"--joblog={joblog}", "echo"],
+        input=b"".join(b"%d\n" % n for n in range(1, 21)),
+        capture_output=True,
+        preexec_fn=small_files,
+        timeout=60,
+        check=False,
+    )
+
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    assert "0/20 !OK - 0 pending, 0 timeouts, 0 errors, 20 OK" in done.stdout.decode()
+    assert err.count("--joblog: cannot write") == 1, err
+    assert "File too large" in err and "Traceback" not in err
+    assert joblog.stat().st_size <= limit

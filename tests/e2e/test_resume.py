@@ -783,3 +783,41 @@ def sleepers() -> list[int]:
             if (entry / "cmdline").read_bytes() == b"sleep\x00300\x00" and state != "Z":
                 found.append(int(entry.name))
     return found
+
+
+def test_a_retry_refused_for_its_joblog_leaves_the_failed_jobs_failed() -> None:
+    first = cloudtask("sh", "-c", "exit $0", input=b"0\n3\n")
+    session = summary(first).id
+    assert states(session) == {1: "ok", 2: "failed"}
+
+    refused = cloudtask(f"--retry={session}", "--joblog=/dev/full")
+
+    assert_usage_error(refused, "--joblog", "/dev/full")
+    assert states(session) == {1: "ok", 2: "failed"}
+    assert cloudtask(f"--retry={session}").returncode == 1  # still there to retry
+    assert outcomes(session, 2) == ["failed", "failed"]
+
+
+def test_a_resume_of_a_damaged_session_is_one_line_and_changes_nothing() -> None:
+    first = cloudtask("--halt=fail=1", "sh", "-c", "exit $0", input=b"1\n0\n")
+    session = summary(first).id
+    with sqlite3.connect(store_path(session)) as db:
+        db.execute("UPDATE jobs SET state = 'weird' WHERE id = 2")
+    recorded = "SELECT * FROM jobs, attempts ORDER BY jobs.id, attempts.id"
+    before = query(session, recorded)
+
+    result = cloudtask(f"--resume={session}")
+
+    assert_usage_error(result, "store.sqlite: damaged: job 2 has state 'weird'")
+    assert query(session, recorded) == before
+
+
+def test_a_bad_stored_option_is_named_as_stored_not_as_a_template() -> None:
+    first = cloudtask("--halt=fail=1", "sh", "-c", "exit $0", input=b"1\n0\n")
+    session = summary(first).id
+    with sqlite3.connect(store_path(session)) as db:
+        db.execute("""UPDATE meta SET value = '{"split": "x"}' WHERE key = 'config'""")
+
+    result = cloudtask(f"--resume={session}")
+
+    assert_usage_error(result, "--split as stored in", "store.sqlite", "not a whole number")
