@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .errors import SessionError
+from .paths import os_reason
 
 # Session locks this process holds: kept open (and so held) until it exits.
 _held_locks: list[int] = []
@@ -63,7 +64,11 @@ class SessionDir:
     @classmethod
     def find(cls, sessions: Path, session_id: int, option: str) -> SessionDir:
         path = sessions / str(session_id)
-        if not (path / "store.sqlite").is_file():
+        try:
+            found = (path / "store.sqlite").is_file()
+        except OSError:  # an id too long to be a file name, a directory not readable
+            found = False
+        if not found:
             raise SessionError(f"{option}: no session {session_id} in {sessions}")
         return cls(session_id, path)
 
@@ -74,7 +79,10 @@ class SessionDir:
         however it ends, so a killed controller never leaves a stale lock.
         """
         path = self.path / "lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        except OSError as exc:
+            raise SessionError(f"session {self.id}: cannot lock {os_reason(exc, path)}") from None
         # A reader (cloudtask-logalyzer) probes the lock for an instant: try a
         # few times before saying that another process holds it.
         for pause in (0.02, 0.05, 0.1, None):

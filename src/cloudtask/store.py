@@ -100,18 +100,60 @@ class Store:
 
     @classmethod
     def open(cls, directory: Path) -> Store:
+        """The session's store, migrated; a damaged one is a SessionError naming what."""
         path = directory / STORE_NAME
         if not path.is_file():
             raise SessionError(f"{directory}: no session store")
         store = cls(_connect(path), path)
-        version = int(store.get("schema_version") or 0)
+        try:
+            store._check(store._version())
+        except sqlite3.Error as exc:
+            raise SessionError(f"{path}: not a session store SQLite can read: {exc}") from None
+        return store
+
+    def _version(self) -> int:
+        raw = self.get("schema_version")
+        if raw is None or not raw.isdigit():
+            raise SessionError(f"{self.path}: damaged: no schema version (found {raw!r})")
+        version = int(raw)
         if not 1 <= version <= SCHEMA_VERSION:
             raise SessionError(
-                f"{path}: schema version {version} is not one this cloudtask knows "
+                f"{self.path}: schema version {version} is not one this cloudtask knows "
                 f"(1 to {SCHEMA_VERSION}): made by a newer cloudtask?"
             )
-        store._migrate(version)
-        return store
+        return version
+
+    def _check(self, version: int) -> None:
+        """Migrate, then refuse a store whose tables or states cloudtask did not write."""
+        self._migrate(version)
+        tables = {row[0] for row in self.db.execute("SELECT name FROM sqlite_master")}
+        missing = sorted({"meta", "jobs", "attempts", "instances"} - tables)
+        if missing:
+            raise SessionError(f"{self.path}: damaged: no {', '.join(missing)} table")
+        known = [state.value for state in JobState]
+        marks = ", ".join("?" for _ in known)
+        odd = self.db.execute(
+            f"SELECT id, state FROM jobs WHERE state NOT IN ({marks}) LIMIT 1", known
+        ).fetchone()
+        if odd is not None:
+            raise SessionError(f"{self.path}: damaged: job {odd[0]} has state {odd[1]!r}")
+        for key in ("config", "session_keys", "local_runs"):
+            self._json(key)
+
+    def _json(self, key: str) -> Any:
+        """A meta value cloudtask stores as JSON: a dict (config) or a list of strings."""
+        raw = self.get(key)
+        if raw is None:
+            return {} if key == "config" else []
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = None
+        items = value.values() if isinstance(value, dict) else value
+        expected = dict if key == "config" else list
+        if not isinstance(value, expected) or not all(isinstance(item, str) for item in items):
+            raise SessionError(f"{self.path}: damaged: meta {key} is not what cloudtask wrote")
+        return value
 
     def _migrate(self, version: int) -> None:
         """Bring the schema up to date, one version a commit."""
@@ -180,7 +222,7 @@ class Store:
         A run's key is recorded before it is used and forgotten once it is
         known to be removed everywhere. Private keys are never stored.
         """
-        return list(json.loads(self.get("session_keys") or "[]"))
+        return list(self._json("session_keys"))
 
     def add_session_key(self, line: str) -> None:
         self.set("session_keys", json.dumps([*self.session_keys(), line]))
@@ -192,13 +234,13 @@ class Store:
 
     def local_runs(self) -> list[str]:
         """Tags of this session's runs on the local provider (see transport.local.RUN_TAG)."""
-        return list(json.loads(self.get("local_runs") or "[]"))
+        return list(self._json("local_runs"))
 
     def add_local_run(self, tag: str) -> None:
         self.set("local_runs", json.dumps([*self.local_runs(), tag]))
 
     def config(self) -> dict[str, str]:
-        return dict(json.loads(self.get("config") or "{}"))
+        return dict(self._json("config"))
 
     def reset(self, states: Iterable[JobState]) -> int:
         """Jobs in these states become pending again (to be run on resume); how many.

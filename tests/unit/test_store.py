@@ -154,3 +154,39 @@ def test_instances_are_recorded_from_intent_to_destruction(tmp_path: Path) -> No
     (first, second) = other.instances()
     assert (first.address, first.running, first.destroyed) == ("198.18.0.9", 3.0, 9.0)
     assert second.note == "never launched"
+
+
+DAMAGE = {
+    "no schema version": "UPDATE meta SET value = 'x' WHERE key = 'schema_version'",
+    "unknown job state": "UPDATE jobs SET state = 'weird' WHERE id = 2",
+    "config not JSON": "INSERT OR REPLACE INTO meta VALUES ('config', '{')",
+    "config not a mapping of text": "INSERT OR REPLACE INTO meta VALUES ('config', '[1]')",
+    "session keys not a list": "INSERT OR REPLACE INTO meta VALUES ('session_keys', '5')",
+    "local runs not text": "INSERT OR REPLACE INTO meta VALUES ('local_runs', '[null]')",
+    "a dropped table": "DROP TABLE attempts",
+    "no meta table": "DROP TABLE meta",
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE.values(), ids=DAMAGE.keys())
+def test_a_damaged_store_is_refused_on_open_as_one_session_error(
+    tmp_path: Path, damage: str
+) -> None:
+    store = Store.create(tmp_path)
+    store.add_jobs([(1, 1, "echo 1"), (2, 2, "echo 2")])
+    store.close()
+    db = sqlite3.connect(tmp_path / "store.sqlite")
+    db.execute(damage)
+    db.commit()
+    db.close()
+
+    with pytest.raises(SessionError, match=r"store\.sqlite: (damaged|not a session store)"):
+        Store.open(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00not a database\x00" * 400])
+def test_a_store_file_that_is_empty_or_garbage_is_refused(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "store.sqlite").write_bytes(content)
+
+    with pytest.raises(SessionError, match=r"store\.sqlite: "):
+        Store.open(tmp_path)
