@@ -279,6 +279,28 @@ def _drive(
     joblog: Joblog | None,
 ) -> int:
     """Run the session's pending jobs to the end, or until aborted; the exit status."""
+    try:
+        return _drive_run(config, session, store, targets, cloud, split, console, joblog)
+    except KeyboardInterrupt:
+        # Ctrl-C outside the run's own handling (the last cleanup tries, the
+        # sweep, the report): what is recorded stays, the watchdog sweeps on.
+        console.warn(
+            f"interrupted: session {session.id} is saved; resume with: "
+            f"cloudtask --resume={session.id}" + sessions_option(config)
+        )
+        return ExitStatus.NOT_OK
+
+
+def _drive_run(
+    config: Config,
+    session: SessionDir,
+    store: Store,
+    targets: list[Target],
+    cloud: Cloud | None,
+    split: int,
+    console: Console,
+    joblog: Joblog | None,
+) -> int:
     sources: list[tuple[Provider, int]] = []
     key = SessionKey(session.id)
     if targets:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .config import Config
 from .console import Console
@@ -166,7 +167,9 @@ async def _run_workers(
             await provider.close()
     if errors:
         raise errors[0]
-    await close_again(run)
+    if not cancelled and not await skippable(close_again(run), console):
+        for name in run.unclosed:
+            console.warn(f"{name}: cleanup skipped, the session key is left there")
     if joblog is not None and (joblog_error := joblog.close()) is not None:
         console.warn(f"--joblog: cannot write {joblog_error}: the lines from then on are missing")
     counts = store.counts()
@@ -177,6 +180,29 @@ async def _run_workers(
     return RunSummary(counts, time.monotonic() - started, aborted, run.halted, cleaned)
 
 
+async def skippable(step: Coroutine[Any, Any, None], console: Console) -> bool:
+    """Run a last step that may take a while; SIGINT or SIGTERM skips it (False)."""
+    running = asyncio.ensure_future(step)
+
+    def skip(signum: int) -> None:
+        console.warn(f"{signal.Signals(signum).name}: skipping the last cleanup tries")
+        running.cancel()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, skip, signum)
+    try:
+        await running
+        return True
+    except asyncio.CancelledError:
+        if not running.cancelled():
+            raise
+        return False
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
 # Pauses before the last tries at a failed cleanup: a worker that was just
 # restarted or reconnected gets a few seconds to answer again.
 CLEANUP_RETRY_PAUSES = (0.0, 2.0, 5.0)
@@ -185,6 +211,8 @@ CLEANUP_RETRY_PAUSES = (0.0, 2.0, 5.0)
 async def close_again(run: Run) -> None:
     """The last tries at the cleanups that failed (a worker unreachable then)."""
     failures: dict[str, str] = {}
+    if run.unclosed:
+        run.console.line(f"trying again to clean up {', '.join(run.unclosed)} (Ctrl-C skips it)")
     for pause in CLEANUP_RETRY_PAUSES:
         if not run.unclosed:
             return

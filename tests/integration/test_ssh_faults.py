@@ -261,3 +261,38 @@ def test_host_killed_during_post_is_a_warning_and_the_results_stand(
     assert helpers.counts(result) == (0, 2, 0, 0, 0, 2)
     assert_no_job_processes(hosts, "sleep")
     authorized_keys.assert_unchanged()
+
+
+def test_ctrl_c_while_the_cleanup_is_tried_again_skips_it_and_resume_removes_the_key(
+    make_hosts: MakeHosts,
+    tmp_path: Path,
+    home: Path,
+    job_script: Path,
+    authorized_keys: KeysSnapshot,
+    running: list[Running],
+) -> None:
+    hosts = make_hosts(2)
+    victim = hosts[0]
+    jobs = jobs_input(4, f"slow:{victim.address}:60:1")
+    run = start(running, tmp_path, home, hosts, job_script, jobs, "--retries=0")
+    wait_until(
+        lambda: any(addr == victim.address for _, addr in starts(tmp_path)),
+        20,
+        "a job started on the victim",
+    )
+    victim.kill_all()  # its sshd stays down: the last cleanup tries cannot reach it
+    wait_until(lambda: "trying again to clean up" in run.out_path.read_text(), 60, "cleanup tries")
+    run.process.send_signal(signal.SIGINT)
+    result = run.wait(10)
+
+    assert result.returncode == 0, result.stderr  # every job ran: the results stand
+    assert helpers.counts(result) == (0, 4, 0, 0, 0, 4)
+    assert f"{victim.address}: cleanup skipped, the session key is left there" in result.stderr
+    assert "Traceback" not in result.stderr
+    session = helpers.summary(result).id
+
+    victim.restart_sshd()
+    resumed = helpers.cloudtask(f"--resume={session}", env=env_for(home))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "is finished: nothing to run" in resumed.stdout
+    authorized_keys.assert_unchanged()
