@@ -32,7 +32,7 @@ from .errors import (
     error_text,
 )
 from .joblog import Joblog
-from .jobs import Command, read_jobs
+from .jobs import Command, check_length, read_jobs
 from .providers import Cloud, Provider, get_cloud, is_cloud
 from .providers.launched import LaunchedWorkers, settled, sweep_and_close
 from .providers.local import LocalProvider
@@ -501,7 +501,8 @@ def task_command(template: Template | None, positional: list[str]) -> Command | 
 def store_jobs(store: Store, command: Command, stdin: Iterable[bytes]) -> int:
     """Stream the jobs into the store, every line validated before anything runs."""
     count = store.add_jobs(
-        (job.id, job.line, command.for_job(job.args)) for job in read_jobs(stdin)
+        (job.id, job.line, check_length(command.for_job(job.args), job.line))
+        for job in read_jobs(stdin)
     )
     if not count:
         raise UsageError("no jobs: standard input has no job lines")

@@ -22,6 +22,29 @@ _BLANK_RUN = re.compile(r"[ \t\r\n]+")
 _QUOTING = frozenset("'\"\\")
 
 
+# Linux runs no single argument longer than this, with its NUL (MAX_ARG_STRLEN):
+# a job's command is one, locally (sh -c) and quoted into the SSH wrapper's.
+MAX_ARGUMENT = 131072
+WRAPPER_ROOM = 4096  # the SSH wrapper itself, with room to spare
+# Up to this many characters a command fits whatever it holds (quoting makes a
+# quote 5 bytes, UTF-8 a character at most 4): only longer ones are measured.
+_SURELY_FITS = (MAX_ARGUMENT - WRAPPER_ROOM) // 20
+
+
+def check_length(command: str, line: int) -> str:
+    """The job's command, if a worker can run it; else an InputError for its line."""
+    if len(command) <= _SURELY_FITS:
+        return command
+    size = len(shlex.quote(command).encode("utf-8"))
+    if size + WRAPPER_ROOM > MAX_ARGUMENT:
+        raise InputError(
+            line,
+            f"the job's command is {size} bytes quoted; a worker runs at most "
+            f"{MAX_ARGUMENT - WRAPPER_ROOM}",
+        )
+    return command
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """One job: its identity is its position among the jobs (from 1)."""

@@ -34,6 +34,7 @@ from tests.e2e.helpers import (
 )
 
 from cloudtask.config import OPTIONS
+from cloudtask.jobs import MAX_ARGUMENT, WRAPPER_ROOM
 
 # -- job input (section 2) ---------------------------------------------------
 
@@ -133,7 +134,19 @@ BAD_LINES = {
     "NUL byte": b"a\0b",
     "invalid UTF-8": b"caf\xe9",
     "trailing backslash": b"a \\",
+    "a command too long for any worker": b"x" * 130_000,
+    "one that its quoting makes too long": b"\\'" * 30_000,
 }
+
+
+def test_the_longest_command_a_worker_runs_is_not_refused() -> None:
+    quotes = 2  # the command is quoted whole into the SSH wrapper
+    longest = b"x" * (MAX_ARGUMENT - WRAPPER_ROOM - len("echo ") - quotes)
+
+    result = cloudtask("echo", input=longest + b"\n")
+
+    assert result.returncode == 0, result.stderr[:500]
+    assert counts(result) == (0, 1, 0, 0, 0, 1)
 
 
 @pytest.mark.parametrize("bad", BAD_LINES.values(), ids=BAD_LINES.keys())
