@@ -1,188 +1,860 @@
 #!/usr/bin/env python3
-"""A session of a million jobs: peak memory and time to ingest and to resume.
+"""A session of a million jobs: peak memory, time to ingest, to run, and to resume after SIGKILL.
 
-    .venv/bin/python benchmarks/million_jobs.py [--jobs N] [--run SECONDS]
+    .venv/bin/python benchmarks/million_jobs.py [--jobs N] [--providers local,ssh]
+        [--split 2] [--hosts 4] [--parallel-jobs N] [--parallel-ssh-jobs N] [--timeout S]
+    .venv/bin/python benchmarks/million_jobs.py --quick [--jobs N] [--run SECONDS]
 
-Three measured steps, each a real cloudtask process on the local provider:
+Full sessions (issue 7), one per provider: `--split=N` on the local provider,
+and `--workers=FILE --ssh-identity=KEY` on `--hosts` SSH test hosts
+(tests/hosts.py; needs root). Each session runs --jobs `true N` jobs to the
+end, in two real cloudtask processes:
 
-- ingest: `cloudtask --split=2 true < FILE` reads every line into the session
-  store; timed until the first job starts, then the run is let go on for
-  `--run` seconds and stopped with SIGTERM (an abort, so the session stays
-  resumable);
-- resume: `cloudtask --resume=ID`, timed until its first job starts, then
-  stopped the same way;
-- kill and resume: the same resume SIGKILLed after `--run` seconds, then
-  resumed once more, checking that no job was lost: every job that ran is ok
-  or pending again.
+- ingest: `cloudtask true < FILE` reads every line into the session store;
+  timed to its first job, then run until half the jobs are ok, when its
+  process group is SIGKILLed;
+- resume: `cloudtask --resume=ID`, timed to its first job, then run to the
+  end.
 
-Each row gives seconds to the first job, peak RSS of the controller (VmHWM,
-read just before it is stopped) and the jobs started in the step. The
-baseline row in the same run is GNU parallel (`parallel -j2 echo`) on the
-same file, stopped with SIGTERM after as long.
-Targets (issue 4): peak RSS under 300 MB; ingest and resume each under 30 s.
+Each row gives seconds to the first job, wall seconds, jobs run, their rate
+(after the first job), controller CPU per job (user + system of the
+controller's process tree, so local jobs count, remote ones not) and the
+controller's peak RSS (VmHWM, sampled every 0.1 s, the last sample before it
+ends). After each session the store (opened read-only) must show every job
+ok, exactly one ok attempt per job, every attempt the kill cut off closed as
+lost, and no more jobs run twice than were running at the kill.
+
+GNU parallel is the baseline on the same input: `parallel -jN true` on its
+first --parallel-jobs lines, and `parallel -S` (--controlmaster, one job at a
+time per host) on the same hosts with the first --parallel-ssh-jobs lines; it
+keeps no record of its jobs and has nothing to resume from.
+
+--quick (issue 4): a few seconds per step on the local provider: ingest then
+SIGTERM, resume then SIGTERM, resume then SIGKILL, resume once more then
+SIGTERM; every job must be ok or pending after it.
+
+Targets: peak RSS under 300 MB; ingest and resume each under 30 s to the
+first job. Exits 1 if a target or a check fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import json
 import os
 import re
+import resource
+import shlex
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.hosts import TestHosts, unavailable_reason
 
 CLOUDTASK = str(Path(sys.executable).with_name("cloudtask"))
 FIRST_JOB = re.compile(rb" job \d+ started: ")
+JOB_OK = re.compile(rb"^\S+ job \d+ ok \(")
+SESSION_LINE = re.compile(rb"^session (\d+)[: ]")
+SUMMARY = re.compile(
+    rb"^session \d+ \(\d+ seconds?\): (\d+)/(\d+) !OK - (\d+) pending, "
+    rb"(\d+) timeouts, (\d+) errors, (\d+) OK$"
+)
 RSS_TARGET_MB = 300
 SECONDS_TARGET = 30.0
-
-
-@dataclass
-class Row:
-    step: str
-    to_first_job: float | None
-    peak_rss_mb: float
-    exit_status: int
-    jobs_done: int | None = None
-
-
-def run_until_first_job(
-    argv: list[str],
-    env: dict[str, str],
-    stdin: Path | None,
-    run_for: float,
-    stop: signal.Signals,
-    first_job: re.Pattern[bytes] = FIRST_JOB,
-) -> Row:
-    """Start the command, time it to its first job, let it run, stop it, measure it.
-
-    Returns the row with how many output lines matched `first_job` as jobs_done.
-    """
-    started = time.monotonic()
-    with open(stdin or os.devnull, "rb") as source:
-        process = subprocess.Popen(
-            argv, stdin=source, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
-        )
-    assert process.stdout is not None
-    first = None
-    matched = 0
-    for line in process.stdout:
-        if first_job.search(line):
-            first = time.monotonic() - started
-            matched = 1
-            break
-    # Keep reading so the command never blocks on a full pipe.
-    end = time.monotonic() + run_for
-    while time.monotonic() < end and (line := process.stdout.readline()):
-        matched += bool(first_job.search(line))
-    peak = peak_rss_mb(process.pid)
-    process.send_signal(stop)
-    for line in process.stdout:
-        matched += bool(first_job.search(line))
-    process.wait()
-    return Row("", first, peak, process.returncode, matched)
+AUTHORIZED_KEYS = Path("/root/.ssh/authorized_keys")  # the test hosts log in as root
+SAMPLE_EVERY = 0.1  # seconds between two reads of the controller's VmHWM
 
 
 def peak_rss_mb(pid: int) -> float:
     """The process's peak resident memory since it exec'd (VmHWM), in MB.
 
-    Read before it is stopped: a forked child's ru_maxrss would also count
-    the memory of this script, from before the exec.
+    Read while it runs: a forked child's ru_maxrss would also count the
+    memory of this script, from before the exec.
     """
     status = Path(f"/proc/{pid}/status").read_text()
     (kilobytes,) = re.findall(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
     return int(kilobytes) / 1024
 
 
-def parallel_row(lines: Path, run_for: float) -> Row | None:
-    """GNU parallel on the same input, stopped the same way."""
-    if not shutil.which("parallel"):
-        print("GNU parallel not installed: its row is skipped", file=sys.stderr)
-        return None
-    row = run_until_first_job(["parallel", "-j2", "echo"], dict(os.environ), lines, run_for,
-                              signal.SIGTERM, re.compile(rb"^\d+$"))
-    row.step = "GNU parallel, run, TERM"
-    return row
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
-def states(store: Path) -> dict[str, int]:
-    db = sqlite3.connect(store)
+def write_lines(path: Path, jobs: int) -> Path:
+    """The input: one line per job, 1 to jobs."""
+    with path.open("w") as out:
+        for start in range(1, jobs + 1, 10_000):
+            out.write("".join(f"{n}\n" for n in range(start, min(start + 10_000, jobs + 1))))
+    return path
+
+
+def head(lines: Path, count: int, path: Path) -> Path:
+    """The first count lines of lines, in path."""
+    with lines.open("rb") as source, path.open("wb") as out:
+        for _, line in zip(range(count), source, strict=False):
+            out.write(line)
+    return path
+
+
+# --- one process, measured ----------------------------------------------------------------
+
+
+class RssSampler:
+    """Samples a process's VmHWM every SAMPLE_EVERY seconds; keeps the last sample read."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def sample(self) -> None:
+        # A process that has exited (a zombie) has no VmHWM: the last sample stands.
+        with contextlib.suppress(OSError, ValueError):
+            self.mb = max(self.mb, peak_rss_mb(self.pid))
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_EVERY):
+            self.sample()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Step:
+    """One process: a cloudtask controller, or GNU parallel."""
+
+    provider: str
+    step: str
+    to_first_job: float | None = None
+    wall: float = 0.0
+    jobs: int = 0  # jobs that ended ok in this step
+    cpu: float = 0.0  # user + system seconds of the process tree
+    peak_rss_mb: float = 0.0
+    exit_status: int | None = None  # None: killed by us on purpose
+    session: int | None = None
+    summary: tuple[int, ...] | None = None  # !OK, total, pending, timeouts, errors, OK
+    problem: str | None = None
+    output_tail: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float | None:
+        running = self.wall - (self.to_first_job or 0.0)
+        return self.jobs / running if self.jobs and running > 0 else None
+
+
+def run_measured(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    stdin: Path | None,
+    timeout: float,
+    *,
+    kill_after_ok: int | None = None,
+    first_job: re.Pattern[bytes] = FIRST_JOB,
+    job_ok: re.Pattern[bytes] = JOB_OK,
+    cwd: Path | None = None,
+) -> Step:
+    """Run argv in a process group of its own with stdin from a file, reading its output.
+
+    Times it to the first line matching first_job, counts the lines matching
+    job_ok, samples its peak RSS, and notes the session line and the summary.
+    With kill_after_ok, its group is SIGKILLed as soon as that many jobs
+    ended ok. A process still running after timeout seconds is SIGKILLed too,
+    and the step gets a problem.
+    """
+    step = Step("", "")
+    before = children_cpu()
+    started = time.monotonic()
+    with open(stdin or os.devnull, "rb") as source:
+        process = subprocess.Popen(
+            list(argv),
+            stdin=source,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
+    sampler = RssSampler(process.pid)
+    timed_out = threading.Event()
+
+    def kill_group() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    def on_timeout() -> None:
+        timed_out.set()
+        kill_group()
+
+    timer = threading.Timer(timeout, on_timeout)
+    timer.start()
+    killed = ended = False
+    tail: list[str] = []
+    assert process.stdout is not None
     try:
-        return dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+        for line in process.stdout:
+            if step.to_first_job is None and first_job.search(line):
+                step.to_first_job = time.monotonic() - started
+            if job_ok.search(line):
+                step.jobs += 1
+                if kill_after_ok is not None and step.jobs >= kill_after_ok:
+                    sampler.sample()  # the last sample, just before the kill
+                    kill_group()
+                    killed = True
+                    break
+            elif step.session is None and (match := SESSION_LINE.match(line)):
+                step.session = int(match[1])
+            elif match := SUMMARY.match(line.rstrip(b"\n")):
+                step.summary = tuple(int(group) for group in match.groups())
+            else:
+                tail = [*tail[-9:], line.decode(errors="replace").rstrip("\n")]
+        ended = True
+    finally:
+        if not ended and not killed:
+            kill_group()  # an error here: nothing is left running
+        # Until it exits (the timer bounds that); WNOWAIT keeps the pid, and so its
+        # group id, from being reused before what is left of the group is killed.
+        os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+        step.wall = time.monotonic() - started
+        timer.cancel()
+        sampler.stop()
+        kill_group()  # what the group left (a local job is in a session of its own)
+        process.stdout.close()
+        process.wait()
+    step.cpu = children_cpu() - before
+    step.peak_rss_mb = sampler.mb
+    step.exit_status = None if killed else process.returncode
+    step.output_tail = tail
+    if timed_out.is_set():
+        step.problem = f"not done in {timeout:.0f} s"
+    elif kill_after_ok is not None and not killed:
+        step.problem = f"ended (exit {process.returncode}) before {kill_after_ok} jobs were ok"
+    return step
+
+
+# --- a full session: ingest, SIGKILL at half, resume to the end, checks ---------------------
+
+
+@dataclass
+class StoreCheck:
+    """What the store says about a session after its last run."""
+
+    jobs: int = 0
+    states: dict[str, int] = field(default_factory=dict)
+    ok_attempts: int = 0
+    jobs_with_ok_attempt: int = 0
+    counted_once: int = 0  # jobs whose attempts counter (ok, failed, timeout) is 1
+    open_attempts: int = 0  # attempts with no outcome
+    lost: list[int] = field(default_factory=list)  # jobs of the attempts closed as lost
+    other_outcomes: dict[str, int] = field(default_factory=dict)
+    ran_twice: int = 0  # jobs with more than one attempt
+
+
+@dataclass
+class Session:
+    provider: str
+    jobs: int
+    steps: list[Step] = field(default_factory=list)
+    done_at_kill: int = 0
+    running_at_kill: set[int] = field(default_factory=set)
+    check: StoreCheck | None = None
+    keys_left: list[str] = field(default_factory=list)  # session keys left authorized
+    problems: list[str] = field(default_factory=list)
+
+
+def open_read_only(store: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+
+
+def store_states(store: Path) -> dict[str, int]:
+    db = open_read_only(store)
+    try:
+        rows = db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
+        return {str(state): int(count) for state, count in rows}
     finally:
         db.close()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=1_000_000)
-    parser.add_argument("--run", type=float, default=3.0,
-                        help="seconds each step runs jobs before it is stopped")
-    args = parser.parse_args()
+def session_keys(store: Path) -> list[str]:
+    """The public key lines of the session's runs not known to be removed from the workers."""
+    db = open_read_only(store)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'session_keys'").fetchone()
+        return [str(line) for line in json.loads(row[0])] if row else []
+    finally:
+        db.close()
+
+
+def authorized_lines(authorized_keys: Path) -> set[str]:
+    try:
+        return {line.strip() for line in authorized_keys.read_text().splitlines()}
+    except FileNotFoundError:
+        return set()
+
+
+def remove_lines(authorized_keys: Path, lines: Sequence[str]) -> None:
+    """Take these lines out of an authorized_keys file (under the lock cloudtask takes)."""
+    directory = os.open(authorized_keys.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        kept = [
+            line
+            for line in authorized_keys.read_text().splitlines(keepends=True)
+            if line.strip() not in lines
+        ]
+        temporary = authorized_keys.with_name(f".{authorized_keys.name}.benchmark")
+        temporary.write_text("".join(kept))
+        temporary.chmod(0o600)
+        temporary.replace(authorized_keys)
+    finally:
+        os.close(directory)
+
+
+def running_jobs(store: Path) -> set[int]:
+    db = open_read_only(store)
+    try:
+        return {int(job) for (job,) in db.execute("SELECT id FROM jobs WHERE state = 'running'")}
+    finally:
+        db.close()
+
+
+def check_store(store: Path) -> StoreCheck:
+    db = open_read_only(store)
+    try:
+        check = StoreCheck()
+        check.states = {
+            str(state): int(count)
+            for state, count in db.execute("SELECT state, count(*) FROM jobs GROUP BY state")
+        }
+        check.jobs = sum(check.states.values())
+        check.ok_attempts, check.jobs_with_ok_attempt = db.execute(
+            "SELECT count(*), count(DISTINCT job) FROM attempts WHERE outcome = 'ok'"
+        ).fetchone()
+        (check.counted_once,) = db.execute(
+            "SELECT count(*) FROM jobs WHERE attempts = 1"
+        ).fetchone()
+        (check.open_attempts,) = db.execute(
+            "SELECT count(*) FROM attempts WHERE outcome IS NULL"
+        ).fetchone()
+        check.lost = sorted(
+            int(job)
+            for (job,) in db.execute(
+                "SELECT job FROM attempts WHERE outcome = 'lost' AND ended IS NULL"
+            )
+        )
+        check.other_outcomes = {
+            str(outcome): int(count)
+            for outcome, count in db.execute(
+                "SELECT outcome, count(*) FROM attempts WHERE outcome NOT IN ('ok', 'lost') "
+                "OR (outcome = 'lost' AND ended IS NOT NULL) GROUP BY outcome"
+            )
+        }
+        (check.ran_twice,) = db.execute(
+            "SELECT count(*) FROM (SELECT job FROM attempts GROUP BY job HAVING count(*) > 1)"
+        ).fetchone()
+        return check
+    finally:
+        db.close()
+
+
+def session_problems(check: StoreCheck, jobs: int, running_at_kill: set[int]) -> list[str]:
+    """Every job ok with exactly one ok attempt; the kill's attempts closed as lost;
+    no more jobs ran twice than were running at the kill."""
+    problems = []
+    if check.states != {"ok": jobs}:
+        problems.append(f"job states {check.states}, not {jobs} ok")
+    if (check.ok_attempts, check.jobs_with_ok_attempt) != (jobs, jobs):
+        problems.append(
+            f"{check.ok_attempts} ok attempts for {check.jobs_with_ok_attempt} jobs, "
+            f"not one for each of {jobs}"
+        )
+    if check.counted_once != jobs:
+        problems.append(f"{jobs - check.counted_once} jobs do not count exactly one attempt")
+    if check.open_attempts:
+        problems.append(f"{check.open_attempts} attempts left open (no outcome)")
+    if check.other_outcomes:
+        problems.append(f"other attempts: {check.other_outcomes}")
+    if set(check.lost) != running_at_kill or len(check.lost) != len(running_at_kill):
+        problems.append(
+            f"attempts closed as lost for jobs {check.lost[:20]}, but running at the kill: "
+            f"{sorted(running_at_kill)[:20]}"
+        )
+    if check.ran_twice > len(running_at_kill):
+        problems.append(
+            f"{check.ran_twice} jobs ran twice, more than the {len(running_at_kill)} "
+            "running at the kill"
+        )
+    return problems
+
+
+def step_problems(step: Step, *, finished: bool) -> list[str]:
+    name = f"{step.provider}, {step.step}"
+    problems = [f"{name}: {step.problem}"] if step.problem else []
+    if step.to_first_job is None:
+        problems.append(f"{name}: no job started")
+    elif step.to_first_job > SECONDS_TARGET:
+        problems.append(
+            f"{name}: first job after {step.to_first_job:.1f} s, not within {SECONDS_TARGET:g} s"
+        )
+    if step.peak_rss_mb > RSS_TARGET_MB:
+        problems.append(f"{name}: peak RSS {step.peak_rss_mb:.0f} MB > {RSS_TARGET_MB} MB")
+    if finished and step.exit_status != 0:
+        problems.append(f"{name}: exit status {step.exit_status}")
+    if problems:
+        problems.append(f"{name}: last lines: " + " | ".join(step.output_tail[-3:]))
+    return problems
+
+
+def full_session(
+    provider: str,
+    options: Sequence[str],
+    lines: Path,
+    jobs: int,
+    env: Mapping[str, str],
+    timeout: float,
+    cwd: Path | None = None,
+    authorized_keys: Path | None = None,
+) -> Session:
+    """Run the jobs in lines as one session to the end: ingest, SIGKILL once half of
+    them are ok, resume to the end; then check the store.
+
+    options choose the workers (`--split=2`, or `--workers=FILE --ssh-identity=KEY`);
+    env must set CLOUDTASK_SESSIONS. timeout bounds each process; they run in cwd.
+    authorized_keys: the workers' file (test hosts share root's), in which no key
+    of the session may be left at the end (the caller removes any in keys_left).
+    """
+    session = Session(provider, jobs)
+    ingest = run_measured(
+        [CLOUDTASK, "--force", *options, "true"],
+        env,
+        lines,
+        timeout,
+        kill_after_ok=jobs // 2,
+        cwd=cwd,
+    )
+    ingest.provider, ingest.step = provider, "ingest, run, SIGKILL at half"
+    session.steps.append(ingest)
+    session.problems += step_problems(ingest, finished=False)
+    if ingest.session is None or ingest.problem:
+        session.problems.append(f"{provider}: no session to resume")
+        return session
+    store = Path(env["CLOUDTASK_SESSIONS"], str(ingest.session), "store.sqlite")
+    states = store_states(store)
+    session.done_at_kill = ingest.jobs = states.get("ok", 0)
+    session.running_at_kill = running_jobs(store)
+    keys = session_keys(store)  # the killed run's key, for the resume to remove
+    if sum(states.values()) != jobs:
+        session.problems.append(f"{provider}: the store holds {sum(states.values())} jobs")
+    resume = run_measured([CLOUDTASK, f"--resume={ingest.session}"], env, None, timeout, cwd=cwd)
+    resume.provider, resume.step = provider, "resume, run to the end"
+    session.steps.append(resume)
+    session.problems += step_problems(resume, finished=True)
+    left = jobs - session.done_at_kill
+    if resume.summary != (0, jobs, 0, 0, 0, jobs):
+        session.problems.append(f"{provider}: resume summary {resume.summary}")
+    if resume.jobs != left:
+        session.problems.append(f"{provider}: the resume ran {resume.jobs} jobs, not {left}")
+    session.check = check_store(store)
+    session.problems += [
+        f"{provider}: {problem}"
+        for problem in session_problems(session.check, jobs, session.running_at_kill)
+    ]
+    if authorized_keys is not None:
+        recorded = session_keys(store)
+        if recorded:
+            session.problems.append(f"{provider}: session keys still recorded: {recorded}")
+        authorized = authorized_lines(authorized_keys)
+        session.keys_left = [key for key in {*keys, *recorded} if key in authorized]
+        if session.keys_left:
+            session.problems.append(
+                f"{provider}: session keys left in {authorized_keys}: {session.keys_left}"
+            )
+    return session
+
+
+def ssh_env(home: Path, sessions: Path) -> dict[str, str]:
+    """The environment for cloudtask on the test hosts: a HOME with an empty ~/.ssh
+    (host keys are trusted on first use and pinned in the session)."""
+    (home / ".ssh").mkdir(parents=True, exist_ok=True, mode=0o700)
+    return {**os.environ, "HOME": str(home), "CLOUDTASK_SESSIONS": str(sessions)}
+
+
+def ssh_options(hosts: TestHosts) -> list[str]:
+    return [f"--workers={hosts.workers_file()}", f"--ssh-identity={hosts.client_key}"]
+
+
+# --- GNU parallel, the baseline -----------------------------------------------------------
+
+
+def run_parallel(
+    name: str, options: Sequence[str], lines: Path, env: Mapping[str, str], timeout: float
+) -> Step:
+    """GNU parallel running `true N` for each line; its jobs are counted in its joblog."""
+    joblog = lines.with_name(lines.name + ".joblog")
+    step = run_measured(
+        ["parallel", "--will-cite", "--joblog", str(joblog), *options, "true"],
+        env,
+        lines,
+        timeout,
+        first_job=re.compile(rb"$^"),  # `true` prints nothing
+        job_ok=re.compile(rb"$^"),
+    )
+    step.provider, step.step = name, "run"
+    with contextlib.suppress(FileNotFoundError), joblog.open() as log:
+        # Seq Host Starttime JobRuntime Send Receive Exitval Signal Command
+        step.jobs = sum(line.split("\t")[6:8] == ["0", "0"] for line in log)
+    return step
+
+
+def parallel_local(lines: Path, count: int, split: int, scratch: Path, timeout: float) -> Step:
+    subset = head(lines, count, scratch / "parallel-lines")
+    return run_parallel(f"GNU parallel -j{split}", [f"-j{split}"], subset, os.environ, timeout)
+
+
+def parallel_ssh(
+    lines: Path, count: int, hosts: TestHosts, env: Mapping[str, str], scratch: Path, timeout: float
+) -> Step:
+    """parallel -S with --controlmaster, one job at a time per host."""
+    # GNU parallel runs `--ssh` as one word when it starts a control master, so
+    # the client options go into a wrapper script.
+    wrapper = scratch / "ssh-wrapper"
+    wrapper.write_text(f'#!/bin/sh\nexec ssh {shlex.join(hosts.ssh_options())} "$@"\n')
+    wrapper.chmod(0o755)
+    logins = ",".join(f"1/{host.login}" for host in hosts)
+    options = ["--controlmaster", "--ssh", str(wrapper), "-S", logins]
+    subset = head(lines, count, scratch / "parallel-ssh-lines")
+    return run_parallel(f"GNU parallel -S x{len(hosts)} -M", options, subset, env, timeout)
+
+
+def baseline_problems(step: Step, count: int) -> list[str]:
+    name = f"{step.provider}, {step.step}"
+    if step.problem:
+        return [f"{name}: {step.problem}"]
+    if step.exit_status != 0 or step.jobs != count:
+        return [f"{name}: exit {step.exit_status}, {step.jobs} of {count} jobs"]
+    return []
+
+
+# --- the table ----------------------------------------------------------------------------
+
+
+def table_row(
+    provider: str,
+    step: str,
+    jobs: int,
+    first: float | None,
+    wall: float,
+    rate: float | None,
+    cpu: float,
+    rss: float,
+    status: str,
+) -> str:
+    return (
+        f"{provider:<22}{step:<30}{jobs:>11,}{'-' if first is None else f'{first:.1f}':>11}"
+        f"{wall:>9.1f}{'-' if rate is None else f'{rate:.0f}':>8}"
+        f"{cpu * 1000 / jobs if jobs else 0:>12.2f}{rss:>8.0f}{status:>6}"
+    )
+
+
+def print_full_table(sessions: list[Session], baselines: list[Step], notes: list[str]) -> None:
+    print(f"`true N` jobs, each session SIGKILLed at half and resumed; {os.cpu_count()} cores")
+    print(
+        f"{'provider':<22}{'step':<30}{'jobs':>11}{'1st job s':>11}{'wall s':>9}"
+        f"{'jobs/s':>8}{'CPU ms/job':>12}{'RSS MB':>8}{'exit':>6}"
+    )
+
+    def step_row(step: Step) -> str:
+        status = "KILL" if step.exit_status is None else str(step.exit_status)
+        return table_row(
+            step.provider,
+            step.step,
+            step.jobs,
+            step.to_first_job,
+            step.wall,
+            step.rate,
+            step.cpu,
+            step.peak_rss_mb,
+            status,
+        )
+
+    for session in sessions:
+        for step in session.steps:
+            print(step_row(step))
+        if len(session.steps) == 2:
+            wall = sum(step.wall for step in session.steps)
+            cpu = sum(step.cpu for step in session.steps)
+            rss = max(step.peak_rss_mb for step in session.steps)
+            print(
+                table_row(
+                    session.provider,
+                    "whole session",
+                    session.jobs,
+                    None,
+                    wall,
+                    session.jobs / wall,
+                    cpu,
+                    rss,
+                    "-",
+                )
+            )
+    for step in baselines:
+        print(step_row(step))
+    print(
+        "jobs/s: jobs ok in the step over its time after the first job (whole session: all "
+        "jobs over both runs' wall time).\nCPU: user + system of the process tree (the local "
+        "provider's jobs count, jobs over SSH do not). RSS: the process's VmHWM."
+    )
+    for session in sessions:
+        check = session.check
+        if check is None:
+            continue
+        print(
+            f"{session.provider}: {check.states.get('ok', 0):,} of {session.jobs:,} jobs ok, "
+            f"{check.ok_attempts:,} ok attempts for {check.jobs_with_ok_attempt:,} jobs; "
+            f"{session.done_at_kill:,} ok and {len(session.running_at_kill)} running at the "
+            f"kill; {len(check.lost)} attempts closed as lost, {check.open_attempts} left "
+            f"open; {check.ran_twice} jobs ran twice"
+        )
+    for note in notes:
+        print(note)
+
+
+# --- --quick: a few seconds per step (issue 4) ----------------------------------------------
+
+
+def quick(jobs: int, run_for: float) -> int:
     failures: list[str] = []
+    rows: list[Step] = []
     with tempfile.TemporaryDirectory() as temporary:
         root = Path(temporary)
-        lines = root / "jobs"
-        with lines.open("w") as out:
-            for start in range(1, args.jobs + 1, 10_000):
-                out.write("".join(f"{n}\n" for n in range(start, min(start + 10_000,
-                                                                       args.jobs + 1))))
+        lines = write_lines(root / "jobs", jobs)
         sessions = root / "sessions"
         env = {**os.environ, "CLOUDTASK_SESSIONS": str(sessions)}
-        rows = []
-        ingest = run_until_first_job([CLOUDTASK, "--force", "--split=2", "true"], env, lines,
-                                     args.run, signal.SIGTERM)
-        ingest.step = "ingest, run, abort"
-        rows.append(ingest)
-        (session,) = [p.name for p in sessions.iterdir() if p.name.isdigit()]
-        store = sessions / session / "store.sqlite"
-        total = sum(states(store).values())
-        if total != args.jobs:
-            failures.append(f"the store holds {total} jobs, not {args.jobs}")
-        resume = run_until_first_job([CLOUDTASK, f"--resume={session}"], env, None, args.run,
-                                     signal.SIGTERM)
-        resume.step = "resume, run, abort"
-        rows.append(resume)
-        killed = run_until_first_job([CLOUDTASK, f"--resume={session}"], env, None, args.run,
-                                     signal.SIGKILL)
-        killed.step = "resume, run, SIGKILL"
-        rows.append(killed)
-        again = run_until_first_job([CLOUDTASK, f"--resume={session}"], env, None, args.run,
-                                    signal.SIGTERM)
-        again.step = "resume after SIGKILL"
-        rows.append(again)
-        final = states(store)
-        if set(final) - {"ok", "pending"} or sum(final.values()) != args.jobs:
-            failures.append(f"after the last abort the jobs are {final}: some are not ok or "
-                            "pending")
-        baseline = parallel_row(lines, args.run)
-        if baseline is not None:
-            rows.append(baseline)
 
-    print(f"{args.jobs:,} jobs (`true N`), 2 local workers, each step runs {args.run:g} s")
+        def stopped(name: str, argv: list[str], stdin: Path | None, stop: signal.Signals) -> Step:
+            step = run_for_a_while(argv, env, stdin, run_for, stop)
+            step.step = name
+            rows.append(step)
+            return step
+
+        ingest = stopped(
+            "ingest, run, abort", [CLOUDTASK, "--force", "--split=2", "true"], lines, signal.SIGTERM
+        )
+        if ingest.session is None:
+            print(f"FAILED: no session: {ingest.output_tail}")
+            return 1
+        store = sessions / str(ingest.session) / "store.sqlite"
+        total = sum(store_states(store).values())
+        if total != jobs:
+            failures.append(f"the store holds {total} jobs, not {jobs}")
+        resume = [CLOUDTASK, f"--resume={ingest.session}"]
+        stopped("resume, run, abort", resume, None, signal.SIGTERM)
+        stopped("resume, run, SIGKILL", resume, None, signal.SIGKILL)
+        stopped("resume after SIGKILL", resume, None, signal.SIGTERM)
+        final = store_states(store)
+        if set(final) - {"ok", "pending"} or sum(final.values()) != jobs:
+            failures.append(
+                f"after the last abort the jobs are {final}: some are not ok or pending"
+            )
+        if shutil.which("parallel"):
+            baseline = run_for_a_while(
+                ["parallel", "-j2", "echo"], os.environ, lines, run_for, signal.SIGTERM, rb"^\d+$"
+            )
+            baseline.step = "GNU parallel, run, TERM"
+            rows.append(baseline)
+        else:
+            print("GNU parallel not installed: its row is skipped", file=sys.stderr)
+
+    print(f"{jobs:,} jobs (`true N`), 2 local workers, each step runs {run_for:g} s")
     print(f"{'step':<26}{'to 1st job s':>14}{'peak RSS MB':>13}{'jobs started':>14}{'exit':>6}")
-    for row in rows:
-        first = "-" if row.to_first_job is None else f"{row.to_first_job:.1f}"
-        done = "-" if row.jobs_done is None else f"{row.jobs_done:,}"
-        print(f"{row.step:<26}{first:>14}{row.peak_rss_mb:>13.0f}{done:>14}{row.exit_status:>6}")
-    print("(GNU parallel reads its input as it goes: it has no store to fill before the first "
-          "job, and nothing to resume from)")
-    for row in rows[:4]:
-        if row.to_first_job is None or row.to_first_job > SECONDS_TARGET:
-            failures.append(f"{row.step}: first job not within {SECONDS_TARGET:g} s")
-        if row.peak_rss_mb > RSS_TARGET_MB:
-            failures.append(f"{row.step}: peak RSS {row.peak_rss_mb:.0f} MB > {RSS_TARGET_MB}")
+    for step in rows:
+        first = "-" if step.to_first_job is None else f"{step.to_first_job:.1f}"
+        print(
+            f"{step.step:<26}{first:>14}{step.peak_rss_mb:>13.0f}{step.jobs:>14,}"
+            f"{step.exit_status!s:>6}"
+        )
+    print(
+        "(GNU parallel reads its input as it goes: it has no store to fill before the first "
+        "job, and nothing to resume from)"
+    )
+    for step in rows[:4]:
+        if step.to_first_job is None or step.to_first_job > SECONDS_TARGET:
+            failures.append(f"{step.step}: first job not within {SECONDS_TARGET:g} s")
+        if step.peak_rss_mb > RSS_TARGET_MB:
+            failures.append(f"{step.step}: peak RSS {step.peak_rss_mb:.0f} MB > {RSS_TARGET_MB}")
     for failure in failures:
         print(f"FAILED: {failure}")
     if not failures:
         print(f"targets met: every step under {SECONDS_TARGET:g} s and {RSS_TARGET_MB} MB")
     return 1 if failures else 0
+
+
+def run_for_a_while(
+    argv: list[str],
+    env: Mapping[str, str],
+    stdin: Path | None,
+    run_for: float,
+    stop: signal.Signals,
+    started_line: bytes = rb" job \d+ started: ",
+) -> Step:
+    """Start the command, time it to its first job, let it run run_for seconds, stop it.
+
+    The step's jobs are the lines matching started_line; its peak RSS is read
+    just before the signal.
+    """
+    step = Step("local x2", "")
+    first_job = re.compile(started_line)
+    started = time.monotonic()
+    with open(stdin or os.devnull, "rb") as source:
+        process = subprocess.Popen(
+            argv, stdin=source, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=dict(env)
+        )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if step.session is None and (match := SESSION_LINE.match(line)):
+            step.session = int(match[1])
+        if first_job.search(line):
+            step.to_first_job = time.monotonic() - started
+            step.jobs = 1
+            break
+    # Keep reading so the command never blocks on a full pipe.
+    end = time.monotonic() + run_for
+    while time.monotonic() < end and (line := process.stdout.readline()):
+        step.jobs += bool(first_job.search(line))
+    step.peak_rss_mb = peak_rss_mb(process.pid)
+    process.send_signal(stop)
+    for line in process.stdout:
+        step.jobs += bool(first_job.search(line))
+    process.wait()
+    step.exit_status = process.returncode
+    step.wall = time.monotonic() - started
+    return step
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1_000_000)
+    parser.add_argument("--providers", default="local,ssh", help="local, ssh or both")
+    parser.add_argument("--split", type=int, default=2, help="local workers (default 2)")
+    parser.add_argument("--hosts", type=int, default=4, help="SSH test hosts (default 4)")
+    parser.add_argument(
+        "--parallel-jobs",
+        type=int,
+        default=100_000,
+        help="lines for `parallel -jN true` (default 100,000; 0: none)",
+    )
+    parser.add_argument(
+        "--parallel-ssh-jobs",
+        type=int,
+        default=2_000,
+        help="lines for `parallel -S` on the test hosts (default 2,000; 0: none)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds each process may take (default 600 + jobs/100)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the short run of issue 4: each step runs --run seconds, then it is stopped",
+    )
+    parser.add_argument(
+        "--run", type=float, default=3.0, help="--quick: seconds each step runs jobs"
+    )
+    args = parser.parse_args()
+    if args.jobs < 2:
+        parser.error("--jobs must be at least 2")
+    if args.quick:
+        return quick(args.jobs, args.run)
+    providers = [name.strip() for name in args.providers.split(",") if name.strip()]
+    if not providers or set(providers) - {"local", "ssh"}:
+        parser.error("--providers: local, ssh or both")
+    timeout = args.timeout or 600 + args.jobs / 100
+    have_parallel = shutil.which("parallel") is not None
+    notes = [] if have_parallel else ["GNU parallel not installed: its rows are left out"]
+    sessions: list[Session] = []
+    baselines: list[Step] = []
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory() as temporary:
+        scratch = Path(temporary)
+        lines = write_lines(scratch / "jobs", args.jobs)
+
+        def progress(what: str) -> None:
+            print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
+
+        if "local" in providers:
+            name = f"local x{args.split}"
+            progress(f"{name}: {args.jobs:,} jobs")
+            env = {**os.environ, "CLOUDTASK_SESSIONS": str(scratch / "local")}
+            sessions.append(
+                full_session(
+                    name, [f"--split={args.split}"], lines, args.jobs, env, timeout, scratch
+                )
+            )
+            if have_parallel and args.parallel_jobs:
+                count = min(args.parallel_jobs, args.jobs)
+                progress(f"GNU parallel -j{args.split}: {count:,} jobs")
+                baselines.append(parallel_local(lines, count, args.split, scratch, timeout))
+                problems += baseline_problems(baselines[-1], count)
+        if "ssh" in providers:
+            reason = unavailable_reason()
+            if reason is not None:
+                notes.append(f"SSH rows left out: {reason}")
+                problems.append(f"no SSH test hosts: {reason}")
+            else:
+                with TestHosts(args.hosts) as hosts:
+                    name = f"ssh x{args.hosts}"
+                    progress(f"{name}: {args.jobs:,} jobs")
+                    env = ssh_env(scratch / "home", scratch / "ssh")
+                    ssh = full_session(
+                        name,
+                        ssh_options(hosts),
+                        lines,
+                        args.jobs,
+                        env,
+                        timeout,
+                        scratch,
+                        AUTHORIZED_KEYS,
+                    )
+                    sessions.append(ssh)
+                    if ssh.keys_left:
+                        remove_lines(AUTHORIZED_KEYS, ssh.keys_left)
+                    if have_parallel and args.parallel_ssh_jobs:
+                        count = min(args.parallel_ssh_jobs, args.jobs)
+                        progress(f"GNU parallel -S: {count:,} jobs")
+                        baselines.append(parallel_ssh(lines, count, hosts, env, scratch, timeout))
+                        problems += baseline_problems(baselines[-1], count)
+    problems = [problem for session in sessions for problem in session.problems] + problems
+    print_full_table(sessions, baselines, notes)
+    for problem in problems:
+        print(f"FAILED: {problem}")
+    if not problems:
+        print(
+            f"checks passed; targets met: peak RSS under {RSS_TARGET_MB} MB, ingest and "
+            f"resume under {SECONDS_TARGET:g} s to the first job"
+        )
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
