@@ -346,9 +346,12 @@ def _drive_run(
         if targets and summary.cleaned:
             store.forget_session_keys([key.line])
         if launched is not None:
-            settle_launches(config, session, store, console)
+            if not summary.aborted:  # after an abort, waiting on the cloud is the watchdog's
+                settle_launches(config, session, store, console)
             if settled(store, time.time()):
                 dog.release()  # every launched instance is destroyed: nothing left to watch
+            else:
+                console.warn("launched instances may still be running: a watchdog sweeps on")
         if summary.halted:
             console.line(
                 f"session {session.id} halted ({summary.halted}): the rest is pending; "

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.processes import live_processes_with
+from tests.e2e.helpers import sessions_dir
+from tests.hubserver import unreachable_url
+from tests.processes import live_processes_with, stop_watchdogs, watchdogs_of
 
 CLOUDTASK = str(Path(sys.executable).with_name("cloudtask"))
 SUMMARY = re.compile(r"^session \d+ \(\d+ seconds?\): (\d+)/(\d+) !OK - (\d+) pending, ")
@@ -90,3 +92,32 @@ def test_second_ctrl_c_skips_the_cleanup_and_leaves_nothing_running() -> None:
     assert "again" in err
     assert live_processes_with(f"sleep {sleep}") == []
     assert live_processes_with(f"sleep {post}") == []
+
+
+def test_sigterm_while_the_cloud_is_unreachable_ends_at_once_and_leaves_the_watchdog(
+    tmp_path: Path,
+) -> None:
+    """The launch retries stop at the abort, and the controller does not wait on a
+    cloud it cannot reach to settle what it launched: its watchdog does that."""
+    sessions = sessions_dir()
+    proc = start(
+        ["--provider=hub", f"--hub-url={unreachable_url()}", "--hub-apikey=k", "echo"], "1\n"
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "trying again (1 of" in line:
+                break
+        signalled = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - signalled
+        assert proc.returncode == 1, err
+        assert took < 10, f"{took:.1f} s from SIGTERM to exit"
+        assert "a watchdog sweeps on" in err
+        assert "aborted" in out
+        assert watchdogs_of(sessions), "no watchdog left to settle the launch"
+    finally:
+        proc.kill()
+        proc.wait()
+        stop_watchdogs(sessions, grace=0)
