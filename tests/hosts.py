@@ -308,6 +308,7 @@ class Host:
     root_mac: str
     directory: Path  # sshd_config, host key, sshd.pid, sshd.log
     _sshd: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _cut: bool = field(default=False, repr=False)
 
     @property
     def login(self) -> str:
@@ -329,11 +330,13 @@ class Host:
         route is never used meanwhile: the root side keeps its route.
         """
         _run(["ip", "-n", self.netns, "link", "set", NAMESPACE_INTERFACE, "down"])
+        self._cut = True
 
     def heal(self) -> None:
         """Undo cut(): the link comes back, established connections resume."""
         # Taking the link down dropped the namespace's static neighbour entry.
         _run(["ip", "-n", self.netns, "-batch", "-"], stdin=self._namespace_link_up())
+        self._cut = False
 
     def pids(self) -> list[int]:
         """Pids of live processes in the host's namespace (sshd, sessions, jobs)."""
@@ -745,6 +748,12 @@ Subsystem sftp internal-sftp
         atexit.unregister(self._close_at_exit)
         problems: list[str] = []
         namespaces = [host.netns for host in self.hosts]
+        # The sockets of a cut host's killed processes wait to send on its link,
+        # and keep its namespace (and veth) from going away: heal it first.
+        for host in self.hosts:
+            if host._cut:
+                with contextlib.suppress(TestHostsError):
+                    host.heal()
         try:
             _kill_namespaces(namespaces)
         except TestHostsError as error:
