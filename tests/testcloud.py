@@ -6,7 +6,8 @@ destroying it removes them again. So the hub and libcloud providers' real
 code runs end to end: API calls, booting, SSH, jobs, destruction.
 
 Every host authorizes the cloud's own key (`key`): give it to cloudtask as
---ssh-identity, as a real cloud account's key would be.
+--ssh-identity, as a real cloud account's key would be. `Cloud` is the whole
+test cloud: such a backend behind the Hub API test server.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ import threading
 import time
 from pathlib import Path
 
+from tests.e2e import helpers
 from tests.hosts import TestHosts
+from tests.hubserver import HubServer
+from tests.processes import stop_watchdogs
+
+APIKEY = "hub-key-7d1f0c2a-never-shown"
 
 
 class HostsBackend:
@@ -86,3 +92,26 @@ class HostsBackend:
         for instance_id in left:
             self.remove(instance_id)
         return left
+
+
+class Cloud:
+    """The test cloud: a Hub API server whose instances are test hosts."""
+
+    def __init__(self, tmp_path: Path, boot_delay: float = 0.0) -> None:
+        self.backend = HostsBackend(tmp_path, boot_delay=boot_delay)
+        self.hub = HubServer(APIKEY, self.backend).start()
+
+    def options(self) -> list[str]:
+        return [
+            "--provider=hub",
+            f"--hub-url={self.hub.url}",
+            f"--ssh-identity={self.backend.key}",
+            "--keepalive=1",
+        ]
+
+    def close(self) -> list[str]:
+        """Stop the server and remove every host left; the instance ids that were left."""
+        # Watchdogs have until now to finish; the cloud they sweep goes away.
+        stop_watchdogs(helpers.sessions_dir())
+        self.hub.stop()
+        return self.backend.close()

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 from tests.e2e import helpers
 from tests.hosts import TestHosts
-from tests.hubserver import HubServer
 from tests.integration.ssh_support import (
     CLOUDTASK,
     KeysSnapshot,
@@ -31,32 +30,7 @@ from tests.integration.ssh_support import (
     starts,
     wait_until,
 )
-from tests.processes import stop_watchdogs
-from tests.testcloud import HostsBackend
-
-APIKEY = "hub-key-7d1f0c2a-never-shown"
-
-
-class Cloud:
-    """The test cloud: a Hub API server whose instances are test hosts."""
-
-    def __init__(self, tmp_path: Path, boot_delay: float = 0.0) -> None:
-        self.backend = HostsBackend(tmp_path, boot_delay=boot_delay)
-        self.hub = HubServer(APIKEY, self.backend).start()
-
-    def options(self) -> list[str]:
-        return [
-            "--provider=hub",
-            f"--hub-url={self.hub.url}",
-            f"--ssh-identity={self.backend.key}",
-            "--keepalive=1",
-        ]
-
-    def close(self) -> list[str]:
-        # Watchdogs have until now to finish; the cloud they sweep goes away.
-        stop_watchdogs(helpers.sessions_dir())
-        self.hub.stop()
-        return self.backend.close()
+from tests.testcloud import APIKEY, Cloud
 
 
 @pytest.fixture
