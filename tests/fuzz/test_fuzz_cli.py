@@ -78,12 +78,6 @@ def test_no_case_reaches_out(argv: list[bytes]) -> None:
     assert unsafe(Case("options-template", "template", (), template=template)) is not None
 
 
-# Each run draws new cases, and the failures the fuzz run found (listed in
-# issue 7's notes) are not fixed yet: until they are, this would fail about
-# every other run. `.venv/bin/python benchmarks/fuzz.py` runs it all by hand.
-@pytest.mark.skip(
-    reason="the fuzz failures found on 2026-11-25 are not fixed yet (issue 7's notes)"
-)
 @pytest.mark.parametrize("area", sorted(EXAMPLES))
 def test_fuzz(area: str, sandbox: Sandbox) -> None:
     @seed(SEED)
