@@ -110,8 +110,10 @@ def bench_cloudtask(hosts: TestHosts, jobs: int, home: Path, timeout: float) -> 
                 f"--ssh-identity={hosts.client_key}", "echo"]
         before = children_cpu()
         started = time.monotonic()
-        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, env=env)
+        err_path = Path(sessions) / "stderr"
+        with err_path.open("wb") as err:
+            process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                       stderr=err, env=env)
         sampler = Sampler(process.pid)
         assert process.stdin is not None
         process.stdin.write("".join(f"{n}\n" for n in range(1, jobs + 1)).encode())
@@ -124,7 +126,9 @@ def bench_cloudtask(hosts: TestHosts, jobs: int, home: Path, timeout: float) -> 
         sampler.stop()
         wall = time.monotonic() - started
         cpu = children_cpu() - before
-        problem = None if process.returncode == 0 else f"exit {process.returncode}"
+        said = err_path.read_text(errors="replace").strip().splitlines()
+        problem = None if process.returncode == 0 else f"exit {process.returncode}" + (
+            f": {said[-1]}" if said else "")
         problem = problem or check_store(Path(sessions), jobs)
         return Row("cloudtask", len(hosts), jobs, wall, cpu, sampler.rss_mb, sampler.fds,
                    problem)
