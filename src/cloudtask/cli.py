@@ -260,6 +260,11 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
             # Not all is known to be gone yet: a watchdog goes on after this process.
             with Watchdog.started(session, config):
                 console.warn("launched instances may still be running: a watchdog sweeps on")
+        if store.get("state") != "finished":
+            # Its last controller died after the last job ended (or was stopped
+            # then): the session ended when its last job did.
+            ended = float(store.get("ended") or store.last_attempt_end() or time.time())
+            store.end_run(ended, "finished")
         print(f"session {session.id} is finished: nothing to run")
         print(summary_line(session.id, 0, store.counts()))
         return ExitStatus.OK

@@ -200,6 +200,10 @@ class Store:
             self._set("state", state)
             self._set("ended", repr(when))
 
+    def last_attempt_end(self) -> float | None:
+        row = self.db.execute("SELECT max(ended) FROM attempts").fetchone()
+        return None if row[0] is None else float(row[0])
+
     def set_config(self, values: Mapping[str, Any]) -> None:
         """The configuration, already without secrets."""
         self.set("config", json.dumps(values, sort_keys=True, default=str))

@@ -821,3 +821,23 @@ def test_a_bad_stored_option_is_named_as_stored_not_as_a_template() -> None:
     result = cloudtask(f"--resume={session}")
 
     assert_usage_error(result, "--split as stored in", "store.sqlite", "not a whole number")
+
+
+def test_a_session_killed_after_its_last_job_reads_finished_once_resumed(
+    background: list[Background],
+) -> None:
+    """Found by the chaos run: the session stayed 'running' (read as interrupted)."""
+    proc = start(background, ["--post=sleep 30", "true"], "1\n2\n")
+    proc.wait_for(r" post: sleep 30")
+    proc.kill()  # SIGKILL to the group, during --post: every job had ended ok
+    session = int(re.findall(r"^session (\d+):", proc.stdout(), re.MULTILINE)[0])
+    assert query(session, "SELECT value FROM meta WHERE key = 'state'") == [("running",)]
+
+    resumed = cloudtask(f"--resume={session}")
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert "is finished: nothing to run" in resumed.stdout
+    assert query(session, "SELECT value FROM meta WHERE key = 'state'") == [("finished",)]
+    ((ended,),) = query(session, "SELECT value FROM meta WHERE key = 'ended'")
+    ((last,),) = query(session, "SELECT max(ended) FROM attempts")
+    assert float(str(ended)) == last  # when the work ended, not when the resume ran
