@@ -19,7 +19,7 @@ import secrets
 import shlex
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +192,12 @@ class HostKeys:
         self.pin(host, port, [key.export_public_key("openssh").decode().strip()])
         return True
 
+    def trusted_where(self, host: str, addr: str, port: int | None) -> str:
+        """Where the keys trusted for the host come from, for a refusal's message."""
+        if self.known is not None and any(self.known.match(host, addr, port)[:2]):
+            return "known_hosts"
+        return f"the key pinned in {self.pins_path}"
+
     def pin(self, host: str, port: int | None, key_lines: Sequence[str]) -> None:
         """Trust these keys for the host from now on (and in the session's later runs)."""
         pattern = host if port in (None, 22) else f"[{host}]:{port}"
@@ -207,14 +213,14 @@ class HostKeys:
 class _Client(asyncssh.SSHClient):
     host_keys: HostKeys
     lost: str | None = None
-    refused_key: bool = field(default=False)
+    refused_key: str | None = None  # where the key it did not match came from
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
     ) -> bool:
         if self.host_keys.first_use(host, addr, port, key):
             return True
-        self.refused_key = True
+        self.refused_key = self.host_keys.trusted_where(host, addr, port)
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -311,7 +317,8 @@ async def _open(
     except asyncssh.HostKeyNotVerifiable:
         if client.refused_key:
             raise HostKeyRefused(
-                f"host key of {name} has changed (it does not match known_hosts): refused"
+                f"host key of {name} has changed (it does not match {client.refused_key}): "
+                "refused"
             ) from None
         raise HostKeyRefused(f"host key of {name} could not be verified: refused") from None
     except asyncssh.PermissionDenied:

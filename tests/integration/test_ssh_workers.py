@@ -291,6 +291,7 @@ def test_changed_host_key_is_refused_and_others_finish(
     assert sorted(job for job, _ in starts(tmp_path)) == list(range(1, 7))
     refusal = [line for line in result.stderr.splitlines() if "changed" in line]
     assert refusal and changed.address in refusal[0], result.stderr
+    assert "it does not match known_hosts" in refusal[0]
     pins = session_dir(result) / "known_hosts"
     assert not pins.exists() or changed.host_public_key not in pins.read_text()
     authorized_keys.assert_unchanged()
