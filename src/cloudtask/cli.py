@@ -7,7 +7,7 @@ import secrets
 import shlex
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, NoReturn
@@ -17,10 +17,12 @@ from .config import (
     BY_NAME,
     OPTIONS,
     Config,
+    Option,
     TemplateValues,
     check_combinations,
     resolve,
     suggest,
+    template_text,
 )
 from .console import Console, plan_text, plural, silence_stdout, summary_line
 from .errors import (
@@ -111,7 +113,14 @@ def parse_argv(argv: Sequence[str]) -> Argv:
     return parsed
 
 
-def help_text(prog: str, description: str | None, has_command: bool) -> str:
+def help_text(
+    prog: str,
+    description: str | None,
+    has_command: bool,
+    template_values: Mapping[str, object] | None = None,
+) -> str:
+    """--help; a template's own values are shown where it sets an option."""
+    template_values = template_values or {}
     command = "" if has_command else "COMMAND "
     lines = [USAGE.format(prog=prog, command=command), ""]
     lines.append(
@@ -131,6 +140,10 @@ def help_text(prog: str, description: str | None, has_command: bool) -> str:
             None if option.default in (None, False) else str(option.default)
         )
         extra = f"env {option.env}" + (f"; default: {default}" if default else "")
+        if option.attr in template_values:
+            # Above the environment, below the command line (config.resolve).
+            value = "(set)" if option.secret else _help_value(option, template_values[option.attr])
+            extra = f"this template: {value} (the command line overrides it, {option.env} does not)"
         lines.append(f"      {extra}")
     lines += [
         "  -h, --help",
@@ -141,6 +154,13 @@ def help_text(prog: str, description: str | None, has_command: bool) -> str:
         "exit status: 0 every job ok, 1 some job not ok or aborted, 2 usage or input error",
     ]
     return "\n".join(lines)
+
+
+def _help_value(option: Option, value: object) -> str:
+    try:
+        return template_text(option, value) or "no"
+    except ValueError:
+        return repr(value)
 
 
 @dataclass(frozen=True)
@@ -179,7 +199,14 @@ def _run(
     parsed = parse_argv(argv)
     has_command = template is not None and template.command is not None
     if parsed.help:
-        print(help_text(prog, template.description if template else None, has_command))
+        print(
+            help_text(
+                prog,
+                template.description if template else None,
+                has_command,
+                template.values.values if template else None,
+            )
+        )
         return ExitStatus.OK
     if parsed.version:
         print(f"cloudtask {__version__}")

@@ -413,6 +413,22 @@ def test_a_description_that_is_not_a_string_is_refused_even_for_help(tmp_path: P
     assert_usage_error(result, "DESCRIPTION", "expected a string, got 5")
 
 
+def test_template_help_shows_the_templates_own_values(tmp_path: Path) -> None:
+    task = simple(tmp_path, "SPLIT = 7", "HUB_APIKEY = 'sekrit-key'")
+
+    result = template(task, "--help", input=None)
+
+    assert result.returncode == 0, result.stderr
+    shown = result.stdout.split("--split=N\n", 1)[1].splitlines()[1]
+    assert shown.strip() == (
+        "this template: 7 (the command line overrides it, CLOUDTASK_SPLIT does not)"
+    )
+    assert "this template: (set)" in result.stdout
+    assert "sekrit" not in result.stdout
+    timeout = result.stdout.split("--timeout=SECONDS\n", 1)[1].splitlines()[1]
+    assert "default: 3600" in timeout  # not set by the template: the built-in default
+
+
 def test_template_help_shows_the_description(tmp_path: Path) -> None:
     task = simple(tmp_path, 'DESCRIPTION = "refresh the security updates of every ISO"')
 
