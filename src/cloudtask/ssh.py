@@ -317,8 +317,7 @@ async def _open(
     except asyncssh.HostKeyNotVerifiable:
         if client.refused_key:
             raise HostKeyRefused(
-                f"host key of {name} has changed (it does not match {client.refused_key}): "
-                "refused"
+                f"host key of {name} has changed (it does not match {client.refused_key}): refused"
             ) from None
         raise HostKeyRefused(f"host key of {name} could not be verified: refused") from None
     except asyncssh.PermissionDenied:
