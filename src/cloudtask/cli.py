@@ -239,7 +239,7 @@ def _run(
         raise
     store.set("command", command.shell)
     store.set_config(stored_config(config))
-    return _drive(config, session, store, targets, cloud, split, console, joblog)
+    return _drive(Plan(config, session, store, targets, cloud, split, joblog), console)
 
 
 def _resume(parsed: Argv, given: Config, console: Console) -> int:
@@ -297,22 +297,27 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
         return ExitStatus.OK
     store.set_config(stored_config(config))
     split = min(config.split or len(targets) or 1, pending)
-    return _drive(config, session, store, targets, cloud, split, console, joblog)
+    return _drive(Plan(config, session, store, targets, cloud, split, joblog), console)
 
 
-def _drive(
-    config: Config,
-    session: SessionDir,
-    store: Store,
-    targets: list[Target],
-    cloud: Cloud | None,
-    split: int,
-    console: Console,
-    joblog: Joblog | None,
-) -> int:
+@dataclass(frozen=True)
+class Plan:
+    """What a run of a session works with, once every option is checked."""
+
+    config: Config
+    session: SessionDir
+    store: Store
+    targets: list[Target]  # --workers, resolved
+    cloud: Cloud | None  # launches the rest of the split, if any
+    split: int
+    joblog: Joblog | None
+
+
+def _drive(plan: Plan, console: Console) -> int:
     """Run the session's pending jobs to the end, or until aborted; the exit status."""
+    config, session = plan.config, plan.session
     try:
-        return _drive_run(config, session, store, targets, cloud, split, console, joblog)
+        return _drive_run(plan, console)
     except KeyboardInterrupt:
         # Ctrl-C outside the run's own handling (the last cleanup tries, the
         # sweep, the report): what is recorded stays, the watchdog sweeps on.
@@ -323,16 +328,9 @@ def _drive(
         return ExitStatus.NOT_OK
 
 
-def _drive_run(
-    config: Config,
-    session: SessionDir,
-    store: Store,
-    targets: list[Target],
-    cloud: Cloud | None,
-    split: int,
-    console: Console,
-    joblog: Joblog | None,
-) -> int:
+def _drive_run(plan: Plan, console: Console) -> int:
+    config, session, store, targets = plan.config, plan.session, plan.store, plan.targets
+    cloud, split = plan.cloud, plan.split
     sources: list[tuple[Provider, int]] = []
     key = SessionKey(session.id)
     if targets:
@@ -374,7 +372,7 @@ def _drive_run(
             f"split {split} ({names}), log {session.log_path}"
         )
         store.begin_run(time.time())
-        summary = asyncio.run(run_session(config, store, sources, console, session, joblog))
+        summary = asyncio.run(run_session(config, store, sources, console, session, plan.joblog))
         if targets and summary.cleaned:
             store.forget_session_keys([key.line])
         if launched is not None:
