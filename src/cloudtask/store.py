@@ -130,13 +130,20 @@ class Store:
         missing = sorted({"meta", "jobs", "attempts", "instances"} - tables)
         if missing:
             raise SessionError(f"{self.path}: damaged: no {', '.join(missing)} table")
-        known = [state.value for state in JobState]
-        marks = ", ".join("?" for _ in known)
-        odd = self.db.execute(
-            f"SELECT id, state FROM jobs WHERE state NOT IN ({marks}) LIMIT 1", known
-        ).fetchone()
-        if odd is not None:
-            raise SessionError(f"{self.path}: damaged: job {odd[0]} has state {odd[1]!r}")
+        # Any other state sorts before, between or after the known ones: a few
+        # seeks on the state index find it, where a scan would read every job.
+        known = sorted(state.value for state in JobState)
+        ranges = [
+            ("state < ?", (known[0],)),
+            *(("state > ? AND state < ?", pair) for pair in itertools.pairwise(known)),
+            ("state > ?", (known[-1],)),
+        ]
+        for where, bounds in ranges:
+            odd = self.db.execute(
+                f"SELECT id, state FROM jobs WHERE {where} LIMIT 1", bounds
+            ).fetchone()
+            if odd is not None:
+                raise SessionError(f"{self.path}: damaged: job {odd[0]} has state {odd[1]!r}")
         for key in ("config", "session_keys", "local_runs"):
             self._json(key)
 
