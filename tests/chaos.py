@@ -94,14 +94,18 @@ echo "end $1" >> "$dir/marks"
 
 # Problems that cloudtask bugs reported to its maintainers cause, by a piece of
 # their text: the benchmark still fails on them; the suite's test says which.
-STATE_RUNNING = "session state is 'running'"
-KNOWN_BUGS = {
-    STATE_RUNNING: (
-        "a controller killed after the last job ended leaves the session 'running' "
-        "(read as interrupted), and a --resume that finds nothing to run leaves it so"
+# (A session killed after its last job that stayed 'running' was one: fixed.)
+CTRL_C_STATUS = "Ctrl-C twice should end with 0 or 1"
+KNOWN_BUGS: dict[str, str] = {
+    CTRL_C_STATUS: (
+        "a Ctrl-C that comes after the summary line kills the controller by SIGINT "
+        "(exit -2, 130 in a shell) instead of exit 1, at times with a KeyboardInterrupt "
+        "traceback (threading._shutdown, logging's atexit, cli._drive)"
     ),
-    "session has no end time": "the same: the session's end is never recorded",
 }
+# A launch record with no instance id stays open for 90 s by design (the call may
+# still make an instance); the suite's test does not wait that long for it.
+OPEN_LAUNCH = "(no id) not recorded as destroyed"
 
 BROKEN_PY_FILE = "import chaos_module_that_is_not_there  # a hook file that fails\n"
 OK_HOOK = "sh: echo chaos report ok"
@@ -133,7 +137,9 @@ class Settings:
     max_runs: int = 15  # controller runs in all (the first and the resumes)
     calm_runs: int = 3  # the last runs: every host repaired, no fault
     run_timeout: float = 120.0  # a controller run longer than this hangs
-    settle_seconds: float = 30.0  # for watchdogs and the cloud after the last run
+    # For watchdogs, the cloud and open launch records after the last run: a launch
+    # cut off before its call returned stays open for 90 s (UNCERTAIN_FOR).
+    settle_seconds: float = 150.0
 
 
 @dataclass
@@ -564,7 +570,9 @@ def settle(chaos: Round) -> None:
     deadline = time.monotonic() + chaos.settings.settle_seconds
     cloud = chaos.cloud
     while time.monotonic() < deadline and (
-        watchdogs_of(sessions) or (cloud is not None and cloud.backend.alive())
+        watchdogs_of(sessions)
+        or (cloud is not None and cloud.backend.alive())
+        or open_instances(chaos)
     ):
         time.sleep(0.2)
     if cloud is not None:
@@ -575,6 +583,17 @@ def settle(chaos: Round) -> None:
                 f"{chaos.result.leaked} launched instances still alive "
                 f"{chaos.settings.settle_seconds:.0f} s after the last run"
             )
+
+
+def open_instances(chaos: Round) -> int:
+    """Instance records of the session not closed yet (a launch whose outcome is unknown
+    stays open for 90 s, providers.launched.UNCERTAIN_FOR: the watchdog closes it)."""
+    if chaos.session is None:
+        return 0
+    store = helpers.sessions_dir() / str(chaos.session) / "store.sqlite"
+    with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
+        (count,) = db.execute("SELECT count(*) FROM instances WHERE destroyed IS NULL").fetchone()
+    return int(count)
 
 
 def check(chaos: Round) -> None:

@@ -10,11 +10,9 @@ that finished, whatever faults it went through, it must add up:
   an attempt closed on resume as cut off (`lost`) lacks an end time, and no
   attempt ends before it starts;
 - a job's counted attempts (`jobs.attempts`) are its ok/failed/timeout ones;
-- the session's state is `finished` (or `aborted`: an abort that came after
-  the last job ended leaves it so), never `running` (a controller killed after
-  the last job ended, and a resume that found nothing to run: the session is
-  done but reads as interrupted), no session key of a run is still recorded
-  as possibly left on a worker;
+- the session's state is `finished` (also after a controller killed or
+  aborted after the last job ended, once a resume found nothing to run), and
+  no session key of a run is still recorded as possibly left on a worker;
 - every launched instance record is closed (destroyed), in time order, and
   names an instance id at most once.
 
@@ -77,7 +75,7 @@ def _meta(db: sqlite3.Connection) -> dict[str, str]:
 def _check_session(db: sqlite3.Connection, report: StoreReport) -> None:
     meta = _meta(db)
     report.runs = int(meta.get("runs", "0"))
-    if meta.get("state") not in ("finished", "aborted"):
+    if meta.get("state") != "finished":
         report.problems.append(f"session state is {meta.get('state')!r}, not 'finished'")
     if not meta.get("ended"):
         report.problems.append("session has no end time")

@@ -18,10 +18,11 @@ import random
 import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from tests.chaos import KNOWN_BUGS, STATE_RUNNING, Settings, run_round, table
+from tests.chaos import CTRL_C_STATUS, KNOWN_BUGS, OPEN_LAUNCH, Settings, run_round, table
 from tests.e2e import helpers
 from tests.hosts import TestHosts, unavailable_reason
 from tests.integration.ssh_support import CLOUDTASK, KeysSnapshot, env_for, wait_until
@@ -44,26 +45,28 @@ def test_random_faults_lose_no_job_and_leave_nothing_behind(number: int, tmp_pat
         fault_seconds=12.0,
         max_runs=10,
         run_timeout=45.0,
-        settle_seconds=15.0,
+        settle_seconds=20.0,
     )
     result = run_round(settings, tmp_path)
     why = f"seed {seed} (FAULT_SEED={BASE_SEED}, round {number}; files in {tmp_path})"
     unknown = result.unknown_problems()
+    if result.leaked == 0:  # nothing left on the cloud: the record of a cut-off launch may wait
+        unknown = [problem for problem in unknown if OPEN_LAUNCH not in problem]
     assert unknown == [], f"{why}:\n" + "\n".join(result.problems) + "\n" + table([result])
     assert sum(result.faults.values()) > 0, f"{why}: no fault was injected"
     if result.known_bugs():
-        # Each has a strict xfail reproducer below; the rest of the round was checked.
+        # Each should get a strict xfail reproducer; the rest of the round was checked.
         pytest.xfail(f"{why}: known cloudtask bug: {'; '.join(result.known_bugs())}")
     assert result.finished and result.jobs_ok == settings.jobs, why
     assert result.leaked == 0 and result.keys_restored and not result.processes_left, why
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason=f"cloudtask bug: {KNOWN_BUGS[STATE_RUNNING]}")
 def test_a_session_killed_after_its_last_job_reads_finished_after_a_resume(
     tmp_path: Path,
 ) -> None:
-    """The deterministic case of the bug chaos finds: SIGKILL during --post, all jobs ok."""
+    """The deterministic case of a bug chaos found (the session stayed 'running'):
+    SIGKILL during --post, when every job is ok, then a resume with nothing to run."""
     if (reason := unavailable_reason()) is not None:
         pytest.skip(f"no test hosts: {reason}")
     keys = KeysSnapshot.take()
@@ -103,3 +106,29 @@ def test_a_session_killed_after_its_last_job_reads_finished_after_a_resume(
     finally:
         db.close()
     assert state == "finished"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.xfail(strict=True, reason=f"cloudtask bug: {KNOWN_BUGS[CTRL_C_STATUS]}")
+def test_a_ctrl_c_just_after_the_summary_line_exits_1_not_by_sigint(tmp_path: Path) -> None:
+    """The case chaos found: SIGINT at the very end of a run (local, one job)."""
+    statuses = []
+    for _ in range(20):  # the window is a few milliseconds: most tries hit it
+        out = tmp_path / "out"
+        with out.open("wb") as output:
+            process = subprocess.Popen(
+                [CLOUDTASK, "true"], stdin=subprocess.PIPE, stdout=output,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        assert process.stdin is not None
+        process.stdin.write(b"1\n")
+        process.stdin.close()
+        deadline = time.monotonic() + 20
+        while process.poll() is None and " !OK - " not in out.read_text():
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.0005)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+        statuses.append(process.wait(timeout=20))
+        assert "Traceback" not in out.read_text()
+    assert set(statuses) <= {0, 1}, statuses
