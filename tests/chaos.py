@@ -92,17 +92,6 @@ echo "start $1" >> "$dir/marks"
 echo "end $1" >> "$dir/marks"
 """
 
-# Problems that cloudtask bugs reported to its maintainers cause, by a piece of
-# their text: the benchmark still fails on them; the suite's test says which.
-# (A session killed after its last job that stayed 'running' was one: fixed.)
-CTRL_C_STATUS = "Ctrl-C twice should end with 0 or 1"
-KNOWN_BUGS: dict[str, str] = {
-    CTRL_C_STATUS: (
-        "a Ctrl-C that comes after the summary line kills the controller by SIGINT "
-        "(exit -2, 130 in a shell) instead of exit 1, at times with a KeyboardInterrupt "
-        "traceback (threading._shutdown, logging's atexit, cli._drive)"
-    ),
-}
 # A launch record with no instance id stays open for 90 s by design (the call may
 # still make an instance); the suite's test does not wait that long for it.
 OPEN_LAUNCH = "(no id) not recorded as destroyed"
@@ -163,15 +152,6 @@ class RoundResult:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-    def known_bugs(self) -> list[str]:
-        """The known cloudtask bugs (KNOWN_BUGS) that caused some of the problems."""
-        return sorted(
-            {bug for problem in self.problems for key, bug in KNOWN_BUGS.items() if key in problem}
-        )
-
-    def unknown_problems(self) -> list[str]:
-        return [p for p in self.problems if not any(key in p for key in KNOWN_BUGS)]
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -189,6 +190,7 @@ def run(
         silence_stdout()
         return ExitStatus.OK
     except KeyboardInterrupt:  # before any job started: nothing to clean up
+        nothing_left_to_interrupt()
         sys.stderr.write(f"\n{prog}: interrupted: nothing ran\n")
         return ExitStatus.NOT_OK
 
@@ -293,6 +295,7 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
             ended = float(store.get("ended") or store.last_attempt_end() or time.time())
             store.end_run(ended, "finished")
         print(f"session {session.id} is finished: nothing to run")
+        nothing_left_to_interrupt()
         print(summary_line(session.id, 0, store.counts()))
         return ExitStatus.OK
     store.set_config(stored_config(config))
@@ -321,6 +324,7 @@ def _drive(plan: Plan, console: Console) -> int:
     except KeyboardInterrupt:
         # Ctrl-C outside the run's own handling (the last cleanup tries, the
         # sweep, the report): what is recorded stays, the watchdog sweeps on.
+        nothing_left_to_interrupt()
         console.warn(
             f"interrupted: session {session.id} is saved; resume with: "
             f"cloudtask --resume={session.id}" + sessions_option(config)
@@ -374,7 +378,12 @@ def _drive_run(plan: Plan, console: Console) -> int:
         store.begin_run(time.time())
         summary = asyncio.run(run_session(config, store, sources, console, session, plan.joblog))
         if targets and summary.cleaned:
-            store.forget_session_keys([key.line])
+            # Where adding the key failed midway, a copy may be there unseen.
+            left = list(key.maybe_left.values())
+            if not left or remove_keys(
+                left, ssh_options(config, session), [key.line], console, "this run's"
+            ):
+                store.forget_session_keys([key.line])
         if launched is not None:
             if not summary.aborted:  # after an abort, waiting on the cloud is the watchdog's
                 settle_launches(config, session, store, console)
@@ -395,6 +404,7 @@ def _drive_run(plan: Plan, console: Console) -> int:
         store.end_run(time.time(), summary.state)
         if config.report:
             report(config.report, session, summary.elapsed, console.line, console.warn)
+        nothing_left_to_interrupt()
         console.line(summary_line(session.id, summary.elapsed, summary.counts))
         console.log = None
     return ExitStatus.OK if summary.all_ok else ExitStatus.NOT_OK
@@ -467,27 +477,34 @@ def remove_earlier_keys(
     not. Keys stay recorded, for the next run to try again, while a worker
     could not be reached."""
     earlier = store.session_keys()
-    if not earlier:
-        return
+    if earlier and remove_keys(targets, options, earlier, console, "an earlier run's"):
+        store.forget_session_keys(earlier)
+
+
+def remove_keys(
+    targets: Sequence[Target],
+    options: SSHOptions,
+    keys: list[str],
+    console: Console,
+    whose: str,
+) -> bool:
+    """Remove every copy of these session keys from the workers; whether all were reached."""
     unique = list({(t.host, t.port, t.user): t for t in targets}.values())
 
     async def remove_everywhere() -> list[BaseException | None]:
         return await asyncio.gather(
-            *(remove_stale_keys(target, options, earlier) for target in unique),
+            *(remove_stale_keys(target, options, keys) for target in unique),
             return_exceptions=True,
         )
 
-    failed = False
+    reached = True
     for target, result in zip(unique, asyncio.run(remove_everywhere()), strict=True):
         if isinstance(result, WorkerError):
-            failed = True
-            console.warn(
-                f"{target.address}: an earlier run's session key may be left there: {result}"
-            )
+            reached = False
+            console.warn(f"{target.address}: {whose} session key may be left there: {result}")
         elif isinstance(result, BaseException):
             raise result
-    if not failed:
-        store.forget_session_keys(earlier)
+    return reached
 
 
 def stop_leftover_jobs(
@@ -585,6 +602,13 @@ def confirm(config: Config, store: Store, jobs: int, split: int) -> None:
 
 class NotConfirmed(CloudtaskError):
     exit_status = ExitStatus.NOT_OK
+
+
+def nothing_left_to_interrupt() -> None:
+    """From here to the exit there is nothing a Ctrl-C could stop: it is ignored,
+    so that the exit status stays the one the summary line gives (a
+    KeyboardInterrupt at interpreter exit would end the process by SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -104,12 +104,18 @@ def check_resolvable(target: Target) -> None:
 
 
 class SessionKey:
-    """The session's own key pair: only in memory, never written to disk here."""
+    """The run's own key pair: only in memory, never written to disk here.
+
+    `maybe_left` holds the workers where adding it may have happened unseen:
+    the add failed or was cut off after it was sent. Its one-copy removal at
+    cleanup does not cover those; every copy is removed from them at the end.
+    """
 
     def __init__(self, session_id: int) -> None:
         comment = f"cloudtask-session-{session_id}-{secrets.token_hex(4)}"
         self.private = asyncssh.generate_private_key("ssh-ed25519", comment=comment)
         self.line = self.private.export_public_key("openssh").decode().strip()
+        self.maybe_left: dict[tuple[str, int, str], Target] = {}
 
 
 # Edits of ~/.ssh/authorized_keys hold a lock on ~/.ssh (flock on the directory
@@ -261,7 +267,8 @@ async def connect(
     key = session_key.line
     try:
         await _edit_keys(transport, authorized_keys_command(_ADD, key), "authorize the key")
-    except WorkerError:
+    except BaseException:  # a failure or an abort: the add may have run all the same
+        session_key.maybe_left[(target.host, target.port, target.user)] = target
         await transport.disconnect()
         raise
 
@@ -274,17 +281,18 @@ async def connect(
 
 
 async def remove_stale_keys(target: Target, options: SSHOptions, keys: Sequence[str]) -> None:
-    """Remove every copy of earlier runs' session keys from the worker.
+    """Remove every copy of these session keys from the worker: earlier runs',
+    or this run's where adding it may have happened unseen.
 
-    Over a connection of its own, made with the user's identity: those runs'
-    private keys died with them.
+    Over a connection of its own, made with the user's identity: an earlier
+    run's private key died with it.
     """
     identity = [str(options.identity)] if options.identity else []
     transport = await _open(target, options, identity or ())
     try:
         for key in keys:
             command = authorized_keys_command(_REMOVE, key, every=True)
-            await _edit_keys(transport, command, "remove an earlier run's session key")
+            await _edit_keys(transport, command, "remove a session key")
     finally:
         await transport.disconnect()
 
