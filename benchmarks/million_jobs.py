@@ -757,10 +757,13 @@ def main() -> int:
     parser.add_argument("--split", type=int, default=2, help="local workers (default 2)")
     parser.add_argument("--hosts", type=int, default=4, help="SSH test hosts (default 4)")
     parser.add_argument(
+        "--ssh-jobs", type=int, default=None, help="jobs of the SSH session (default --jobs)"
+    )
+    parser.add_argument(
         "--parallel-jobs",
         type=int,
-        default=100_000,
-        help="lines for `parallel -jN true` (default 100,000; 0: none)",
+        default=20_000,
+        help="lines for `parallel -jN true` (default 20,000; 0: none)",
     )
     parser.add_argument(
         "--parallel-ssh-jobs",
@@ -783,14 +786,15 @@ def main() -> int:
         "--run", type=float, default=3.0, help="--quick: seconds each step runs jobs"
     )
     args = parser.parse_args()
-    if args.jobs < 2:
-        parser.error("--jobs must be at least 2")
+    ssh_jobs = args.ssh_jobs or args.jobs
+    if min(args.jobs, ssh_jobs) < 2:
+        parser.error("--jobs and --ssh-jobs must be at least 2")
     if args.quick:
         return quick(args.jobs, args.run)
     providers = [name.strip() for name in args.providers.split(",") if name.strip()]
     if not providers or set(providers) - {"local", "ssh"}:
         parser.error("--providers: local, ssh or both")
-    timeout = args.timeout or 600 + args.jobs / 100
+    timeout = args.timeout or 600 + max(args.jobs, ssh_jobs) / 100
     have_parallel = shutil.which("parallel") is not None
     notes = [] if have_parallel else ["GNU parallel not installed: its rows are left out"]
     sessions: list[Session] = []
@@ -798,7 +802,12 @@ def main() -> int:
     problems: list[str] = []
     with tempfile.TemporaryDirectory() as temporary:
         scratch = Path(temporary)
-        lines = write_lines(scratch / "jobs", args.jobs)
+        most = max(args.jobs, ssh_jobs)
+        lines = ssh_lines = write_lines(scratch / "jobs", most)
+        if args.jobs < most:
+            lines = head(ssh_lines, args.jobs, scratch / "local-jobs")
+        if ssh_jobs < most:
+            ssh_lines = head(lines, ssh_jobs, scratch / "ssh-jobs")
 
         def progress(what: str) -> None:
             print(f"[{time.strftime('%H:%M:%S')}] {what}", file=sys.stderr, flush=True)
@@ -812,6 +821,7 @@ def main() -> int:
                     name, [f"--split={args.split}"], lines, args.jobs, env, timeout, scratch
                 )
             )
+            progress(f"{name}: {len(sessions[-1].problems)} problems")
             if have_parallel and args.parallel_jobs:
                 count = min(args.parallel_jobs, args.jobs)
                 progress(f"GNU parallel -j{args.split}: {count:,} jobs")
@@ -825,25 +835,28 @@ def main() -> int:
             else:
                 with TestHosts(args.hosts) as hosts:
                     name = f"ssh x{args.hosts}"
-                    progress(f"{name}: {args.jobs:,} jobs")
+                    progress(f"{name}: {ssh_jobs:,} jobs")
                     env = ssh_env(scratch / "home", scratch / "ssh")
                     ssh = full_session(
                         name,
                         ssh_options(hosts),
-                        lines,
-                        args.jobs,
+                        ssh_lines,
+                        ssh_jobs,
                         env,
                         timeout,
                         scratch,
                         AUTHORIZED_KEYS,
                     )
                     sessions.append(ssh)
+                    progress(f"{name}: {len(ssh.problems)} problems")
                     if ssh.keys_left:
                         remove_lines(AUTHORIZED_KEYS, ssh.keys_left)
                     if have_parallel and args.parallel_ssh_jobs:
-                        count = min(args.parallel_ssh_jobs, args.jobs)
+                        count = min(args.parallel_ssh_jobs, ssh_jobs)
                         progress(f"GNU parallel -S: {count:,} jobs")
-                        baselines.append(parallel_ssh(lines, count, hosts, env, scratch, timeout))
+                        baselines.append(
+                            parallel_ssh(ssh_lines, count, hosts, env, scratch, timeout)
+                        )
                         problems += baseline_problems(baselines[-1], count)
     problems = [problem for session in sessions for problem in session.problems] + problems
     print_full_table(sessions, baselines, notes)
