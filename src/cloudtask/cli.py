@@ -213,9 +213,13 @@ def _run(
     if parsed.version:
         print(f"cloudtask {__version__}")
         return ExitStatus.OK
-    config = resolve(parsed.options, template.values if template else None)
+    # An empty --NAME= drops a stored option on resume (see _resume); elsewhere it is refused.
+    given = {name: value for name, value in parsed.options.items() if value != ""}
+    config = resolve(given, template.values if template else None)
     if config.resume is not None or config.retry is not None:
         return _resume(parsed, config, console)
+    if given != parsed.options:
+        resolve(parsed.options, template.values if template else None)
     check_combinations(config)
     targets = worker_targets(config)
     cloud = cloud_of(config)  # an unknown provider or a bad option is refused before input
@@ -266,11 +270,18 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
     cli_options = {
         name: value for name, value in parsed.options.items() if name not in ("resume", "retry")
     }
+    # --NAME= with nothing after it drops a stored option: back to its default.
+    dropped = {name for name, value in cli_options.items() if value == ""}
     stored = TemplateValues(
-        {BY_NAME[name].attr: value for name, value in store.config().items() if name in BY_NAME},
+        {
+            BY_NAME[name].attr: value
+            for name, value in store.config().items()
+            if name in BY_NAME and name not in dropped
+        },
         None,
         stored_in=store.path,
     )
+    cli_options = {name: value for name, value in cli_options.items() if name not in dropped}
     config = resolve(cli_options, stored)
     check_combinations(config)
     targets = worker_targets(config)

@@ -841,3 +841,21 @@ def test_a_session_killed_after_its_last_job_reads_finished_once_resumed(
     ((ended,),) = query(session, "SELECT value FROM meta WHERE key = 'ended'")
     ((last,),) = query(session, "SELECT max(ended) FROM attempts")
     assert float(str(ended)) == last  # when the work ended, not when the resume ran
+
+
+def test_an_empty_option_on_resume_drops_the_stored_one() -> None:
+    first = cloudtask("--halt=fail=1", "--timeout=600", "sh", "-c", "exit $0", input=b"1\n0\n0\n")
+    session = summary(first).id
+    assert states(session) == {1: "failed", 2: "pending", 3: "pending"}
+
+    resumed = cloudtask(f"--resume={session}", "--halt=")
+
+    assert resumed.returncode == 1, resumed.stderr
+    assert states(session) == {1: "failed", 2: "ok", 3: "ok"}
+    assert "halt" not in stored_options(session)
+    assert stored_options(session)["timeout"] == "600.0"  # the others are kept
+
+
+def test_an_empty_option_on_a_new_session_is_still_refused() -> None:
+    assert_usage_error(cloudtask("--halt=", "true", input=b"1\n"), "--halt")
+    assert_usage_error(cloudtask("--timeout=", "true", input=b"1\n"), "--timeout")
