@@ -9,11 +9,12 @@ import signal
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NoReturn
 
 from . import __version__
+from .argv import Argv, scan
 from .config import (
     BY_NAME,
     OPTIONS,
@@ -22,7 +23,6 @@ from .config import (
     TemplateValues,
     check_combinations,
     resolve,
-    suggest,
     template_text,
 )
 from .console import Console, plan_text, plural, silence_stdout, summary_line
@@ -61,57 +61,13 @@ from .watchdog import Watchdog
 USAGE = "usage: {prog} [OPTIONS] {command}[ARG...] < JOBS"
 
 
-@dataclass
-class Argv:
-    """The command line split into options and positional arguments."""
-
-    options: dict[str, str | bool] = field(default_factory=dict)
-    positional: list[str] = field(default_factory=list)
-    help: bool = False
-    version: bool = False
+# Every cloudtask option: its metavar, None for a flag.
+KNOWN_OPTIONS = {option.name: None if option.flag else option.metavar for option in OPTIONS}
 
 
 def parse_argv(argv: Sequence[str]) -> Argv:
     """Options up to the first positional argument; everything after is the command."""
-    parsed = Argv()
-    args = list(argv)
-    index = 0
-    while index < len(args):
-        arg = args[index]
-        index += 1
-        if arg == "--":
-            break
-        if arg in ("-h", "--help"):
-            parsed.help = True
-            continue
-        if arg == "--version":
-            parsed.version = True
-            continue
-        if not arg.startswith("-") or arg == "-":
-            index -= 1
-            break
-        if not arg.startswith("--"):
-            raise UsageError(f"unknown option {arg}")
-        name, has_value, value = arg[2:].partition("=")
-        option = BY_NAME.get(name)
-        if option is None:
-            raise UsageError(
-                f"unknown option --{name}"
-                + suggest(name, [o.name for o in OPTIONS]).replace("mean ", "mean --")
-            )
-        if option.flag:
-            if has_value:
-                raise UsageError(f"--{name} takes no value")
-            parsed.options[name] = True
-            continue
-        if not has_value:
-            if index >= len(args):
-                raise UsageError(f"--{name} needs a value ({option.metavar})")
-            value = args[index]
-            index += 1
-        parsed.options[name] = value
-    parsed.positional = args[index:]
-    return parsed
+    return scan(argv, KNOWN_OPTIONS, interleaved=False)
 
 
 def help_text(

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from .addresses import parse_address
-from .cli import cloud_of, parse_argv
+from .argv import scan
+from .cli import KNOWN_OPTIONS, cloud_of
 from .config import Config, resolve
 from .errors import CloudtaskError, ExitStatus, UsageError, error_text
 from .providers import Cloud
@@ -40,30 +41,18 @@ NO_SESSION = 0  # the session tag of workers launched outside a session
 
 def parse(argv: Sequence[str], usage: str) -> tuple[Config, list[str], int | None]:
     """Options anywhere among the arguments; (config, positionals, --session)."""
-    options: dict[str, str | bool] = {}
-    positional: list[str] = []
-    session: int | None = None
-    rest = []
-    for arg in argv:  # --session is these commands' own; the rest are cloudtask's
-        if arg.startswith("--session="):
-            value = arg.partition("=")[2]
-            if not value.isdigit() or int(value) < 1:
-                raise UsageError(f"--session: not a session id: {value!r}")
-            session = int(value)
-        else:
-            rest.append(arg)
-    while rest:
-        parsed = parse_argv(rest)
-        if parsed.help:
-            print(usage)
-            raise SystemExit(0)
-        options.update(parsed.options)
-        if not parsed.positional:
-            break
-        positional.append(parsed.positional[0])
-        rest = parsed.positional[1:]
-    config = resolve(options)
-    return config, positional, session
+    # --session is these commands' own; the rest are cloudtask's.
+    parsed = scan(argv, {**KNOWN_OPTIONS, "session": "ID"}, interleaved=True)
+    if parsed.help:
+        print(usage)
+        raise SystemExit(0)
+    session = None
+    if "session" in parsed.options:
+        value = str(parsed.options.pop("session"))
+        if not value.isdigit() or int(value) < 1:
+            raise UsageError(f"--session: not a session id: {value!r}")
+        session = int(value)
+    return resolve(parsed.options), parsed.positional, session
 
 
 def the_cloud(config: Config) -> Cloud:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
+from .argv import scan
 from .config import BY_NAME, resolve
 from .errors import CloudtaskError, UsageError
 from .output import printable
@@ -93,52 +94,38 @@ class Args:
     session: str | None = None
 
 
-_FLAGS = ("json", "html", "list", "all")
+KNOWN_OPTIONS: dict[str, str | None] = {
+    "sessions": "DIR",
+    "limit": "N",
+    "json": None,
+    "html": None,
+    "list": None,
+    "all": None,
+}
 
 
 def parse_args(argv: Sequence[str]) -> Args:
-    args = Args()
-    positional: list[str] = []
-    items = list(argv)
-    index = 0
-    while index < len(items):
-        arg = items[index]
-        index += 1
-        if arg == "--":
-            positional += items[index:]
-            break
-        if arg in ("-h", "--help"):
-            args.help = True
-            continue
-        if arg == "--version":
-            args.version = True
-            continue
-        if not arg.startswith("-") or arg == "-":
-            positional.append(arg)
-            continue
-        name, has_value, value = arg.removeprefix("--").partition("=")
-        if not arg.startswith("--") or name not in (*_FLAGS, "sessions", "limit"):
-            raise UsageError(f"unknown option {arg.partition('=')[0]} (see --help)")
-        if name in _FLAGS:
-            if has_value:
-                raise UsageError(f"--{name} takes no value")
-            setattr(args, name, True)
-            continue
-        if not has_value:
-            if index >= len(items):
-                raise UsageError(f"--{name} needs a value")
-            value = items[index]
-            index += 1
-        if name == "sessions":
-            args.sessions = value
-        else:
-            try:
-                args.limit = int(value)
-            except ValueError:
-                raise UsageError(f"--limit: not a whole number: {value!r}") from None
-            if args.limit < 0:
-                raise UsageError(f"--limit: must be at least 0, got {args.limit}")
-            args.limit = min(args.limit, MOST_ROWS)  # SQLite's LIMIT takes 64 bits, no more
+    parsed = scan(argv, KNOWN_OPTIONS, interleaved=True)
+    options = parsed.options
+    args = Args(
+        sessions=str(options["sessions"]) if "sessions" in options else None,
+        json="json" in options,
+        html="html" in options,
+        list="list" in options,
+        all="all" in options,
+        help=parsed.help,
+        version=parsed.version,
+    )
+    positional = parsed.positional
+    if "limit" in options:
+        value = str(options["limit"])
+        try:
+            args.limit = int(value)
+        except ValueError:
+            raise UsageError(f"--limit: not a whole number: {value!r}") from None
+        if args.limit < 0:
+            raise UsageError(f"--limit: must be at least 0, got {args.limit}")
+        args.limit = min(args.limit, MOST_ROWS)  # SQLite's LIMIT takes 64 bits, no more
     if args.help or args.version:
         return args
     if sum((args.json, args.html, args.list)) > 1:

@@ -1,0 +1,74 @@
+"""Command lines split into options and positional arguments: one scanner for
+cloudtask, its fleet commands and the logalyzer.
+
+Options are GNU style long options only: `--name=value`, `--name value`, or
+`--name` for a flag; `-h`/`--help` and `--version` everywhere; `--` ends the
+options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .config import suggest
+from .errors import UsageError
+
+
+@dataclass
+class Argv:
+    """The command line split into options and positional arguments."""
+
+    options: dict[str, str | bool] = field(default_factory=dict)
+    positional: list[str] = field(default_factory=list)
+    help: bool = False
+    version: bool = False
+
+
+def scan(argv: Sequence[str], known: Mapping[str, str | None], *, interleaved: bool) -> Argv:
+    """Split argv by `known` (option name: its metavar, None for a flag).
+
+    `interleaved`: options may follow positional arguments (the fleet commands,
+    the logalyzer); otherwise the first positional argument ends the options
+    (cloudtask: everything after it is the job's command, options included).
+    """
+    parsed = Argv()
+    args = list(argv)
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        if arg == "--":
+            parsed.positional += args[index:]
+            return parsed
+        if arg in ("-h", "--help"):
+            parsed.help = True
+            continue
+        if arg == "--version":
+            parsed.version = True
+            continue
+        if not arg.startswith("-") or arg == "-":
+            if not interleaved:
+                parsed.positional += args[index - 1 :]
+                return parsed
+            parsed.positional.append(arg)
+            continue
+        if not arg.startswith("--"):
+            raise UsageError(f"unknown option {arg}")
+        name, has_value, value = arg[2:].partition("=")
+        if name not in known:
+            hint = suggest(name, list(known)).replace("mean ", "mean --")
+            raise UsageError(f"unknown option --{name}{hint}")
+        metavar = known[name]
+        if metavar is None:
+            if has_value:
+                raise UsageError(f"--{name} takes no value")
+            parsed.options[name] = True
+            continue
+        if not has_value:
+            if index >= len(args):
+                raise UsageError(f"--{name} needs a value ({metavar})")
+            value = args[index]
+            index += 1
+        parsed.options[name] = value
+    return parsed
