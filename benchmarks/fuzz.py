@@ -1705,6 +1705,10 @@ def lost_records(before: StoreSummary | None, after: StoreSummary | None, status
     return ""
 
 
+# The README: a command longer than this once quoted is refused with its line.
+LONGEST_COMMAND = 126_976
+
+
 def expected_jobs(stdin: bytes) -> tuple[int | None, list[list[str]]]:
     """By the README: (the line refused first, or None; the words of each job)."""
     jobs: list[list[str]] = []
@@ -1723,9 +1727,12 @@ def expected_jobs(stdin: bytes) -> tuple[int | None, list[list[str]]]:
         if not stripped or stripped.startswith("#"):
             continue
         try:
-            jobs.append(shlex.split(text))
+            words = shlex.split(text)
         except ValueError:
             return number, jobs
+        if len(shlex.quote(job_command(words)).encode()) > LONGEST_COMMAND:
+            return number, jobs
+        jobs.append(words)
     return None, jobs
 
 

@@ -78,6 +78,9 @@ def test_no_case_reaches_out(argv: list[bytes]) -> None:
     assert unsafe(Case("options-template", "template", (), template=template)) is not None
 
 
+# Hypothesis warns when it writes out a large case (inputs of 100 kB and more
+# are some of the cases): a note about its own output, not about cloudtask.
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")
 @pytest.mark.parametrize("area", sorted(EXAMPLES))
 def test_fuzz(area: str, sandbox: Sandbox) -> None:
     @seed(SEED)
