@@ -6,8 +6,10 @@ runs with --keepalive=1 so that a silent host is declared failed in seconds.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -295,4 +297,48 @@ def test_ctrl_c_while_the_cleanup_is_tried_again_skips_it_and_resume_removes_the
     resumed = helpers.cloudtask(f"--resume={session}", env=env_for(home))
     assert resumed.returncode == 0, resumed.stderr
     assert "is finished: nothing to run" in resumed.stdout
+    authorized_keys.assert_unchanged()
+
+
+def test_a_key_added_unseen_on_a_cut_link_is_removed_at_the_end(
+    make_hosts: MakeHosts,
+    tmp_path: Path,
+    home: Path,
+    job_script: Path,
+    authorized_keys: KeysSnapshot,
+    running: list[Running],
+) -> None:
+    """The add runs on the worker but its answer is lost: the one-copy removal at
+    cleanup never pairs with it, so the run removes every copy before it forgets
+    its key (found by the chaos run: copies of forgotten keys were left)."""
+    hosts = make_hosts(2)
+    victim = hosts[0]
+    # Hold the lock that key edits take: the adds wait for it on the hosts.
+    ssh_dir = os.open("/root/.ssh", os.O_RDONLY)
+    try:
+        fcntl.flock(ssh_dir, fcntl.LOCK_EX)
+        run = start(running, tmp_path, home, hosts, job_script, jobs_input(4, "0.1"))
+        wait_until(
+            lambda: any("cloudtask-keys" in p.cmdline for p in victim.processes()),
+            20,
+            "the key's add waiting on the victim",
+        )
+        victim.cut()
+    finally:
+        os.close(ssh_dir)  # the add goes on, on the victim's side of the cut
+    try:
+        wait_until(lambda: f"{victim.address}" in run.stderr, 30, "the victim's worker failed")
+    finally:
+        victim.heal()
+    result = run.wait(90)
+
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, 4, 0, 0, 0, 4)
+    session = helpers.summary(result).id
+    store = sqlite3.connect(helpers.sessions_dir() / str(session) / "store.sqlite")
+    try:
+        (keys,) = store.execute("SELECT value FROM meta WHERE key = 'session_keys'").fetchone()
+    finally:
+        store.close()
+    assert keys == "[]"
     authorized_keys.assert_unchanged()
