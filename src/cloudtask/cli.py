@@ -188,6 +188,7 @@ def _run(
             USAGE.format(prog=prog, command="" if has_command else "COMMAND "),
         )
     session = SessionDir.create(config.sessions)
+    joblog = None
     try:
         session.lock()
         store = Store.create(session.path)
@@ -198,6 +199,8 @@ def _run(
             confirm(config, store, jobs, split)
     except BaseException:
         session.remove()  # nothing ran: the session never was
+        if joblog is not None:
+            joblog.discard()
         raise
     store.set("command", command.shell)
     store.set_config(stored_config(config))
@@ -242,10 +245,13 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
     check_combinations(config)
     targets = worker_targets(config)
     cloud = cloud_of(config)
-    joblog = open_joblog(config)  # refused now, before any job is made pending again
     again = [JobState.RUNNING, JobState.LOST]
     if option == "--retry":
         again += [JobState.FAILED, JobState.TIMEOUT]
+    counts = store.counts()
+    # Refused now, before any job is made pending again; not opened when nothing will run.
+    to_run = counts[JobState.PENDING] + sum(counts[state] for state in again)
+    joblog = open_joblog(config) if to_run else None
     store.reset(again)
     if targets:
         remove_earlier_keys(targets, ssh_options(config, session), store, console)
@@ -259,7 +265,7 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
         if store.get("state") != "finished":
             # Its last controller died after the last job ended (or was stopped
             # then): the session ended when its last job did.
-            ended = float(store.get("ended") or store.last_attempt_end() or time.time())
+            ended = store.last_attempt_end() or time.time()
             store.end_run(ended, "finished")
         print(f"session {session.id} is finished: nothing to run")
         nothing_left_to_interrupt()
@@ -292,6 +298,7 @@ def _drive(plan: Plan, console: Console) -> int:
         # Ctrl-C outside the run's own handling (the last cleanup tries, the
         # sweep, the report): what is recorded stays, the watchdog sweeps on.
         nothing_left_to_interrupt()
+        console.log = None  # the session log was closed on the way out
         console.warn(
             f"interrupted: session {session.id} is saved; resume with: "
             f"cloudtask --resume={session.id}" + sessions_option(config)
@@ -344,6 +351,8 @@ def _drive_run(plan: Plan, console: Console) -> int:
         )
         store.begin_run(time.time())
         summary = asyncio.run(run_session(config, store, sources, console, session, plan.joblog))
+        # Recorded now: an interrupt in what follows leaves the jobs' outcome read right.
+        store.end_run(time.time(), summary.state)
         if targets and summary.cleaned:
             # Where adding the key failed midway, a copy may be there unseen.
             left = list(key.maybe_left.values())
@@ -368,7 +377,6 @@ def _drive_run(plan: Plan, console: Console) -> int:
                 f"session {session.id} aborted: unfinished jobs are pending; resume with: "
                 f"cloudtask --resume={session.id}" + sessions_option(config)
             )
-        store.end_run(time.time(), summary.state)
         if config.report:
             report(config.report, session, summary.elapsed, console.line, console.warn)
         nothing_left_to_interrupt()

@@ -104,7 +104,10 @@ def private_key_file(value: str) -> Path:
     try:
         asyncssh.read_private_key(path)
     except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
-        raise ValueError(f"{path}: not a private key SSH can use: {exc}") from None
+        raise ValueError(
+            f"{path}: not a private key SSH can use: {exc} (an encrypted key works "
+            "through ssh-agent: load it there and leave --ssh-identity out)"
+        ) from None
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a private key SSH can use") from None
     return path
@@ -514,6 +517,8 @@ def resolve(
 
 def _parse(option: Option, raw: str, where: str, *, env: bool = False) -> Any:
     try:
+        if "\0" in raw:  # a template's string may hold one; no path or command can
+            raise ValueError("must not contain a NUL byte")
         if option.flag:
             return env_flag(raw) if env else bool(raw)
         return option.parse(raw)
@@ -539,7 +544,9 @@ def _parse_template(option: Option, raw: object, template: TemplateValues) -> An
     try:
         raw_text = template_text(option, raw)
     except ValueError as exc:
-        raise UsageError(f"{where}: {exc}") from None
+        # The reason quotes the value: never a secret's.
+        reason = f"unsupported type {type(raw).__name__}" if option.secret else str(exc)
+        raise UsageError(f"{where}: {reason}") from None
     if option.relative_to_template and path is not None:
         try:
             candidate = user_path(raw_text)

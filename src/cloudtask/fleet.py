@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from . import __version__
 from .addresses import parse_address
 from .argv import scan
 from .cli import KNOWN_OPTIONS, cloud_of
@@ -45,6 +46,9 @@ def parse(argv: Sequence[str], usage: str) -> tuple[Config, list[str], int | Non
     parsed = scan(argv, {**KNOWN_OPTIONS, "session": "ID"}, interleaved=True)
     if parsed.help:
         print(usage)
+        raise SystemExit(0)
+    if parsed.version:
+        print(f"cloudtask {__version__}")
         raise SystemExit(0)
     session = None
     if "session" in parsed.options:

@@ -8,6 +8,7 @@ Signal and Command.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import TextIO
@@ -43,6 +44,7 @@ class Joblog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.error: str | None = None
+        self.created = not os.path.lexists(path)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             self.file: TextIO = open(fd, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
@@ -58,6 +60,13 @@ class Joblog:
             self.file.write(line + "\n")
         except OSError as exc:
             self.error = os_reason(exc, self.path)
+
+    def discard(self) -> None:
+        """Nothing ran: close it, and remove it if it was made for this run."""
+        self.close()
+        if self.created:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
 
     def close(self) -> str | None:
         """Close the file; the reason lines are missing from it, if they are."""

@@ -113,7 +113,7 @@ class Store:
 
     def _version(self) -> int:
         raw = self.get("schema_version")
-        if raw is None or not raw.isdigit():
+        if raw is None or not (raw.isascii() and raw.isdigit()):
             raise SessionError(f"{self.path}: damaged: no schema version (found {raw!r})")
         version = int(raw)
         if not 1 <= version <= SCHEMA_VERSION:
@@ -146,6 +146,14 @@ class Store:
                 raise SessionError(f"{self.path}: damaged: job {odd[0]} has state {odd[1]!r}")
         for key in ("config", "session_keys", "local_runs"):
             self._json(key)
+        numbers = (("runs", int), ("started", float), ("ended", float), ("sweep_until", float))
+        for key, number in numbers:
+            raw = self.get(key)
+            try:
+                if raw is not None:
+                    number(raw)
+            except ValueError:
+                raise SessionError(f"{self.path}: damaged: meta {key} is {raw!r}") from None
 
     def _json(self, key: str) -> Any:
         """A meta value cloudtask stores as JSON: a dict (config) or a list of strings."""

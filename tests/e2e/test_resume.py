@@ -859,3 +859,50 @@ def test_an_empty_option_on_resume_drops_the_stored_one() -> None:
 def test_an_empty_option_on_a_new_session_is_still_refused() -> None:
     assert_usage_error(cloudtask("--halt=", "true", input=b"1\n"), "--halt")
     assert_usage_error(cloudtask("--timeout=", "true", input=b"1\n"), "--timeout")
+
+
+def test_resuming_a_finished_session_needs_no_writable_joblog(tmp_path: Path) -> None:
+    """Nothing will run, so the stored --joblog (gone since) is not opened."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    first = cloudtask(f"--joblog={gone / 'jobs.log'}", "true", input=b"1\n")
+    session = summary(first).id
+    (gone / "jobs.log").unlink()
+    gone.rmdir()
+
+    resumed = cloudtask(f"--resume={session}")
+
+    assert resumed.returncode == 0, resumed.stderr
+    assert "is finished: nothing to run" in resumed.stdout
+    assert not gone.exists()
+
+
+def test_a_refused_input_leaves_no_joblog_it_made(tmp_path: Path) -> None:
+    made, kept = tmp_path / "made.log", tmp_path / "kept.log"
+    kept.write_text("earlier lines\n")
+
+    for joblog in (made, kept):
+        assert_usage_error(cloudtask(f"--joblog={joblog}", "echo", input=b"'bad\n"), "line 1")
+
+    assert not made.exists()
+    assert kept.read_text() == "earlier lines\n"
+
+
+def test_finished_after_a_kill_takes_the_end_of_the_last_attempt_not_an_earlier_run(
+    background: list[Background],
+) -> None:
+    """The first run aborted (recording its end); the second is killed after its
+    last job: the session ended when that job did, not when the first run did."""
+    proc = start(background, ["sh", "-c", "sleep $0"], "0\n30\n")
+    proc.wait_for(r"job 2 started")
+    proc.ctrl_c()
+    (aborted_end,) = query(1, "SELECT value FROM meta WHERE key = 'ended'")[0]
+    proc = start(background, ["--timeout=1", "--post=sleep 30", "--resume=1"], "")
+    proc.wait_for(r" post: sleep 30")  # job 2 timed out: every job is final
+    proc.kill()
+
+    assert cloudtask("--resume=1").returncode == 0
+
+    ((ended,),) = query(1, "SELECT value FROM meta WHERE key = 'ended'")
+    ((last,),) = query(1, "SELECT max(ended) FROM attempts")
+    assert float(str(ended)) == last > float(str(aborted_end))

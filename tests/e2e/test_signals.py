@@ -121,3 +121,30 @@ def test_sigterm_while_the_cloud_is_unreachable_ends_at_once_and_leaves_the_watc
         proc.kill()
         proc.wait()
         stop_watchdogs(sessions, grace=0)
+
+
+def test_ctrl_c_as_a_big_session_starts_is_one_line_never_a_traceback(tmp_path: Path) -> None:
+    """Found in review: a SIGINT after the session line but before the run's own
+    handlers (counting 200,000 jobs takes a moment) ended in a ValueError
+    traceback from the closed session log."""
+    jobs = tmp_path / "jobs"
+    jobs.write_bytes(b"".join(b"%d\n" % n for n in range(200_000)))
+    out = tmp_path / "out"
+    with jobs.open("rb") as stdin, out.open("wb") as output:
+        proc = subprocess.Popen(
+            [CLOUDTASK, "--force", "true"],
+            stdin=stdin,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: b" jobs to run, " in out.read_bytes(), 60)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 1
+    finally:
+        proc.kill()
+        proc.wait()
+    said = out.read_text()
+    assert "Traceback" not in said and "Error" not in said, said
+    assert "resume with: cloudtask --resume=1" in said, said

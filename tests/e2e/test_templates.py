@@ -429,6 +429,24 @@ def test_template_help_shows_the_templates_own_values(tmp_path: Path) -> None:
     assert "default: 3600" in timeout  # not set by the template: the built-in default
 
 
+def test_a_secret_of_the_wrong_type_is_refused_without_showing_it(tmp_path: Path) -> None:
+    task = simple(tmp_path, "HUB_APIKEY = b'sk-SUPERSECRET-123'")
+
+    result = template(task, input=b"1\n")
+
+    err = assert_usage_error(result, "HUB_APIKEY", "unsupported type bytes")
+    assert "SUPERSECRET" not in err
+
+
+@pytest.mark.parametrize("attribute", ["JOBLOG", "SESSIONS", "PRE"])
+def test_a_nul_byte_in_a_template_value_is_refused(tmp_path: Path, attribute: str) -> None:
+    task = simple(tmp_path, f"{attribute} = 'a\\0b'")
+
+    result = template(task, input=b"1\n")
+
+    assert_usage_error(result, attribute, "NUL byte")
+
+
 def test_template_help_shows_the_description(tmp_path: Path) -> None:
     task = simple(tmp_path, 'DESCRIPTION = "refresh the security updates of every ISO"')
 

@@ -164,6 +164,9 @@ DAMAGE = {
     "session keys not a list": "INSERT OR REPLACE INTO meta VALUES ('session_keys', '5')",
     "local runs not text": "INSERT OR REPLACE INTO meta VALUES ('local_runs', '[null]')",
     "a dropped table": "DROP TABLE attempts",
+    "schema version not ASCII digits": "UPDATE meta SET value = '²' WHERE key = 'schema_version'",
+    "runs not a number": "INSERT OR REPLACE INTO meta VALUES ('runs', 'many')",
+    "end not a time": "INSERT OR REPLACE INTO meta VALUES ('ended', 'later')",
     "no meta table": "DROP TABLE meta",
 }
 
