@@ -2,13 +2,14 @@
 """A session of a million jobs: peak memory, time to ingest, to run, and to resume after SIGKILL.
 
     .venv/bin/python benchmarks/million_jobs.py [--jobs N] [--providers local,ssh]
-        [--split 2] [--hosts 4] [--parallel-jobs N] [--parallel-ssh-jobs N] [--timeout S]
+        [--split 2] [--hosts 4] [--ssh-jobs N] [--parallel-jobs N] [--parallel-ssh-jobs N]
+        [--timeout SECONDS]
     .venv/bin/python benchmarks/million_jobs.py --quick [--jobs N] [--run SECONDS]
 
 Full sessions (issue 7), one per provider: `--split=N` on the local provider,
 and `--workers=FILE --ssh-identity=KEY` on `--hosts` SSH test hosts
-(tests/hosts.py; needs root). Each session runs --jobs `true N` jobs to the
-end, in two real cloudtask processes:
+(tests/hosts.py; needs root). Each session runs --jobs `true N` jobs
+(--ssh-jobs on SSH, if given) to the end, in two real cloudtask processes:
 
 - ingest: `cloudtask true < FILE` reads every line into the session store;
   timed to its first job, then run until half the jobs are ok, when its
