@@ -31,6 +31,7 @@ from .argv import scan
 from .config import BY_NAME, resolve
 from .errors import CloudtaskError, UsageError
 from .output import printable
+from .paths import user_path
 from .report.digest import (
     DEFAULT_LIMIT,
     DigestError,
@@ -161,7 +162,10 @@ def session_dir(session: str, sessions: Path) -> Path:
         if not path.is_dir():
             raise DigestError(f"no session {session} in {sessions}")
     else:
-        path = Path(session).expanduser()
+        try:
+            path = user_path(session)
+        except ValueError as exc:
+            raise DigestError(f"{session}: {exc}") from None
         if not path.is_dir():
             raise DigestError(f"{session}: no such session directory")
     check_session_dir(path)

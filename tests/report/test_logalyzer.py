@@ -192,6 +192,7 @@ def test_sessions_come_from_the_option_then_the_environment(tmp_path: Path) -> N
         ([], "give a SESSION"),
         (["1", "2"], "give one SESSION"),
         (["--json=yes", "1"], "--json takes no value"),
+        (["~nosuchuser-here/7"], "~nosuchuser-here/7: no home directory for ~nosuchuser-here"),
     ],
 )
 def test_bad_input_is_a_one_line_error(args: list[str], needle: str) -> None:
