@@ -97,9 +97,9 @@ class HostsBackend:
 class Cloud:
     """The test cloud: a Hub API server whose instances are test hosts."""
 
-    def __init__(self, tmp_path: Path, boot_delay: float = 0.0) -> None:
+    def __init__(self, tmp_path: Path, boot_delay: float = 0.0, apikey: str = APIKEY) -> None:
         self.backend = HostsBackend(tmp_path, boot_delay=boot_delay)
-        self.hub = HubServer(APIKEY, self.backend).start()
+        self.hub = HubServer(apikey, self.backend).start()
 
     def options(self) -> list[str]:
         return [

@@ -204,7 +204,7 @@ def _run(
         raise
     store.set("command", command.shell)
     store.set_config(stored_config(config))
-    return _drive(Plan(config, session, store, targets, cloud, split, joblog), console)
+    return _drive(Plan(config, session, store, targets, cloud, split, jobs, joblog), console)
 
 
 def _resume(parsed: Argv, given: Config, console: Console) -> int:
@@ -256,7 +256,7 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
     if targets:
         remove_earlier_keys(targets, ssh_options(config, session), store, console)
     destroy_leftovers(config, session, store, cloud_of(config), console)
-    pending = store.counts()[JobState.PENDING]
+    pending = to_run  # what reset made pending, with what was; nothing else changed jobs
     if not pending:
         if is_cloud(config.provider) and not settled(store, time.time()):
             # Not all is known to be gone yet: a watchdog goes on after this process.
@@ -273,7 +273,7 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
         return ExitStatus.OK
     store.set_config(stored_config(config))
     split = min(config.split or len(targets) or 1, pending)
-    return _drive(Plan(config, session, store, targets, cloud, split, joblog), console)
+    return _drive(Plan(config, session, store, targets, cloud, split, pending, joblog), console)
 
 
 @dataclass(frozen=True)
@@ -286,6 +286,7 @@ class Plan:
     targets: list[Target]  # --workers, resolved
     cloud: Cloud | None  # launches the rest of the split, if any
     split: int
+    pending: int  # jobs to run
     joblog: Joblog | None
 
 
@@ -346,7 +347,7 @@ def _drive_run(plan: Plan, console: Console) -> int:
             stop_leftover_jobs(local, session, store, console)
         names = " + ".join(f"{provider.name} x{count}" for provider, count in sources)
         console.line(
-            f"session {session.id}: {plural(store.counts()[JobState.PENDING], 'job')} to run, "
+            f"session {session.id}: {plural(plan.pending, 'job')} to run, "
             f"split {split} ({names}), log {session.log_path}"
         )
         store.begin_run(time.time())

@@ -59,30 +59,26 @@ async def run_session(
 ) -> RunSummary:
     """Run the pending jobs on `count` workers from each provider, to the end or an abort."""
     started = time.monotonic()
+    counts = store.counts()  # one count of every job: it reads the whole state index
     scheduler = Scheduler(
-        store.pending_ids(),
-        retries=config.retries,
-        strikes=config.strikes,
-        finished=store.counts(),
+        store.pending_ids(), retries=config.retries, strikes=config.strikes, finished=counts
     )
     halt = Halt.parse(config.halt) if config.halt else None
     run = Run(config, store, scheduler, console, session, joblog=joblog, halt=halt)
-    run.total = sum(store.counts().values())
+    run.total = sum(counts.values())
     run.finished_at_start = sum(scheduler.finished.values())
     for provider, _ in sources:
         if isinstance(provider, LaunchedWorkers):
             provider.admit = run.launch_blocked
     if not LiveView.wanted(console.err):
         return await _run_workers(run, sources, started)
-    total = sum(store.counts().values())
-    finished_at_start = sum(scheduler.finished.values())
 
     def take() -> Snapshot:
         return snapshot(
             session.id,
-            total,
+            run.total,
             scheduler.finished,
-            finished_at_start,
+            run.finished_at_start,
             scheduler.running,
             time.monotonic() - started,
             run.doing,

@@ -53,7 +53,6 @@ import asyncssh
 import pytest
 from tests.e2e import helpers
 from tests.hosts import Host, TestHosts
-from tests.hubserver import HubServer
 from tests.integration.ssh_support import (
     AUTHORIZED_KEYS,
     CLOUDTASK,
@@ -63,7 +62,7 @@ from tests.integration.ssh_support import (
     wait_until,
 )
 from tests.processes import stop_watchdogs
-from tests.testcloud import HostsBackend
+from tests.testcloud import Cloud
 
 LOGALYZER = str(Path(CLOUDTASK).with_name("cloudtask-logalyzer"))
 REPO = Path(__file__).resolve().parents[2]
@@ -250,34 +249,13 @@ def log_records(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-class Cloud:
-    """The test cloud: a Hub API server on 127.0.0.1 whose instances are test hosts."""
-
-    def __init__(self, tmp_path: Path, apikey: str = APIKEY) -> None:
-        self.backend = HostsBackend(tmp_path)
-        self.hub = HubServer(apikey, self.backend).start()
-
-    def options(self) -> list[str]:
-        return [
-            "--provider=hub",
-            f"--hub-url={self.hub.url}",
-            f"--ssh-identity={self.backend.key}",
-            "--keepalive=1",
-        ]
-
-    def close(self) -> list[str]:
-        stop_watchdogs(helpers.sessions_dir())  # they would sweep a cloud that is gone
-        self.hub.stop()
-        return self.backend.close()
-
-
 @pytest.fixture
 def clouds(tmp_path: Path) -> Iterator[Callable[..., Cloud]]:
     """clouds(apikey) makes a test cloud; every one is closed, and must be empty, at the end."""
     made: list[Cloud] = []
 
     def make(apikey: str = APIKEY) -> Cloud:
-        cloud = Cloud(tmp_path, apikey)
+        cloud = Cloud(tmp_path, apikey=apikey)
         made.append(cloud)
         return cloud
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from tests.e2e import helpers
-from tests.hosts import TestHosts
+from tests.hosts import Host, TestHosts
 from tests.integration.ssh_support import (
     CLOUDTASK,
     RUN_TIMEOUT,
@@ -106,6 +106,14 @@ def start(
     return run
 
 
+def wait_for_a_job_on(victim: Host, tmp_path: Path) -> None:
+    wait_until(
+        lambda: any(addr == victim.address for _, addr in starts(tmp_path)),
+        20,
+        "a job started on the victim",
+    )
+
+
 def test_host_killed_mid_job_its_job_reruns_elsewhere(
     make_hosts: MakeHosts,
     tmp_path: Path,
@@ -118,11 +126,7 @@ def test_host_killed_mid_job_its_job_reruns_elsewhere(
     victim = hosts[0]
     jobs = jobs_input(6, f"slow:{victim.address}:60:2")
     run = start(running, tmp_path, home, hosts, job_script, jobs, "--retries=0")
-    wait_until(
-        lambda: any(addr == victim.address for _, addr in starts(tmp_path)),
-        20,
-        "a job started on the victim",
-    )
+    wait_for_a_job_on(victim, tmp_path)
     killed_job = next(job for job, addr in starts(tmp_path) if addr == victim.address)
     victim.kill_all()
     wait_until(lambda: f"{victim.address} failed" in run.stderr, 30, "the worker declared failed")
@@ -159,11 +163,7 @@ def test_link_cut_mid_job_worker_failed_and_job_rerouted(
     victim = hosts[0]
     jobs = jobs_input(6, f"slow:{victim.address}:60:2")
     run = start(running, tmp_path, home, hosts, job_script, jobs, "--retries=0")
-    wait_until(
-        lambda: any(addr == victim.address for _, addr in starts(tmp_path)),
-        20,
-        "a job started on the victim",
-    )
+    wait_for_a_job_on(victim, tmp_path)
     cut_job = next(job for job, addr in starts(tmp_path) if addr == victim.address)
     wait_until(lambda: "sleep" in str(victim.processes()), 5, "the job sleeps on the victim")
     victim.cut()
@@ -277,11 +277,7 @@ def test_ctrl_c_while_the_cleanup_is_tried_again_skips_it_and_resume_removes_the
     victim = hosts[0]
     jobs = jobs_input(4, f"slow:{victim.address}:60:1")
     run = start(running, tmp_path, home, hosts, job_script, jobs, "--retries=0")
-    wait_until(
-        lambda: any(addr == victim.address for _, addr in starts(tmp_path)),
-        20,
-        "a job started on the victim",
-    )
+    wait_for_a_job_on(victim, tmp_path)
     victim.kill_all()  # its sshd stays down: the last cleanup tries cannot reach it
     wait_until(lambda: "trying again to clean up" in run.out_path.read_text(), 60, "cleanup tries")
     run.process.send_signal(signal.SIGINT)
