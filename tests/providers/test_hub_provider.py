@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -33,6 +35,8 @@ from cloudtask.providers.hub import (
     parse_label,
     to_instance,
 )
+from cloudtask.providers.launched import sweep
+from cloudtask.store import Store
 
 APIKEY = "hub-test-key-5f1c9a"
 BOOT = 0.2  # seconds the fake backend takes to "boot"
@@ -469,3 +473,23 @@ def test_error_answers_are_read_as_json_or_text(
     status: int, body: str, detail: tuple[str | None, str]
 ) -> None:
     assert error_detail(httpx.Response(status, text=body)) == detail
+
+
+def test_a_sweep_records_the_id_of_an_instance_it_finds_by_token(
+    hub: HubServer, tmp_path: Path
+) -> None:
+    """The controller died during the launch call: its record has a token and no
+    id. The sweep finds the instance by its token, destroys it, and records its id
+    (found by the chaos run: such records were closed naming no instance)."""
+    store = Store.create(tmp_path)
+    store.intend_instance("0123456789abcdef", "hub", "hub1", "small", None, time.time())
+    cloud = HubCloud.from_config(hub_config(hub))
+    made = run(cloud, lambda cloud: cloud.launch(spec(session=7)))  # its answer never recorded
+
+    cloud = HubCloud.from_config(hub_config(hub))
+    destroyed = run(cloud, lambda cloud: sweep(cloud, store, 7, print))
+
+    assert destroyed == [made]
+    (record,) = store.instances()
+    assert record.instance_id == made
+    assert record.launched == record.intended  # when it was made is not known

@@ -237,6 +237,11 @@ async def sweep(
                 store.instance_destroyed(record.token, now, "the launch made no instance")
             continue
         tagged.pop(instance_id, None)
+        if record.instance_id is None:
+            # Found by its token: the launch's answer was lost. Its id is
+            # recorded; when it was made is not known, so from the intent on
+            # (cost counts its hours from then, never fewer than it ran).
+            store.instance_launched(record.token, instance_id, record.intended)
         recent = now < (record.launched or record.intended) + cloud.listing_lag
         if await destroy(instance_id) and not recent:
             store.instance_destroyed(record.token, time.time())
