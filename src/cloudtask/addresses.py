@@ -6,7 +6,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from .paths import user_path
+from .paths import named_file
 
 # A host name as DNS (and ~/.ssh/config Host aliases) allow it.
 _HOST_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?")
@@ -78,8 +78,8 @@ def read_addresses(value: str) -> list[Address]:
 
     Raises ValueError naming the file line or the list item that is bad.
     """
-    path = user_path(value)
-    if path.is_file():
+    path = named_file(value)
+    if path is not None:
         addresses = []
         # utf-8-sig: a byte order mark some editors write is not part of the first address.
         for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):

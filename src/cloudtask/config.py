@@ -20,7 +20,7 @@ from . import environment
 from .addresses import Address, read_addresses
 from .errors import UsageError
 from .halt import Halt
-from .paths import os_reason, user_path
+from .paths import named_file, os_reason, user_path
 
 ENV_PREFIX = "CLOUDTASK_"
 
@@ -127,13 +127,16 @@ def directory(value: str) -> Path:
 def workers(value: str) -> tuple[Address, ...]:
     """A file of addresses, or addresses separated by blanks or commas."""
     value = text(value)
-    path = user_path(value)
-    if not path.is_file() and "/" in value:
-        raise ValueError(f"no such file: {path}")
+    # A value is a file only when it names one: a list of 50 addresses is
+    # longer than a file name may be, and is a list all the same.
+    if named_file(value) is None and "/" in value:  # no address has a slash
+        raise ValueError(f"no such file: {user_path(value)}")
     try:
         return tuple(read_addresses(value))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read {path}: {exc}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {os_reason(exc, value)}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"cannot read {value}: not UTF-8 text") from None
 
 
 def halt(value: str) -> str:

@@ -14,6 +14,19 @@ def user_path(text: str) -> Path:
         raise ValueError(f"no home directory for ~{user}") from None
 
 
+def named_file(text: str) -> Path | None:
+    """The existing regular file `text` names, or None when it names none.
+
+    A value that may be a path or something else (a `--workers` list, Python
+    code) is a path only when such a file exists: a name too long for the
+    system, or one it refuses to look at, names no file."""
+    try:
+        path = user_path(text)
+        return path if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
 def os_reason(exc: OSError, path: object = None) -> str:
     """An OSError as one line: the file (the error's own, else `path`) and the reason.
 

@@ -189,3 +189,18 @@ def test_cli_unknown_host_name(tmp_path: Path) -> None:
         "--workers=127.0.0.1 root@no-such-host.invalid",
         needles=("unknown host", "no-such-host.invalid"),
     )
+
+
+@pytest.mark.parametrize("separator", [" ", ",", "\n"])
+def test_a_list_longer_than_a_file_name_is_a_list(separator: str) -> None:
+    addresses = [f"root@198.19.{n // 250}.{n % 250 + 1}:2322" for n in range(50)]
+    value = separator.join(addresses)
+    assert len(value) > 255  # the longest file name Linux takes
+    assert [str(address) for address in read_addresses(value)] == addresses
+
+
+def test_a_file_with_fifty_addresses_is_read(tmp_path: Path) -> None:
+    addresses = [f"deploy@198.19.0.{n + 1}:2222" for n in range(50)]
+    listing = tmp_path / "workers"
+    listing.write_text("\n".join(addresses) + "\n")
+    assert [str(address) for address in read_addresses(str(listing))] == addresses
