@@ -47,6 +47,9 @@ def scan(argv: Sequence[str], known: Mapping[str, str | None], *, interleaved: b
         if arg == "--version":
             parsed.version = True
             continue
+        flag, has_value, _ = arg.partition("=")
+        if has_value and flag in ("-h", "--help", "--version"):
+            raise UsageError(f"{flag} takes no value")
         if not arg.startswith("-") or arg == "-":
             if not interleaved:
                 parsed.positional += args[index - 1 :]

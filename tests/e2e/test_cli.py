@@ -431,6 +431,9 @@ BAD_OPTIONS = [
     (["--splt=2"], ["--splt", "did you mean --split"]),
     (["--timout", "5"], ["--timout", "did you mean --timeout"]),
     (["--force=1"], ["--force"]),
+    (["--help=x"], ["--help takes no value"]),
+    (["--version=x"], ["--version takes no value"]),
+    (["-h=x"], ["-h takes no value"]),
     (["-x"], ["-x"]),
     (["--sessions=/dev/null"], ["--sessions"]),
     # Found by benchmarks/fuzz.py: each of these was a traceback.
@@ -602,6 +605,15 @@ def test_version() -> None:
 
     assert result.returncode == 0
     assert result.stdout.startswith("cloudtask ")
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "--version"])
+def test_help_and_version_given_a_value_say_they_take_none(flag: str) -> None:
+    result = cloudtask(f"{flag}=x", input=None)
+
+    err = assert_usage_error(result, f"{flag} takes no value")
+    assert err == f"cloudtask: {flag} takes no value"
+    assert result.stdout == ""
 
 
 # -- the session directory (section 4) ----------------------------------------
