@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from cloudtask.session import SessionDir
 from cloudtask.store import INGEST_BATCH, AttemptEnd, Store
 
 T0 = 1_800_000_000.0  # a round start time (2027-01-15T08:00:00Z)
+# One of something the reports count, said in the plural ("1 jobs").
+ONE_IN_THE_PLURAL = re.compile(r"\b1 (?:more )?(?:jobs|workers|attempts|instances|runs)\b")
 JOB = "sh -c 'echo out $1; echo more $1 >&2; exit $1' x"
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from tests.report.report_stores import (
     JOB,
+    ONE_IN_THE_PLURAL,
     T0,
     attempt,
     big_session,
@@ -81,6 +82,33 @@ def test_a_real_session_is_counted_and_described() -> None:
     assert data["jobs"][1]["attempts"][0]["exit_status"] == 1
     assert data["session"]["started"].endswith("Z")
     assert data["jobs_listed"] == {"limit": d.DEFAULT_LIMIT, "complete": True}
+
+
+def test_a_one_job_session_says_1_job() -> None:
+    text = d.to_text(d.load(real_session("0", split=1)))
+
+    assert "  jobs:      1 job: 1 ok, 0 failed, 0 timeout, 0 lost, 0 pending, 0 running\n" in text
+    assert not ONE_IN_THE_PLURAL.search(text), text
+
+
+def three_workers() -> Path:
+    path, store = new_store(jobs=3)
+    store.begin_run(T0)
+    for n in (1, 2, 3):
+        attempt(store, n, f"w{n}", n, n + 1, "ok", JobState.OK, 0)
+    store.end_run(T0 + 10, "finished")
+    store.close()
+    return path
+
+
+def test_workers_left_out_of_the_table_are_counted_in_the_singular_and_plural() -> None:
+    path = three_workers()
+
+    assert "  ... and 1 more worker\n" in d.to_text(d.load(path, limit=2))
+    assert "  ... and 2 more workers\n" in d.to_text(d.load(path, limit=1))
+    # Jobs left out are counted under their own heading, with no noun.
+    assert "succeeded jobs (3):\n" in d.to_text(d.load(path, limit=2))
+    assert "  ... and 1 more\n" in d.to_text(d.load(path, limit=2))
 
 
 def test_loading_leaves_the_store_as_it_was() -> None:

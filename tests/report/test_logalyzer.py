@@ -21,6 +21,7 @@ from tests.e2e.helpers import (
     work_dir,
 )
 from tests.report.report_stores import (
+    ONE_IN_THE_PLURAL,
     T0,
     big_session,
     free_lock,
@@ -165,6 +166,18 @@ def test_list_shows_every_session_one_line_each() -> None:
     assert by_id[99].split()[1] == "unreadable"
 
 
+def test_list_says_1_job_and_2_jobs() -> None:
+    one = real_session("0", split=1)
+    two = real_session("0", "1")
+
+    by_id = {int(line.split()[0]): line for line in ok(logalyzer("--list")).splitlines()}
+    assert (
+        "  1 job: 1 ok, 0 failed, 0 timeout, 0 lost, 0 pending, 0 running  " in by_id[int(one.name)]
+    )
+    assert "  2 jobs: 1 ok, 1 failed, " in by_id[int(two.name)]
+    assert not ONE_IN_THE_PLURAL.search(by_id[int(one.name)])
+
+
 def test_sessions_come_from_the_option_then_the_environment(tmp_path: Path) -> None:
     path = real_session("0")
     other = tmp_path / "other"
@@ -192,6 +205,9 @@ def test_sessions_come_from_the_option_then_the_environment(tmp_path: Path) -> N
         ([], "give a SESSION"),
         (["1", "2"], "give one SESSION"),
         (["--json=yes", "1"], "--json takes no value"),
+        (["--help=x"], "--help takes no value"),
+        (["--version=x", "1"], "--version takes no value"),
+        (["-h=x", "--list"], "-h takes no value"),
         (["~nosuchuser-here/7"], "~nosuchuser-here/7: no home directory for ~nosuchuser-here"),
     ],
 )
@@ -215,6 +231,7 @@ def test_not_a_session_and_corrupt_stores_are_one_line_errors(tmp_path: Path) ->
 
 def test_help_and_version() -> None:
     assert "--json" in ok(logalyzer("--help"))
+    assert ok(logalyzer("-h")) == ok(logalyzer("--help"))
     assert ok(logalyzer("--version")).startswith("cloudtask-logalyzer ")
 
 

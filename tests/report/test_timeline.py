@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from tests.report.report_stores import (
+    ONE_IN_THE_PLURAL,
     T0,
     attempt,
     big_session,
@@ -137,6 +140,21 @@ def test_many_workers_are_bounded_too() -> None:
     assert any("100 more workers not drawn" in (t.text or "") for t in root.iter(f"{SVG}text"))
 
 
+def test_attempts_over_the_bar_limit_are_counted_in_the_singular_and_plural() -> None:
+    digest = d.load(real_session("0", split=1), timeline=True)
+    assert digest.timeline is not None
+    titles = []
+    for dropped in (1, 2):
+        row = dataclasses.replace(digest.timeline.rows[0], bars_dropped=dropped)
+        timeline = dataclasses.replace(digest.timeline, rows=(row,))
+        root = parse(svg(dataclasses.replace(digest, timeline=timeline)))
+        titles += [t.text for t in root.iter(f"{SVG}title") if "bar limit" in (t.text or "")]
+    assert titles == [
+        "1 attempt over the bar limit not drawn",
+        "2 attempts over the bar limit not drawn",
+    ]
+
+
 def test_a_digest_without_a_timeline_is_refused() -> None:
     with pytest.raises(ValueError, match="timeline=True"):
         svg(d.load(launched_session()))
@@ -202,7 +220,107 @@ def test_the_page_escapes_what_jobs_and_workers_print() -> None:
     parse(svg(digest))  # still valid XML with that worker name
 
 
+def test_a_one_job_page_says_1_job() -> None:
+    digest = d.load(real_session("0", split=1), timeline=True)
+    page = html(digest, svg(digest))
+
+    assert "1 job: 1 ok, 0 failed" in page  # in the picture's caption
+    assert not ONE_IN_THE_PLURAL.search(page), ONE_IN_THE_PLURAL.findall(page)
+    two = d.load(real_session("0", "1", split=1), timeline=True)
+    assert "2 jobs: 1 ok, 1 failed" in html(two, svg(two))
+
+
 def test_a_page_without_a_picture(tmp_path: Path) -> None:
     digest = d.load(launched_session())
     page = html(digest, None)
     assert "<svg" not in page and "Workers (2)" in page
+
+
+class Tables(HTMLParser):
+    """The page's tables, each under the heading before it: its rows of cell texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.heading = ""
+        self._in: str | None = None  # h2, or th/td: where text goes
+        self._text = ""
+        self._rows: list[list[str]] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self._rows = self.tables.setdefault(self.heading, [])
+        elif tag == "tr" and self._rows is not None:
+            self._rows.append([])
+        elif tag in ("h2", "th", "td"):
+            self._in, self._text = tag, ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._rows = None
+        elif tag == "h2" and self._in == "h2":
+            self.heading, self._in = self._text.strip(), None
+        elif tag in ("th", "td") and self._in == tag and self._rows:
+            self._rows[-1].append(self._text.strip())
+            self._in = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in is not None:
+            self._text += data
+
+
+def page_tables(page: str) -> dict[str, list[list[str]]]:
+    parser = Tables()
+    parser.feed(page)
+    parser.close()
+    return parser.tables
+
+
+def check_table(rows: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """Every row as wide as the header, no column without a name: the header and body."""
+    header, *body = rows
+    assert all(header), header
+    for row in body:
+        assert len(row) == len(header), (header, row)
+    return header, body
+
+
+def an_undestroyed_instance() -> Path:
+    path, store = new_store(jobs=2)
+    store.begin_run(T0)
+    store.intend_instance("tok", "ec2", "ec2-1", "t3.small", 0.0208, T0)
+    store.instance_launched("tok", "i-left", T0)
+    attempt(store, 1, "ec2-1", 10, 20, "ok", JobState.OK, 0)
+    store.intend_instance("tok2", "ec2", "ec2-2", "t3.small", 0.0208, T0)
+    store.instance_launched("tok2", "i-gone", T0)
+    attempt(store, 2, "ec2-2", 10, 20, "ok", JobState.OK, 0)
+    store.instance_destroyed("tok2", T0 + 3600)
+    store.end_run(T0 + 100, "finished")
+    store.close()
+    return path
+
+
+def test_the_workers_table_has_a_named_filled_cell_in_every_column() -> None:
+    tables = page_tables(html(d.load(real_session("0", "1", "0")), None))
+
+    header, body = check_table(tables["Workers (2)"])
+    assert header[0] == "worker" and header[-1] == "destroyed"
+    assert sorted(row[0] for row in body) == ["local1", "local2"]
+    for row in body:
+        assert all(row), row  # a local worker: "-" where nothing applies
+        assert row[-1] == "-"
+
+
+def test_the_workers_and_cost_tables_say_which_instances_were_destroyed() -> None:
+    tables = page_tables(html(d.load(an_undestroyed_instance(), now=T0 + 7200), None))
+
+    _, workers = check_table(tables["Workers (2)"])
+    assert {row[0]: row[-1] for row in workers} == {"ec2-1": "NOT DESTROYED", "ec2-2": "yes"}
+    header, cost = check_table(tables["Cost of launched workers"])
+    assert header[-1] == "destroyed"
+    assert {row[0]: row[-1] for row in cost} == {
+        "i-left": "NOT DESTROYED: counted to now",
+        "i-gone": "yes",
+    }
+    _, workers = check_table(page_tables(html(d.load(launched_session()), None))["Workers (2)"])
+    assert [row[-1] for row in workers] == ["yes", "yes"]

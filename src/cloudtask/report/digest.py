@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..config import OPTIONS
+from ..console import plural
 from ..cost import spent
 from ..errors import CloudtaskError
 from ..output import printable
@@ -947,10 +948,6 @@ def percent(share: float | None) -> str:
     return "-" if share is None else f"{share * 100:.1f}%"
 
 
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
 def shorten(text: str, width: int = COMMAND_SHOWN) -> str:
     """One line, control characters escaped, cut to `width` characters."""
     shown = printable(text)
@@ -976,7 +973,7 @@ def how_ended(attempt: Attempt) -> str:
 
 def counts_text(counts: Counts) -> str:
     return (
-        f"{counts.total} jobs: {counts.ok} ok, {counts.failed} failed, "
+        f"{plural(counts.total, 'job')}: {counts.ok} ok, {counts.failed} failed, "
         f"{counts.timeout} timeout, {counts.lost} lost, {counts.pending} pending, "
         f"{counts.running} running"
     )
@@ -1015,8 +1012,12 @@ def _table(rows: Sequence[Sequence[str]], right: Iterable[int] = ()) -> list[str
     ]
 
 
-def _more(shown: int, total: int, what: str = "") -> list[str]:
-    return [f"  ... and {total - shown} more{what}"] if total > shown else []
+def _more(shown: int, total: int, noun: str = "") -> list[str]:
+    """The line that says how many were left out: "... and 3 more", "... and 1 more worker"."""
+    if total <= shown:
+        return []
+    left = total - shown
+    return [f"  ... and {plural(left, 'more ' + noun) if noun else f'{left} more'}"]
 
 
 WORKER_COLUMNS = (
@@ -1096,7 +1097,7 @@ def to_text(digest: Digest) -> str:
                 )
             )
         out += _table(rows, right=(1, 2, 3, 4, 5))
-        out += _more(len(shown_workers), len(digest.workers), " workers")
+        out += _more(len(shown_workers), len(digest.workers), "worker")
     else:
         out.append("  (none)")
 

@@ -11,19 +11,20 @@ escaped.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from html import escape
 
+from ..console import plural
 from ..output import printable
 from .digest import (
     TAIL_SHOWN,
     Digest,
     Job,
+    Worker,
     clock,
     dollars,
     how_ended,
     percent,
-    plural,
     span,
     state_note,
     undestroyed,
@@ -161,32 +162,42 @@ def html(digest: Digest, svg_text: str | None) -> str:
 
 
 def _workers(digest: Digest) -> list[str]:
-    rows = []
-    for worker in digest.workers:
-        instances = worker.instances
-        rows.append(
-            [
-                _e(worker.name),
-                _e(worker.attempts),
-                _e(worker.ok),
-                _e(worker.failed),
-                _e(worker.timeout),
-                _e(worker.lost),
-                _e(span(worker.work_seconds)),
-                _e(span(worker.lifetime)),
-                _e(percent(worker.efficiency)),
-                _e(", ".join(i.instance_id or "?" for i in instances) or "-"),
-                _e(", ".join(sorted({f"{i.provider} {i.size or '?'}" for i in instances})) or "-"),
-                _e(", ".join(i.address or "-" for i in instances) or "-"),
-                '<span class="flag">NOT DESTROYED</span>' if worker.not_destroyed else "",
-            ]
-        )
-    header = ["worker", "jobs", "ok", "failed", "timeout", "lost", "work", "lifetime"]
-    header += ["efficiency", "instance", "size", "address", ""]
+    # Each column is its heading next to its cell, so the header and the rows
+    # cannot disagree on the columns, and no column goes without a name.
+    columns: list[tuple[str, Callable[[Worker], str]]] = [
+        ("worker", lambda w: _e(w.name)),
+        ("jobs", lambda w: _e(w.attempts)),
+        ("ok", lambda w: _e(w.ok)),
+        ("failed", lambda w: _e(w.failed)),
+        ("timeout", lambda w: _e(w.timeout)),
+        ("lost", lambda w: _e(w.lost)),
+        ("work", lambda w: _e(span(w.work_seconds))),
+        ("lifetime", lambda w: _e(span(w.lifetime))),
+        ("efficiency", lambda w: _e(percent(w.efficiency))),
+        ("instance", lambda w: _e(", ".join(i.instance_id or "?" for i in w.instances) or "-")),
+        (
+            "size",
+            lambda w: _e(
+                ", ".join(sorted({f"{i.provider} {i.size or '?'}" for i in w.instances})) or "-"
+            ),
+        ),
+        ("address", lambda w: _e(", ".join(i.address or "-" for i in w.instances) or "-")),
+        (
+            "destroyed",
+            lambda w: _destroyed(w.not_destroyed, "NOT DESTROYED") if w.launched else "-",
+        ),
+    ]
+    header = [name for name, _ in columns]
+    rows = [[cell(worker) for _, cell in columns] for worker in digest.workers]
     return [
         f"<h2>Workers ({len(digest.workers)})</h2>",
         _table(header, rows, numeric=range(1, 9)) if rows else "<p>none</p>",
     ]
+
+
+def _destroyed(not_destroyed: bool, flag: str) -> str:
+    """The "destroyed" cell of a launched worker or instance: yes, or the flag."""
+    return f'<span class="flag">{_e(flag)}</span>' if not_destroyed else "yes"
 
 
 def _cost(digest: Digest) -> list[str]:
@@ -202,7 +213,7 @@ def _cost(digest: Digest) -> list[str]:
             _e(f"{i.hours:.4f}"),
             _e("?" if i.hourly_price is None else f"{i.hourly_price:g}"),
             _e(dollars(i.cost)),
-            '<span class="flag">NOT DESTROYED: counted to now</span>' if i.not_destroyed else "",
+            _destroyed(i.not_destroyed, "NOT DESTROYED: counted to now"),
         ]
         for worker in digest.workers
         for i in worker.instances
@@ -213,7 +224,7 @@ def _cost(digest: Digest) -> list[str]:
     return [
         "<h2>Cost of launched workers</h2>",
         _table(
-            ["instance", "worker", "provider", "size", "hours", "$/hour", "cost", ""],
+            ["instance", "worker", "provider", "size", "hours", "$/hour", "cost", "destroyed"],
             rows,
             numeric=(4, 5, 6),
         ),

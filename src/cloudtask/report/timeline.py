@@ -19,8 +19,9 @@ import math
 from collections.abc import Callable
 from html import escape
 
+from ..console import plural
 from ..output import printable
-from .digest import OUTCOMES, Bar, Digest, Timeline, TimelineRow, counts_text, plural, span
+from .digest import OUTCOMES, Bar, Digest, Timeline, TimelineRow, counts_text, span
 
 COLOURS = {
     "ok": "#2ca02c",
@@ -136,7 +137,8 @@ def _row(
             f'fill="{FLAG_COLOUR}" font-weight="bold">NOT DESTROYED</text>'
         )
     if row.bars_dropped:
-        out.append(f"<title>{row.bars_dropped} attempts over the bar limit not drawn</title>")
+        dropped = plural(row.bars_dropped, "attempt")
+        out.append(f"<title>{dropped} over the bar limit not drawn</title>")
     out.append("</g>")
     return out
 
