@@ -10,6 +10,7 @@ template attribute, environment variable, default.
 from __future__ import annotations
 
 import difflib
+import errno
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -129,8 +130,15 @@ def workers(value: str) -> tuple[Address, ...]:
     value = text(value)
     # A value is a file only when it names one: a list of 50 addresses is
     # longer than a file name may be, and is a list all the same.
-    if named_file(value) is None and "/" in value:  # no address has a slash
-        raise ValueError(f"no such file: {user_path(value)}")
+    if named_file(value) is None and "/" in value:  # no address has a slash: a path
+        path = user_path(value)
+        try:
+            path.stat()
+        except OSError as exc:  # missing, a name too long, no access: say which
+            if exc.errno == errno.ENOENT:
+                raise ValueError(f"no such file: {path}") from None
+            raise ValueError(os_reason(exc, path)) from None
+        raise ValueError(f"not a file: {path}")
     try:
         return tuple(read_addresses(value))
     except OSError as exc:
