@@ -293,7 +293,7 @@ class Worker:
         lines = OutputLines()
         result = await self._execute(transport, log, job_id, command, run.stop, lines)
         elapsed = time.monotonic() - started
-        tail = "\n".join(lines.tail)
+        tail = lines.tail_text()
         if result.stopped:
             run.scheduler.interrupt(self.name, job_id)
             end = AttemptEnd("stopped", result.exit_status, result.signal, tail)
@@ -347,16 +347,20 @@ class Worker:
         label = f"job {job}" if isinstance(job, int) else job
         log.write(f"== {label} started {datetime.now().isoformat(timespec='seconds')}: {command}\n")
 
-        def show(data: bytes) -> None:
-            for line in lines.feed(data):
-                self.run.console.job_output(self.name, job, line)
-                log.write(line + "\n")
+        def show(completed: list[str]) -> None:
+            # The lines one chunk completes (a bounded amount: a long line
+            # comes in pieces) go to the worker log in one write, not one each.
+            if completed:
+                for line in completed:
+                    self.run.console.job_output(self.name, job, line)
+                log.write("\n".join(completed) + "\n")
 
         result = await transport.run(
-            command, timeout=self.run.config.timeout, output=show, stop=stop
+            command,
+            timeout=self.run.config.timeout,
+            output=lambda data: show(lines.feed(data)),
+            stop=stop,
         )
-        for line in lines.flush():
-            self.run.console.job_output(self.name, job, line)
-            log.write(line + "\n")
+        show(lines.flush())
         log.write(f"== {label} {result.describe()}\n")
         return result

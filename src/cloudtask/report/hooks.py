@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import environment
+from ..output import OutputLines
 from ..scheduler import JobState
 
 DEFAULT_TIMEOUT = 600.0  # seconds a hook (command, sendmail, SMTP exchange) may take
@@ -75,7 +76,7 @@ SMTPS_PORT = 465
 # the background may hold the pipe open for good, and the hook is over.
 DRAIN_SECONDS = 1.0
 POLL_SECONDS = 0.1
-LINE_LIMIT = 65536  # output without a newline is passed on in pieces of this size
+READ_SIZE = 65536  # bytes of a hook's output read at a time
 
 # Secret values shorter than this are not scrubbed from problem lines: they would
 # mangle the line and hide nothing worth hiding.
@@ -582,7 +583,7 @@ def _run_sh(
 def _relay(process: subprocess.Popen[bytes], say: Callable[[str], None], deadline: float) -> bool:
     """Pass the process's output on line by line until it ends; False if deadline came first."""
     assert process.stdout is not None
-    lines = LineSplitter(say)
+    lines = OutputLines(tail_lines=0)  # lines as a job's: redraws filtered, long ones cut
     stream = process.stdout
     drain_until: float | None = None
     with selectors.DefaultSelector() as selector:
@@ -595,11 +596,13 @@ def _relay(process: subprocess.Popen[bytes], say: Callable[[str], None], deadlin
             if now >= limit:
                 break
             if selector.select(min(limit - now, POLL_SECONDS)):
-                chunk = os.read(stream.fileno(), LINE_LIMIT)
+                chunk = os.read(stream.fileno(), READ_SIZE)
                 if not chunk:
                     break
-                lines.feed(chunk)
-    lines.close()
+                for line in lines.feed(chunk):
+                    say(line)
+    for line in lines.flush():
+        say(line)
     stream.close()
     try:
         process.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -619,31 +622,6 @@ def _signal(returncode: int) -> str:
         return f"killed by {signal.Signals(-returncode).name}"
     except ValueError:
         return f"killed by signal {-returncode}"
-
-
-class LineSplitter:
-    """Bytes in, whole decoded lines out to say; a line too long goes out in pieces."""
-
-    def __init__(self, say: Callable[[str], None]) -> None:
-        self._say = say
-        self._pending = b""
-
-    def feed(self, data: bytes) -> None:
-        self._pending += data
-        *lines, self._pending = self._pending.split(b"\n")
-        for line in lines:
-            self._emit(line)
-        while len(self._pending) >= LINE_LIMIT:
-            self._emit(self._pending[:LINE_LIMIT])
-            self._pending = self._pending[LINE_LIMIT:]
-
-    def close(self) -> None:
-        if self._pending:
-            self._emit(self._pending)
-            self._pending = b""
-
-    def _emit(self, line: bytes) -> None:
-        self._say(line.decode("utf-8", "replace").rstrip("\r"))
 
 
 # -- py ----------------------------------------------------------------------
