@@ -131,6 +131,15 @@ def test_py_report_sees_session_jobs_and_config() -> None:
     }
 
 
+def test_py_report_counts_the_jobs_with_len() -> None:
+    code = "print(len(jobs), 'jobs,', sum(1 for job in jobs), 'gone through')"
+
+    result = cloudtask(f"--report=py: {code}", "echo", input=b"1\n2\n3\n")
+
+    assert result.returncode == 0, result.stderr
+    assert "report | 3 jobs, 3 gone through" in result.stdout.splitlines()
+
+
 @pytest.mark.parametrize(
     ("hook", "needle"),
     [

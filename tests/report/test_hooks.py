@@ -91,6 +91,7 @@ def make_context(
     *,
     picture: Path | None = None,
     jobs: Callable[[], Iterable[Any]] = lambda: JOBS,
+    job_count: Callable[[], int] = lambda: len(JOBS),
     config: dict[str, str] | None = None,
     environment: dict[str, str] | None = None,
 ) -> HookContext:
@@ -108,6 +109,7 @@ def make_context(
         },
         jobs=jobs,
         config=config if config is not None else {"timeout": "3600", "split": "4"},
+        job_count=job_count,
     )
 
 
@@ -758,6 +760,27 @@ def test_py_jobs_are_not_read_unless_used(session_dir: Path) -> None:
         raise AssertionError("jobs read")
 
     assert run_hook(PyHook("x = 1"), make_context(session_dir, jobs=jobs), Output()) is None
+
+
+def test_py_len_of_jobs_is_counted_without_reading_a_job(session_dir: Path) -> None:
+    def jobs() -> list[Job]:
+        raise AssertionError("jobs read")
+
+    output = Output()
+    context = make_context(session_dir, jobs=jobs, job_count=lambda: 1_000_000)
+    code = "print(len(jobs), 'jobs'); print('some' if jobs else 'none')"
+    assert run_hook(PyHook(code), context, output) is None
+    assert output == ["1000000 jobs", "some"]
+
+
+def test_py_len_of_jobs_agrees_with_going_through_them(session_dir: Path) -> None:
+    output = Output()
+    code = "print(len(jobs), len(list(jobs)), [job.id for job in jobs])"
+    assert run_hook(PyHook(code), make_context(session_dir), output) is None
+    assert output == ["2 2 [1, 2]"]
+    empty = make_context(session_dir, jobs=list, job_count=lambda: 0)
+    assert run_hook(PyHook("print(len(jobs), bool(jobs))"), empty, output) is None
+    assert output[-1] == "0 False"
 
 
 def test_py_syntax_error_in_a_file_is_one_line(tmp_path: Path, session_dir: Path) -> None:

@@ -188,6 +188,7 @@ class HookContext:
     session: Mapping[str, object]  # counts (state -> number), elapsed (seconds), ...
     jobs: Callable[[], Iterable[Any]]  # called only when a py hook iterates `jobs`
     config: Mapping[str, str]  # stored options by name, no secrets
+    job_count: Callable[[], int]  # how many jobs `jobs` gives, counted without reading them
 
 
 class Record(dict[str, Any]):
@@ -205,13 +206,18 @@ class LazyJobs:
 
     A hook that never looks at them costs nothing, and one that does streams them,
     so a session of a million jobs is not loaded into memory to run a hook.
+    len() asks `count` (the store counts them) and reads no job.
     """
 
-    def __init__(self, load: Callable[[], Iterable[Any]]) -> None:
+    def __init__(self, load: Callable[[], Iterable[Any]], count: Callable[[], int]) -> None:
         self._load = load
+        self._count = count
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._load())
+
+    def __len__(self) -> int:
+        return self._count()
 
 
 def secret_variables() -> frozenset[str]:
@@ -645,7 +651,7 @@ def _run_py(hook: PyHook, context: HookContext, say: Callable[[str], None]) -> s
         "__name__": "__cloudtask_report__",
         "__file__": filename,
         "session": _session_record(context),
-        "jobs": LazyJobs(context.jobs),
+        "jobs": LazyJobs(context.jobs, context.job_count),
         "config": dict(context.config),
     }
     writer = LineWriter(say)

@@ -62,6 +62,7 @@ def report(
         },
         jobs=lambda: digests.iter_jobs(digest),
         config=dict(digest.config),
+        job_count=lambda: digest.counts.total,  # counted by the store, no job read
     )
     problem = run_hook(hook, context, lambda text: line(f"report | {text}"))
     if problem is not None:
