@@ -17,6 +17,7 @@ import signal
 import socket
 import ssl
 import time
+import tracemalloc
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -901,3 +902,25 @@ def test_parse_hook_refuses(text: str, reason: str) -> None:
     with pytest.raises(ValueError) as caught:
         parse_hook(text)
     assert str(caught.value) == reason
+
+
+def test_a_py_hooks_endless_line_is_passed_on_in_pieces_in_bounded_memory() -> None:
+    """print() without a newline, 20 MB of it: the old LineWriter copied the
+    whole pending line on every write, quadratic and unbounded."""
+    from cloudtask.output import LINE_LIMIT
+    from cloudtask.report.hooks import LineWriter
+
+    sizes: list[int] = []
+    writer = LineWriter(lambda line: sizes.append(len(line)))
+    chunk = "y" * 10_000
+    tracemalloc.start()
+    try:
+        for _ in range(2_000):
+            writer.write(chunk)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    writer.close()
+    assert sum(sizes) == 20_000_000
+    assert max(sizes) <= LINE_LIMIT
+    assert peak < 2_000_000

@@ -722,19 +722,18 @@ class LineWriter(io.TextIOBase):
     def __init__(self, say: Callable[[str], None]) -> None:
         super().__init__()
         self._say = say
-        self._pending = ""
+        # The one line splitter: linear and bounded however the hook prints.
+        self._lines = OutputLines(tail_lines=0)
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        *lines, self._pending = (self._pending + text).split("\n")
-        for line in lines:
+        for line in self._lines.feed(text.encode("utf-8", "replace")):
             self._say(line)
         return len(text)
 
     def close(self) -> None:
-        if self._pending:
-            self._say(self._pending)
-            self._pending = ""
+        for line in self._lines.flush():
+            self._say(line)
         super().close()
