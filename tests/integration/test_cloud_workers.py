@@ -324,9 +324,10 @@ def test_secrets_reach_neither_the_workers_nor_the_process_table(
     assert any("cloudtask.watchdog" in line for line in seen)
     assert not any(APIKEY in line for line in seen)
     for job in (1, 2):
-        assert APIKEY not in (tmp_path / f"env.{job}").read_text()
-        assert "CLOUDTASK_HUB_APIKEY" not in (tmp_path / f"env.{job}").read_text()
-        assert APIKEY not in (tmp_path / f"cmdlines.{job}").read_text()
+        # Bytes: another process's command line (any on the machine) need not be UTF-8.
+        assert APIKEY.encode() not in (tmp_path / f"env.{job}").read_bytes()
+        assert b"CLOUDTASK_HUB_APIKEY" not in (tmp_path / f"env.{job}").read_bytes()
+        assert APIKEY.encode() not in (tmp_path / f"cmdlines.{job}").read_bytes()
     session_dir = helpers.sessions_dir() / str(helpers.session_ids()[0])
     for path in session_dir.rglob("*"):
         if path.is_file():
