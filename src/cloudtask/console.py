@@ -6,16 +6,16 @@ text to the terminal and to the session log.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal, TextIO
 
 from .output import printable
 from .scheduler import JobState
 
-if TYPE_CHECKING:
-    from .live import LiveView
+Stream = Literal["stdout", "stderr"]
 
 
 def plural(count: int | float, word: str) -> str:
@@ -69,56 +69,85 @@ def plan_text(
     return lines
 
 
+def silence(stream: TextIO | None) -> None:
+    """Point a lost stream's file descriptor at /dev/null: what it still buffers
+    then goes nowhere when the interpreter flushes it at exit, instead of
+    failing again there."""
+    with contextlib.suppress(OSError, ValueError):  # no fd (a test's stream), no fd left
+        if stream is not None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, stream.fileno())
+            finally:
+                os.close(devnull)
+
+
 def silence_stdout() -> None:
     """Send what is still printed to /dev/null, so exiting does not fail on flush."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    silence(sys.stdout)
 
 
 class Console:
-    """Writes event lines to the terminal (stdout) and to the session log."""
+    """Event lines to stdout, warnings to stderr, both also to the session log.
+
+    A standard stream can go away mid-run: its reader closed the pipe, the
+    disk or /dev/full has no room, the terminal hung up. The first write to it
+    that fails drops it for the rest of the run (the session log still gets
+    every line), is never raised, and is told once to `on_stream_lost`.
+    """
 
     def __init__(self, out: TextIO | None = None, err: TextIO | None = None) -> None:
-        self.out: TextIO | None = out or sys.stdout
-        self.err = err or sys.stderr
+        # None: closed from the start (Python then sets sys.stdout to None), or lost.
+        self.out: TextIO | None = out if out is not None else sys.stdout
+        self.err: TextIO | None = err if err is not None else sys.stderr
         self.log: TextIO | None = None
-        # The live view (live.py) while it is on the terminal: lines that go
-        # to the terminal then scroll above it rather than through it.
-        self.live: LiveView | None = None
-
-    def _to_terminal(self, stream: TextIO | None) -> bool:
-        return self.live is not None and stream is not None and stream.isatty()
+        # Called once for each stream lost while writing, with "stdout" or
+        # "stderr" and why ("Broken pipe"). The stream is dropped before the
+        # call, so the callback may print or warn: that never reaches it again.
+        self.on_stream_lost: Callable[[str, str], None] | None = None
+        # The streams lost while writing so far, and why (not those closed from
+        # the start): for whoever sets `on_stream_lost` after a loss.
+        self.lost: dict[str, str] = {}
 
     def line(self, text: str) -> None:
         text = printable(text)  # a job's command or output never drives a terminal
-        if self._to_terminal(self.out):
-            assert self.live is not None
-            self.live.print(text)
-        elif self.out is not None:
-            try:
-                self.out.write(text + "\n")
-                self.out.flush()
-            except BrokenPipeError:
-                # Nobody reads stdout any more (| head): the run and its log go on.
-                self.out = None
-                silence_stdout()
         if self.log is not None:
             self.log.write(text + "\n")
+        self.write("stdout", text + "\n")
 
     def warn(self, text: str) -> None:
         text = printable(text)
-        if self._to_terminal(self.err):
-            assert self.live is not None
-            self.live.print(f"cloudtask: {text}")
-        else:
-            self.err.write(f"cloudtask: {text}\n")
-            self.err.flush()
         if self.log is not None:
             self.log.write(f"warning: {text}\n")
+        self.write("stderr", f"cloudtask: {text}\n")
 
     def job_output(self, worker: str, job: int | str, line: str) -> None:
         self.line(f"{worker} {job_label(job)} | {printable(line)}")
+
+    def write(self, stream: Stream, text: str) -> bool:
+        """Write and flush `text` on stdout or stderr as it is (one write to the
+        file, so another writer to the same terminal cannot split it); False if
+        that stream is lost, now or before."""
+        file = self.out if stream == "stdout" else self.err
+        if file is None:
+            return False
+        try:
+            file.write(text)
+            file.flush()
+        except OSError as exc:
+            self._lose(stream, file, exc.strerror or str(exc) or type(exc).__name__)
+            return False
+        return True
+
+    def _lose(self, stream: Stream, file: TextIO, reason: str) -> None:
+        if stream == "stdout":
+            self.out = None
+        else:
+            self.err = None
+        self.lost[stream] = reason
+        silence(file)
+        if self.on_stream_lost is not None:
+            self.on_stream_lost(stream, reason)
 
 
 def job_label(job: int | str) -> str:

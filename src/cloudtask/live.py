@@ -1,35 +1,46 @@
 """Live progress on a terminal: the run at a glance, redrawn in place.
 
-When stderr is a terminal, a few lines at the bottom of the screen show
+When stderr is a terminal, a few rows at the bottom of its screen show
 done/total, ok/failed/timeouts/lost, the rate and the time left, what each
 worker is doing (a screenful of them, then a summary), and for launched
-workers what they cost so far and are projected to cost. Event lines and job
-output scroll above it. When the run ends the last picture stays, then the
-summary line. When stderr is not a terminal nothing here runs: the event
-lines alone, with no control characters.
+workers what they cost so far and are projected to cost. When the run ends
+the last picture stays, and what follows is printed below it. When stderr is
+not a terminal nothing here runs: the event lines alone, with no control
+characters.
 
-`snapshot()` and `lines()` are pure; `LiveView` only redraws them.
+The picture lives in rows kept for it: the terminal's scrolling region (its
+margins) is set to the rows above them, so whatever anyone writes there (our
+own event lines, or `| tee` copying them to the same terminal at any moment)
+scrolls above the picture without touching it. The picture is drawn with
+absolute cursor moves between a save and a restore of the cursor, in one
+write, so another writer's line is neither cut nor moved.
+
+`snapshot()`, `lines()` and the control sequences (`keep_rows()`, `frame()`,
+`after_resize()`, `give_back()`) are pure;
+`LiveView` only decides when to write them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
+import os
+import signal
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TextIO
 
-from rich.console import Console as RichConsole
-from rich.live import Live
 from rich.text import Text
 
 from . import cost
+from .console import Console
 from .output import printable
 from .scheduler import JobState
 from .store import InstanceRecord
 
 REFRESH_PER_SECOND = 4
+SMALLEST = 6  # rows: a terminal with fewer gets no live view
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +55,7 @@ class Snapshot:
     cost: float | None  # dollars so far, launched workers with a known price
     projected: float | None  # dollars when the batch ends, at the present rate
     booting: int
+    starting: int = 0  # workers asked for while none has shown up yet
 
 
 def snapshot(
@@ -56,8 +68,11 @@ def snapshot(
     doing: Mapping[str, str],
     instances: Sequence[InstanceRecord],
     now: float,
+    starting: int = 0,
 ) -> Snapshot:
-    """The run now, from the scheduler's counts, the workers and the instances."""
+    """The run now, from the scheduler's counts, the workers and the instances.
+
+    `starting`: how many workers are on their way while none has shown up."""
     done = sum(finished.values())
     done_this_run = done - finished_at_start
     left = cost.seconds_left(total - done, done_this_run, elapsed)
@@ -73,6 +88,7 @@ def snapshot(
         cost.spent(instances, now),
         cost.projected(instances, now, left),
         booting,
+        0 if doing else starting,
     )
 
 
@@ -99,7 +115,12 @@ def lines(state: Snapshot, height: int) -> list[str]:
         f"{state.running} running, {pending} pending",
     ]
     count = len(state.doing)
-    workers = f"{count} worker{'s' if count != 1 else ''}" if count else "no worker left"
+    if count:
+        workers = f"{count} worker{'s' if count != 1 else ''}"
+    elif state.starting:
+        workers = f"starting {state.starting} worker{'s' if state.starting != 1 else ''}"
+    else:
+        workers = "no worker left"
     if state.booting:
         workers += f", booting {state.booting} instance{'s' if state.booting != 1 else ''}"
     if state.cost is not None:
@@ -116,52 +137,177 @@ def lines(state: Snapshot, height: int) -> list[str]:
     return out
 
 
-class LiveView:
-    """Redraws the picture on the terminal (stderr) while the run goes on."""
+# Control sequences (VT100, which every terminal emulator in use understands).
+SAVE = "\x1b7"  # DECSC: save the cursor (position and attributes)
+RESTORE = "\x1b8"  # DECRC: put it back
+INDEX = "\x1bD"  # IND: down one row, scrolling at the bottom margin; the column stays
+ERASE_LINE = "\x1b[2K"
+ERASE_BELOW = "\x1b[J"
+ALL_ROWS = "\x1b[r"  # DECSTBM with no margins: the whole screen scrolls again
 
-    def __init__(self, take: Snapshot | None = None) -> None:
-        self.console = RichConsole(stderr=True, highlight=False, soft_wrap=False)
-        self._live: Live | None = None
+
+def margins(bottom: int) -> str:
+    """DECSTBM: only rows 1 to `bottom` scroll (it also moves the cursor home)."""
+    return f"\x1b[1;{bottom}r"
+
+
+def goto(row: int) -> str:
+    return f"\x1b[{row};1H"
+
+
+def keep_rows(rows: int, height: int, kept: int = 0) -> str:
+    """Keep the bottom `height` rows of a `rows`-row screen for the picture
+    (`kept` of them are kept already, and the margins say so).
+
+    What is below the cursor is the picture's (nobody else writes there: every
+    writer writes at the cursor) and is cleared; the lines above move up only
+    as far as needed for the cursor's row to be above the kept rows, the
+    cursor staying on its line and column: down a row at a time (scrolling
+    only at the bottom margin), then back up as many."""
+    more = height - kept
+    return ERASE_BELOW + INDEX * more + f"\x1b[{more}A" + SAVE + margins(rows - height) + RESTORE
+
+
+def frame(picture: Sequence[str], rows: int, columns: int, height: int) -> str:
+    """The picture in the bottom `height` rows, each line cut to the screen's
+    width (never wrapped), the cursor left where it was."""
+    top = rows - height + 1
+    drawn = [
+        goto(top + number)
+        + ERASE_LINE
+        + (fit(picture[number], columns - 1) if number < len(picture) else "")
+        for number in range(height)
+    ]
+    return SAVE + "".join(drawn) + RESTORE
+
+
+def fit(line: str, width: int) -> str:
+    """One screen row: cut with an ellipsis where it is wider (wide characters count two)."""
+    text = Text(printable(line), no_wrap=True)
+    text.truncate(max(1, width), overflow="ellipsis")
+    return text.plain
+
+
+def after_resize() -> str:
+    """After the screen changed size: margins off (some terminals keep them,
+    some reset them). Where the old picture went depends on the terminal, but
+    it is still below the cursor, where `keep_rows()` clears."""
+    return SAVE + ALL_ROWS + RESTORE
+
+
+def give_back(rows: int, kept: int, used: int) -> str:
+    """The end: the whole screen scrolls again and the cursor goes to the line
+    below the picture's last line, so what follows is printed after it."""
+    return ALL_ROWS + goto(rows - kept + max(1, used)) + "\r\n"
+
+
+def terminal_size(stream: TextIO | None) -> os.terminal_size | None:
+    """The size of the terminal `stream` writes to; None if it is not one (any more)."""
+    try:
+        if stream is None or not stream.isatty():
+            return None
+        return os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError):
+        return None
+
+
+class LiveView:
+    """Draws the picture in rows kept at the bottom of stderr's terminal.
+
+    Every write goes through the console, so a terminal that hangs up or an
+    stderr that fails drops stderr there (once, never raised) and the view
+    stops drawing. Drawing happens on the caller's thread (the event loop):
+    no thread of its own to fail unseen."""
+
+    def __init__(self, console: Console, take: Snapshot | None = None) -> None:
+        self._console = console
         self._latest = take
+        self._size: os.terminal_size | None = None  # the screen the rows were kept on
+        self._kept = 0  # rows kept at the bottom of the screen
+        self._used = 0  # rows the last picture took
+        self._frame = ""  # the last frame written
+        self._on = False
 
     @staticmethod
-    def wanted(stream: object) -> bool:
-        isatty = getattr(stream, "isatty", None)
-        return bool(isatty and isatty()) and shutil.get_terminal_size().lines >= 6
+    def wanted(stream: TextIO | None) -> bool:
+        size = terminal_size(stream)
+        return size is not None and size.lines >= SMALLEST and size.columns > 1
 
     @contextlib.contextmanager
     def shown(self) -> Iterator[LiveView]:
-        self._live = Live(
-            self._render(),
-            console=self.console,
-            refresh_per_second=REFRESH_PER_SECOND,
-            transient=False,
-            redirect_stdout=False,
-            redirect_stderr=False,
-        )
-        with self._live:
-            try:
-                yield self
-            finally:
-                self._live.update(self._render(), refresh=True)
-        self._live = None
+        """The picture while the block runs; the last one stays on the screen.
+
+        In an event loop, a change of the terminal's size (SIGWINCH) redraws at
+        once: the terminal drops the margins on a resize, and until the rows
+        are kept again a line written at the cursor can land on the picture.
+        Ctrl-Z (SIGTSTP) gives the rows back to the shell while stopped."""
+        self._on = True
+        self._draw()
+        loop = running_loop()
+        if loop is not None:
+            loop.add_signal_handler(signal.SIGWINCH, self._draw)
+            loop.add_signal_handler(signal.SIGTSTP, self._suspend)
+        try:
+            yield self
+        finally:
+            if loop is not None:
+                loop.remove_signal_handler(signal.SIGWINCH)
+                loop.remove_signal_handler(signal.SIGTSTP)
+            self._draw()
+            self._give_back()
+            self._on = False
 
     def update(self, state: Snapshot) -> None:
         self._latest = state
-        if self._live is not None:
-            self._live.update(self._render())
+        self._draw()
 
-    def print(self, text: str) -> None:
-        """A line above the picture (it scrolls, the picture stays)."""
-        if self._live is not None:
-            self._live.console.print(Text(printable(text)), soft_wrap=True)
-
-    def _render(self) -> Text:
+    def _picture(self, rows: int) -> list[str]:
         if self._latest is None:
-            return Text("starting...")
-        height = max(3, self.console.size.height // 2)
-        # One screen line per line: a long command is cut, never wrapped.
-        return Text("\n".join(lines(self._latest, height)), no_wrap=True, overflow="ellipsis")
+            return ["starting..."]
+        return lines(self._latest, max(3, rows // 2))
+
+    def _draw(self) -> None:
+        if not self._on:
+            return
+        size = terminal_size(self._console.err)
+        if size is None or size.lines < SMALLEST:
+            return  # stderr lost, or a screen too small for now: the next draw tries again
+        setup = ""
+        if size != self._size:
+            if self._size is not None and self._kept:
+                setup = after_resize()
+            self._size, self._kept, self._frame = size, 0, ""
+        picture = self._picture(size.lines)
+        if len(picture) > self._kept:
+            setup += keep_rows(size.lines, len(picture), self._kept)
+            self._kept = len(picture)
+        drawn = frame(picture, size.lines, size.columns, self._kept)
+        if setup or drawn != self._frame:
+            self._write(setup + drawn)
+            self._frame, self._used = drawn, len(picture)
+
+    def _give_back(self) -> None:
+        if self._on and self._size is not None and self._kept:
+            self._write(give_back(self._size.lines, self._kept, self._used))
+        self._size, self._kept = None, 0
+
+    def _suspend(self) -> None:
+        """Stop as Ctrl-Z would have, the whole screen the shell's meanwhile;
+        once continued, keep the rows again where the cursor is then."""
+        self._give_back()
+        os.kill(os.getpid(), signal.SIGSTOP)
+        self._draw()
+
+    def _write(self, text: str) -> None:
+        if not self._console.write("stderr", text):
+            self._on = False  # the terminal is gone: nothing more is drawn
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 async def keep_drawing(view: LiveView, take: object, stop: asyncio.Event) -> None:

@@ -72,8 +72,15 @@ async def run_session(
             provider.admit = run.launch_blocked
     if not LiveView.wanted(console.err):
         return await _run_workers(run, sources, started)
+    # Until a worker shows up (or a job starts), the workers are starting;
+    # once the run is over, none is.
+    starting = sum(count for _, count in sources)
 
     def take() -> Snapshot:
+        nonlocal starting
+        ended = sum(scheduler.finished.values()) - run.finished_at_start
+        if run.doing or scheduler.running or ended:
+            starting = 0
         return snapshot(
             session.id,
             run.total,
@@ -84,19 +91,19 @@ async def run_session(
             run.doing,
             store.instances(),
             time.time(),
+            starting,
         )
 
-    view = LiveView(take())
+    view = LiveView(console, take())
     done = asyncio.Event()
     with view.shown():
-        console.live = view
         drawing = asyncio.create_task(keep_drawing(view, take, done))
         try:
             return await _run_workers(run, sources, started)
         finally:
+            starting = 0
             done.set()
             await drawing
-            console.live = None
 
 
 async def _run_workers(

@@ -55,6 +55,15 @@ class Screen:
             text=True,
         ).stdout
 
+    def scrollback(self) -> list[str]:
+        """Every line that scrolled off the screen, then the screen."""
+        return subprocess.run(
+            ["tmux", "capture-pane", "-p", "-S", "-", "-t", self.name],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.splitlines()
+
     def wait_for(self, pattern: str, limit: float = 30) -> str:
         deadline = time.monotonic() + limit
         while True:
@@ -88,9 +97,10 @@ def test_the_live_view_shows_counts_rate_and_workers_then_a_clean_end(
 ) -> None:
     tmp = work_dir()
     script = job_script(tmp)
+    # A word that makes each job's command too long for the 100 columns.
     command = (
         f"seq 30 | CLOUDTASK_SESSIONS={shlex.quote(str(sessions_dir()))} "
-        f"{shlex.quote(CLOUDTASK)} --force --split=3 sh {script} > {tmp}/stdout"
+        f"{shlex.quote(CLOUDTASK)} --force --split=3 sh {script} {'x' * 60} > {tmp}/stdout"
     )
     view = Screen(command)
     screen.append(view)
@@ -102,7 +112,8 @@ def test_the_live_view_shows_counts_rate_and_workers_then_a_clean_end(
     assert re.search(r"^3 workers", running, re.M), running
     for worker in ("local1", "local2", "local3"):
         # A command too long for the screen is cut, not wrapped.
-        assert re.search(rf"^  {worker}  job \d+: sh /tmp/\S+…?$", running, re.M), running
+        assert re.search(rf"^  {worker}  job \d+: sh /\S+( x*)?…$", running, re.M), running
+    assert not re.search(r"^x", running, re.M), running
 
     (tmp / "go").touch()
     final = view.wait_for(r"EXIT=\d+")
@@ -117,6 +128,35 @@ def test_the_live_view_shows_counts_rate_and_workers_then_a_clean_end(
     stdout = (tmp / "stdout").read_text()
     assert stdout.splitlines()[-1].startswith("session 1 (")
     assert "\x1b" not in stdout
+
+
+def test_event_lines_on_the_same_terminal_scroll_above_the_picture(
+    screen: list[Screen],
+) -> None:
+    tmp = work_dir()
+    script = job_script(tmp)
+    (tmp / "go").touch()
+    command = (
+        f"seq 40 | CLOUDTASK_SESSIONS={shlex.quote(str(sessions_dir()))} "
+        f"{shlex.quote(CLOUDTASK)} --force --split=3 sh {script}"
+    )
+    view = Screen(command)
+    screen.append(view)
+    view.wait_for(r"EXIT=\d+")
+
+    lines = [line.rstrip() for line in view.scrollback()]
+    text = "\n".join(lines)
+    assert "EXIT=0" in lines, text
+    for n in range(1, 41):
+        assert (
+            len([line for line in lines if re.fullmatch(rf"local\d job {n} \| out {n}", line)]) == 1
+        )
+    # The picture once, the last one, between the event lines and the summary.
+    [picture] = [n for n, line in enumerate(lines) if re.match(r"session 1: \d+/40 done", line)]
+    assert lines[picture].startswith("session 1: 40/40 done - 40 ok"), text
+    assert lines[picture - 2].startswith("local"), text  # then the cursor's empty line
+    assert lines[picture + 2] == "no worker left", text
+    assert re.match(r"session 1 \(\d+ seconds?\): 0/40 !OK", lines[picture + 3]), text
 
 
 def test_plain_mode_has_no_control_characters() -> None:

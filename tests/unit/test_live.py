@@ -1,8 +1,21 @@
-"""The live view's picture (live.py), from made-up run states: pure functions."""
+"""The live view (live.py): its picture from made-up run states, and the
+control sequences that keep it in the bottom rows of a terminal, played on a
+small VT100 model. All pure functions.
+"""
 
 from __future__ import annotations
 
-from cloudtask.live import clock, lines, snapshot
+import re
+
+from cloudtask.live import (
+    clock,
+    fit,
+    frame,
+    give_back,
+    keep_rows,
+    lines,
+    snapshot,
+)
 from cloudtask.scheduler import JobState
 from cloudtask.store import InstanceRecord
 
@@ -86,3 +99,169 @@ def test_clock() -> None:
     assert clock(None) == "?"
     assert clock(59.9) == "0:59"
     assert clock(3725) == "1:02:05"
+
+
+def test_starting_workers_until_one_shows_up_then_none_left_at_the_end() -> None:
+    counts = dict.fromkeys(FINAL, 0)
+    before = snapshot(1, 10, counts, 0, 0, 0.0, {}, [], 0.0, starting=3)
+    during = snapshot(1, 10, counts, 0, 1, 1.0, {"w1": "connecting"}, [], 0.0, starting=3)
+    after = snapshot(1, 10, counts, 0, 0, 2.0, {}, [], 0.0)
+
+    assert lines(before, 10)[2] == "starting 3 workers"
+    assert lines(snapshot(1, 10, counts, 0, 0, 0.0, {}, [], 0.0, starting=1), 10)[2] == (
+        "starting 1 worker"
+    )
+    assert during.starting == 0 and lines(during, 10)[2] == "1 worker"
+    assert lines(after, 10)[2] == "no worker left"
+
+
+def test_a_line_is_cut_to_the_width_with_wide_characters_counted_twice() -> None:
+    assert fit("short", 10) == "short"
+    assert fit("0123456789abc", 10) == "012345678…"
+    # 2 + 2 columns, a space where the next wide character does not fit, 1 column.
+    assert fit("ab漢字漢字", 6) == "ab漢 …"
+    assert fit("a\x1b[2Jb", 20) == "a\\x1b[2Jb"  # a control character is shown, not obeyed
+
+
+class Terminal:
+    """Just enough of a VT100 to play the live view's control sequences on:
+    text, CR, LF (a tty's "\\n" is CR LF), DECSC/DECRC, IND, CUU, CUP, DECSTBM,
+    EL 2 and ED 0. Lines scrolled off the top of a region at row 1 go to the
+    scrollback, as in xterm and tmux."""
+
+    SEQUENCE = re.compile(r"\x1b(\[([0-9;]*)([A-Za-z])|[78D])|[\r\n]|[^\x1b\r\n]+")
+
+    def __init__(self, rows: int, columns: int) -> None:
+        self.height, self.width = rows, columns
+        self.grid = [[" "] * columns for _ in range(rows)]
+        self.scrollback: list[str] = []
+        self.y = self.x = 0
+        self.top, self.bottom = 0, rows - 1
+        self.saved = (0, 0)
+
+    def feed(self, data: str) -> None:
+        for match in self.SEQUENCE.finditer(data):
+            token = match[0]
+            if token == "\r":
+                self.x = 0
+            elif token == "\n":
+                self.x = 0
+                self.index()
+            elif token.startswith("\x1b"):
+                self.control(token[1], match[2] or "", match[3] or "")
+            else:
+                for char in token:
+                    if self.x >= self.width:
+                        self.x = 0
+                        self.index()
+                    self.grid[self.y][self.x] = char
+                    self.x += 1
+
+    def control(self, kind: str, params: str, final: str) -> None:
+        numbers = [int(n) for n in params.split(";") if n]
+        if kind == "7":
+            self.saved = (self.y, self.x)
+        elif kind == "8":
+            self.y, self.x = self.saved
+        elif kind == "D":
+            self.index()
+        elif final == "A":
+            floor = self.top if self.y >= self.top else 0
+            self.y = max(floor, self.y - (numbers[0] if numbers else 1))
+        elif final == "H":
+            self.y, self.x = numbers[0] - 1, numbers[1] - 1
+        elif final == "r":
+            self.top, self.bottom = (
+                (numbers[0] - 1, numbers[1] - 1) if numbers else (0, self.height - 1)
+            )
+            self.y = self.x = 0
+        elif final == "K":
+            self.grid[self.y] = [" "] * self.width
+        elif final == "J":
+            self.grid[self.y][self.x :] = [" "] * (self.width - self.x)
+            for row in range(self.y + 1, self.height):
+                self.grid[row] = [" "] * self.width
+        else:
+            raise AssertionError(f"not modelled: {params}{final}")
+
+    def index(self) -> None:
+        if self.y == self.bottom:
+            gone = self.grid.pop(self.top)
+            if self.top == 0:
+                self.scrollback.append("".join(gone).rstrip())
+            self.grid.insert(self.bottom, [" "] * self.width)
+        elif self.y < self.height - 1:
+            self.y += 1
+
+    def screen(self) -> list[str]:
+        return ["".join(row).rstrip() for row in self.grid]
+
+    def everything(self) -> list[str]:
+        return self.scrollback + self.screen()
+
+
+def picture(n: int, height: int = 3) -> list[str]:
+    return [f"picture {n} line {row}" for row in range(height)]
+
+
+def test_lines_written_at_the_cursor_scroll_above_the_kept_rows() -> None:
+    term = Terminal(10, 40)
+    term.feed("$ cloudtask ...\n")
+    term.feed(keep_rows(10, 3) + frame(picture(0), 10, 40, 3))
+    for n in range(1, 25):
+        term.feed(f"event {n}\n")  # another writer (tee), at any moment
+        if n % 4 == 0:
+            term.feed(frame(picture(n), 10, 40, 3))
+    term.feed(frame(picture(25), 10, 40, 3) + give_back(10, 3, 3))
+    term.feed("summary\n")
+
+    shown = [line for line in term.everything() if line]
+    assert shown == [
+        "$ cloudtask ...",
+        *(f"event {n}" for n in range(1, 25)),
+        *picture(25),
+        "summary",
+    ]
+
+
+def test_the_cursor_keeps_its_line_and_column_through_every_redraw() -> None:
+    term = Terminal(12, 40)
+    term.feed("a partial")
+    term.feed(keep_rows(12, 3) + frame(picture(0), 12, 40, 3) + " line\n")
+    term.feed("half")
+    term.feed(keep_rows(12, 5, 3) + frame(picture(1, 5), 12, 40, 5))
+    term.feed(" and half\n")
+    for n in range(12):
+        term.feed(f"event {n}\n")
+    term.feed("end of")  # the cursor at the bottom margin, the screen full
+    term.feed(keep_rows(12, 6, 5) + frame(picture(2, 6), 12, 40, 6) + " a line\n")
+    term.feed(frame(picture(3, 5), 12, 40, 6))  # a shorter picture: its last row is blank
+
+    assert [line for line in term.everything() if line] == [
+        "a partial line",
+        "half and half",
+        *(f"event {n}" for n in range(12)),
+        "end of a line",
+        *picture(3, 5),
+    ]
+    assert term.screen()[-7:] == ["", *picture(3, 5), ""]
+    assert (term.top, term.bottom) == (0, 5)
+
+
+def test_giving_the_rows_back_leaves_the_cursor_below_the_picture() -> None:
+    term = Terminal(10, 40)
+    term.feed(keep_rows(10, 4) + frame(picture(0, 2), 10, 40, 4) + give_back(10, 4, 2))
+    term.feed("after")
+
+    assert term.screen()[6:9] == [*picture(0, 2), "after"]
+    assert (term.top, term.bottom) == (0, 9)
+
+
+def test_a_frame_never_scrolls_and_never_wraps() -> None:
+    drawn = frame(["x" * 200, "short"], 10, 40, 3)
+
+    assert "\n" not in drawn and "\r" not in drawn
+    term = Terminal(10, 40)
+    term.feed(drawn)
+    assert term.screen()[7:] == ["x" * 38 + "…", "short", ""]
+    assert (term.y, term.x) == (0, 0)
