@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import shlex
 import signal
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NoReturn
@@ -29,13 +30,16 @@ from .console import Console, plan_text, plural, silence_stdout, summary_line
 from .errors import (
     CloudtaskError,
     ExitStatus,
+    OutputError,
     SessionError,
+    SessionWriteError,
     UsageError,
     WorkerError,
     error_text,
 )
 from .joblog import Joblog
 from .jobs import Command, check_length, read_jobs
+from .limits import fit_open_files
 from .providers import Cloud, Provider, get_cloud, is_cloud
 from .providers.launched import LaunchedWorkers, settled, sweep_and_close
 from .providers.local import LocalProvider
@@ -136,28 +140,102 @@ def run(
     stdin: IO[bytes] | None = None,
 ) -> int:
     """The whole command; returns its exit status. Errors are one line, never a traceback."""
+    open_closed_streams()
+    # Until the run takes them over, a kill or a hang-up is an interrupt, as
+    # Ctrl-C is: a session that has not run yet is removed, not left half-made.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.default_int_handler)
     console = Console()
+    if stdin is None and sys.stdin is not None:
+        stdin = sys.stdin.buffer
     try:
-        return _run(argv, template, prog, stdin or sys.stdin.buffer, console)
+        status = _run(argv, template, prog, stdin, console)
     except CloudtaskError as exc:
-        sys.stderr.write(error_text(prog, exc))
+        say_error(error_text(prog, exc))
         return int(exc.exit_status)
     except BrokenPipeError:  # stdout closed early (| head): the rest is not wanted
         silence_stdout()
         return ExitStatus.OK
     except KeyboardInterrupt:  # before any job started: nothing to clean up
         nothing_left_to_interrupt()
-        sys.stderr.write(f"\n{prog}: interrupted: nothing ran\n")
+        say_error(f"\n{prog}: interrupted: nothing ran\n")
         return ExitStatus.NOT_OK
+    return flush_stdout(prog, status)
+
+
+def open_closed_streams() -> None:
+    """Standard streams closed at start (`<&-`, `2>&-`) are opened on /dev/null.
+
+    Otherwise the first files the run opens (its lock, its store) would take
+    their numbers, and whatever writes to "stderr" would write into them.
+    Python has already set sys.stdin/stdout/stderr to None for them: that stays,
+    and says that they are closed."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+
+
+def say_error(text: str) -> None:
+    """An error on stderr; where stderr is closed or broken, on stdout; where
+    neither takes it, nowhere (the exit status still tells)."""
+    for stream in (sys.stderr, sys.stdout):
+        if stream is None:
+            continue
+        try:
+            stream.write(text)
+            stream.flush()
+            return
+        except OSError:
+            continue
+
+
+def out(text: str) -> None:
+    """Print a line on stdout, now. A stdout that cannot take it (/dev/full) is
+    an OutputError; one whose reader is gone (| head) a BrokenPipeError."""
+    if sys.stdout is None:
+        return  # closed from the start: nobody is reading
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        silence_stdout()
+        raise OutputError(f"cannot write standard output: {exc.strerror or exc}") from None
+
+
+def flush_stdout(prog: str, status: int) -> int:
+    """Write out what stdout still buffers now: a full stdout (/dev/full) is then
+    one error line and exit status 1, not the interpreter's complaint at exit."""
+    if sys.stdout is None:
+        return status
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()  # the reader wanted no more
+    except OSError as exc:
+        silence_stdout()
+        say_error(f"{prog}: cannot write standard output: {exc.strerror or exc}\n")
+        return max(status, ExitStatus.NOT_OK)
+    return status
 
 
 def _run(
-    argv: Sequence[str], template: Template | None, prog: str, stdin: IO[bytes], console: Console
+    argv: Sequence[str],
+    template: Template | None,
+    prog: str,
+    stdin: IO[bytes] | None,
+    console: Console,
 ) -> int:
     parsed = parse_argv(argv)
     has_command = template is not None and template.command is not None
     if parsed.help:
-        print(
+        out(
             help_text(
                 prog,
                 template.description if template else None,
@@ -167,7 +245,7 @@ def _run(
         )
         return ExitStatus.OK
     if parsed.version:
-        print(f"cloudtask {__version__}")
+        out(f"cloudtask {__version__}")
         return ExitStatus.OK
     # An empty --NAME= drops a stored option on resume (see _resume); elsewhere it is refused.
     given = {name: value for name, value in parsed.options.items() if value != ""}
@@ -182,6 +260,11 @@ def _run(
     command = task_command(template, parsed.positional)
     if command is None:
         raise UsageError("no command given", USAGE.format(prog=prog, command="COMMAND "))
+    if stdin is None:
+        raise UsageError(
+            "no jobs: standard input is closed; give the jobs on it, one per line",
+            USAGE.format(prog=prog, command="" if has_command else "COMMAND "),
+        )
     if stdin.isatty():
         raise UsageError(
             "no jobs: give them on standard input, one per line",
@@ -195,7 +278,8 @@ def _run(
         joblog = open_joblog(config)  # before the input: a bad one wastes no reading
         jobs = store_jobs(store, command, stdin)
         split = min(config.split or len(targets) or 1, jobs)
-        if sys.stderr.isatty() and not config.force:
+        fit_open_files(split)
+        if sys.stderr is not None and sys.stderr.isatty() and not config.force:
             confirm(config, store, jobs, split)
     except BaseException:
         session.remove()  # nothing ran: the session never was
@@ -267,12 +351,13 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
             # then): the session ended when its last job did.
             ended = store.last_attempt_end() or time.time()
             store.end_run(ended, "finished")
-        print(f"session {session.id} is finished: nothing to run")
+        out(f"session {session.id} is finished: nothing to run")
         nothing_left_to_interrupt()
-        print(summary_line(session.id, 0, store.counts()))
+        out(summary_line(session.id, 0, store.counts()))
         return ExitStatus.OK
     store.set_config(stored_config(config))
     split = min(config.split or len(targets) or 1, pending)
+    fit_open_files(split)
     return _drive(Plan(config, session, store, targets, cloud, split, pending, joblog), console)
 
 
@@ -353,14 +438,14 @@ def _drive_run(plan: Plan, console: Console) -> int:
         store.begin_run(time.time())
         summary = asyncio.run(run_session(config, store, sources, console, session, plan.joblog))
         # Recorded now: an interrupt in what follows leaves the jobs' outcome read right.
-        store.end_run(time.time(), summary.state)
+        after_the_run(session, lambda: store.end_run(time.time(), summary.state))
         if targets and summary.cleaned:
             # Where adding the key failed midway, a copy may be there unseen.
             left = list(key.maybe_left.values())
             if not left or remove_keys(
                 left, ssh_options(config, session), [key.line], console, "this run's"
             ):
-                store.forget_session_keys([key.line])
+                after_the_run(session, lambda: store.forget_session_keys([key.line]))
         if launched is not None:
             if not summary.aborted:  # after an abort, waiting on the cloud is the watchdog's
                 settle_launches(config, session, store, console)
@@ -368,22 +453,55 @@ def _drive_run(plan: Plan, console: Console) -> int:
                 dog.release()  # every launched instance is destroyed: nothing left to watch
             else:
                 console.warn("launched instances may still be running: a watchdog sweeps on")
+        resume = f"cloudtask --resume={session.id}" + sessions_option(config)
         if summary.halted:
-            console.line(
+            last_word(
+                console,
                 f"session {session.id} halted ({summary.halted}): the rest is pending; "
-                f"resume with: cloudtask --resume={session.id}" + sessions_option(config)
+                f"resume with: {resume}",
             )
-        if summary.aborted:
-            console.line(
-                f"session {session.id} aborted: unfinished jobs are pending; resume with: "
-                f"cloudtask --resume={session.id}" + sessions_option(config)
+        if session.trouble.reason is not None:
+            last_word(
+                console,
+                f"session {session.id} stopped: {session.trouble.reason}; "
+                f"once there is space again, resume with: {resume}",
+            )
+        elif summary.aborted:
+            last_word(
+                console,
+                f"session {session.id} aborted: unfinished jobs are pending; resume with: {resume}",
+            )
+        elif summary.state == "incomplete":
+            unfinished = summary.counts[JobState.PENDING] + summary.counts[JobState.RUNNING]
+            last_word(
+                console,
+                f"session {session.id} incomplete: {plural(unfinished, 'job')} pending, "
+                f"no worker was left to run them; resume with: {resume}",
             )
         if config.report:
             report(config.report, session, summary.elapsed, console.line, console.warn)
         nothing_left_to_interrupt()
-        console.line(summary_line(session.id, summary.elapsed, summary.counts))
+        last_word(console, summary_line(session.id, summary.elapsed, summary.counts))
         console.log = None
     return ExitStatus.OK if summary.all_ok else ExitStatus.NOT_OK
+
+
+def last_word(console: Console, text: str) -> None:
+    """A line that ends the run (how to resume, the summary), on stdout; on
+    stderr too when stdout was lost, so whoever watches still learns it."""
+    console.line(text)
+    if "stdout" in console.lost:
+        console.write("stderr", text + "\n")
+
+
+def after_the_run(session: SessionDir, write: Callable[[], None]) -> None:
+    """A store write once the run is over. On a full disk it is reported, not
+    raised: the store then still says what a resume needs to know (jobs running
+    or pending, keys that may be on workers), so the session stays resumable."""
+    try:
+        write()
+    except SessionWriteError as exc:
+        session.trouble.report(str(exc))
 
 
 def open_joblog(config: Config) -> Joblog | None:
@@ -521,6 +639,9 @@ def task_command(template: Template | None, positional: list[str]) -> Command | 
             raise UsageError(f"command word {number}: not valid UTF-8: {word!r}") from None
     if template is not None and template.command is not None:
         return template.command.with_extra(positional)
+    if positional and not positional[0].strip():
+        # `cloudtask ''` would run every job's words as a command of their own.
+        raise UsageError("the command is empty: give the command the jobs' words are added to")
     return Command.from_argv(positional) if positional else None
 
 

@@ -4,7 +4,9 @@
     ├── UsageError            bad option, bad template, bad command line   (exit 2)
     ├── InputError            bad job input: names the line and the reason (exit 2)
     ├── SessionError          the session directory cannot be made or written (exit 2)
-    └── WorkerError           a worker cannot run commands: the worker failed, not the job
+    │   └── SessionWriteError a write under it failed mid-run: a full disk  (exit 1)
+    ├── WorkerError           a worker cannot run commands: the worker failed, not the job
+    └── OutputError           standard output cannot take what is written (/dev/full)  (exit 1)
 
 Errors from the libraries underneath are translated into these once, where
 they are caught; the command line catches CloudtaskError in one place and
@@ -51,8 +53,23 @@ class SessionError(CloudtaskError):
     """The session directory cannot be created or written."""
 
 
+class SessionWriteError(SessionError):
+    """A write under the session directory failed (a full disk, an I/O error).
+
+    What was committed before stays; the run stops starting jobs and the
+    session is resumable once there is space again. Not a usage error."""
+
+    exit_status = ExitStatus.NOT_OK
+
+
 class WorkerError(CloudtaskError):
     """A worker cannot run commands any more: it is failed, not the job."""
+
+    exit_status = ExitStatus.NOT_OK
+
+
+class OutputError(CloudtaskError):
+    """Standard output cannot be written (a full disk, /dev/full, an I/O error)."""
 
     exit_status = ExitStatus.NOT_OK
 

@@ -39,3 +39,9 @@ def os_reason(exc: OSError, path: object = None) -> str:
     if len(shown) > 80:
         shown = shown[:60] + "..." + shown[-17:]
     return f"{shown}: {reason}"
+
+
+def cannot_write(directory: Path, name: str, reason: str) -> str:
+    """A failed write under a session directory, as one line that names the
+    directory in full (which disk is full is the point) and the file in it."""
+    return f"cannot write in {directory} ({name}): {reason}"

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import stat
 import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .config import Config
-from .console import Console
-from .errors import WorkerError
+from .console import Console, plural
+from .errors import SessionWriteError, WorkerError
 from .halt import Halt
 from .joblog import Joblog
 from .live import LiveView, Snapshot, keep_drawing, snapshot
@@ -21,6 +23,10 @@ from .scheduler import JobState, Scheduler
 from .session import SessionDir
 from .store import Store
 from .worker import Run, Worker
+
+# What aborts a run: Ctrl-C, a kill, and a hang-up (the terminal closed, the
+# login dropped), which would otherwise end the controller with no cleanup.
+ABORT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,8 @@ class RunSummary:
     # Every worker was cleaned up (session key removed): nothing is left for a
     # later run of the session to clean.
     cleaned: bool = True
+    # Why the run stopped early if a write under the session directory failed.
+    write_error: str | None = None
 
     @property
     def state(self) -> str:
@@ -66,6 +74,7 @@ async def run_session(
     halt = Halt.parse(config.halt) if config.halt else None
     run = Run(config, store, scheduler, console, session, joblog=joblog, halt=halt)
     run.total = sum(counts.values())
+    run.finished_before = dict(scheduler.finished)
     run.finished_at_start = sum(scheduler.finished.values())
     for provider, _ in sources:
         if isinstance(provider, LaunchedWorkers):
@@ -125,15 +134,17 @@ async def _run_workers(
     replacements = {provider: count for provider, count in sources if provider.replaceable}
     aborted = cancelled = False
 
-    def on_signal(signum: int) -> None:
+    def abort(why: str, again: str = " (again to skip the workers' cleanup)") -> None:
+        """Start nothing new, stop the running jobs (pending again), clean up."""
         nonlocal aborted
         if not aborted:
             aborted = True
-            console.warn(
-                f"{signal.Signals(signum).name}: aborting; running jobs are stopped "
-                "(again to skip the workers' cleanup)"
-            )
+            console.warn(f"{why}: aborting; running jobs are stopped{again}")
             run.abort()
+
+    def on_signal(signum: int) -> None:
+        if not aborted:
+            abort(signal.Signals(signum).name)
             return
         nonlocal cancelled
         cancelled = True
@@ -141,9 +152,27 @@ async def _run_workers(
         for task in tasks:
             task.cancel()
 
+    def on_stream_lost(stream: str, reason: str) -> None:
+        # Nobody reads the run's output any more (| head, a closed terminal):
+        # as with a hang-up, the run stops and stays resumable.
+        if stream == "stdout":
+            abort(f"standard output: {reason}", again="")
+
+    def on_write_trouble(reason: str) -> None:
+        # A full disk under the session directory: what is committed stays,
+        # nothing new starts, and the session is resumed once there is space.
+        abort(reason, again="")
+
+    console.on_stream_lost = on_stream_lost
+    run.session.trouble.listen(on_write_trouble)
+    if "stdout" in console.lost:  # lost before the run began (> /dev/full)
+        on_stream_lost("stdout", console.lost["stdout"])
+    if run.session.trouble.reason is not None:
+        on_write_trouble(run.session.trouble.reason)
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in ABORT_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
+    watched = watch_stdout_reader(console, loop)
     errors: list[BaseException] = []
     try:
         pending = set(tasks)
@@ -153,7 +182,10 @@ async def _run_workers(
                 worker = tasks[task]
                 if task.cancelled():
                     continue
-                if (error := task.exception()) is not None:
+                if isinstance(error := task.exception(), SessionWriteError):
+                    run.session.trouble.report(str(error))  # the worker cleaned up on its way out
+                    continue
+                if error is not None:
                     errors.append(error)
                     continue
                 provider = worker.provider
@@ -164,8 +196,10 @@ async def _run_workers(
                     start(provider)
                     pending |= {t for t in tasks if not t.done()}
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in ABORT_SIGNALS:
             loop.remove_signal_handler(signum)
+        if watched is not None:
+            loop.remove_reader(watched)
         for provider, _ in sources:
             await provider.close()
     if errors:
@@ -178,9 +212,36 @@ async def _run_workers(
     counts = store.counts()
     left = counts[JobState.PENDING]
     if left and not aborted and not run.halted:
-        console.warn(f"no worker is left to run the {left} pending jobs")
+        console.warn(f"no worker is left to run the {plural(left, 'pending job')}")
     cleaned = not cancelled and not run.unclosed
-    return RunSummary(counts, time.monotonic() - started, aborted, run.halted, cleaned)
+    return RunSummary(
+        counts,
+        time.monotonic() - started,
+        aborted,
+        run.halted,
+        cleaned,
+        run.session.trouble.reason,
+    )
+
+
+def watch_stdout_reader(console: Console, loop: asyncio.AbstractEventLoop) -> int | None:
+    """When stdout is a pipe, notice its reader going away (`| head -1`) even
+    while nothing is written: the pipe then polls as an error. The write that
+    follows fails, and the console drops stdout and says so (on_stream_lost).
+    The descriptor watched, or None."""
+    try:
+        fd = console.out.fileno() if console.out is not None else -1
+        if fd < 0 or not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return None
+    except (OSError, ValueError):  # no descriptor (a test's stream), or a closed one
+        return None
+
+    def reader_gone() -> None:
+        loop.remove_reader(fd)
+        console.write("stdout", "\n")
+
+    loop.add_reader(fd, reader_gone)
+    return fd
 
 
 async def skippable(step: Coroutine[Any, Any, None], console: Console) -> bool:
@@ -192,7 +253,7 @@ async def skippable(step: Coroutine[Any, Any, None], console: Console) -> bool:
         running.cancel()
 
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in ABORT_SIGNALS:
         loop.add_signal_handler(signum, skip, signum)
     try:
         await running
@@ -202,7 +263,7 @@ async def skippable(step: Coroutine[Any, Any, None], console: Console) -> bool:
             raise
         return False
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in ABORT_SIGNALS:
             loop.remove_signal_handler(signum)
 
 

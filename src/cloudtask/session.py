@@ -6,16 +6,19 @@ so two cloudtask processes started at once never share an id.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import io
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from .errors import SessionError
-from .paths import os_reason
+from .paths import cannot_write, os_reason
 
 # Session locks this process holds: kept open (and so held) until it exits.
 _held_locks: list[int] = []
@@ -24,10 +27,75 @@ PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
 
 
+class WriteTrouble:
+    """The first write under the session directory that failed (a full disk,
+    an I/O error), and who is told of it: the run stops starting jobs then."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._listeners: list[Callable[[str], None]] = []
+
+    def listen(self, listener: Callable[[str], None]) -> None:
+        self._listeners.append(listener)
+
+    def report(self, reason: str) -> None:
+        if self.reason is not None:
+            return  # the first failure is the one to name; the rest follow from it
+        self.reason = reason
+        for listener in list(self._listeners):
+            listener(reason)
+
+
+class LogFile(io.TextIOWrapper):
+    """A line-buffered log whose writes never raise.
+
+    A failed write (the disk is full) is reported once to `trouble`; the log
+    then stays silent, so a full disk costs log lines, never the run's state."""
+
+    def __init__(self, fd: int, path: Path, directory: Path, trouble: WriteTrouble) -> None:
+        super().__init__(
+            io.BufferedWriter(io.FileIO(fd, "w")),
+            encoding="utf-8",
+            errors="replace",
+            line_buffering=True,
+        )
+        self._path = path
+        self._directory = directory
+        self._trouble = trouble
+        self.failed = False
+
+    def write(self, text: str) -> int:
+        if not self.failed:
+            try:
+                super().write(text)
+            except OSError as exc:
+                self._fail(exc)
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.failed:
+            try:
+                super().flush()
+            except OSError as exc:
+                self._fail(exc)
+
+    def close(self) -> None:
+        # What was still buffered is lost with the full disk; the fd is closed all the same.
+        with contextlib.suppress(OSError):
+            super().close()
+
+    def _fail(self, exc: OSError) -> None:
+        self.failed = True
+        name = str(self._path.relative_to(self._directory))
+        self._trouble.report(cannot_write(self._directory, name, exc.strerror or str(exc)))
+
+
 @dataclass(frozen=True)
 class SessionDir:
     id: int
     path: Path
+    # Writes under the directory that failed (a full disk): see WriteTrouble.
+    trouble: WriteTrouble = field(default_factory=WriteTrouble, compare=False, repr=False)
 
     @property
     def log_path(self) -> Path:
@@ -114,15 +182,26 @@ class SessionDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
     def open_log(self, path: Path) -> TextIO:
-        """A log file only the user can read, line-buffered so tail -f follows it."""
+        """A log file only the user can read, line-buffered so tail -f follows it.
+
+        A write that fails later (a full disk) is reported to `trouble`."""
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
         except OSError as exc:
-            raise SessionError(f"cannot write {path}: {exc.strerror or exc}") from None
-        return open(fd, "a", encoding="utf-8", errors="replace", buffering=1)
+            name = str(path.relative_to(self.path))
+            raise SessionError(cannot_write(self.path, name, exc.strerror or str(exc))) from None
+        return LogFile(fd, path, self.path, self.trouble)
 
     def worker_log(self, name: str) -> TextIO:
-        return self.open_log(self.workers_path / name)
+        """The worker's log; on a full disk, a log that writes nothing (reported)."""
+        path = self.workers_path / name
+        try:
+            return self.open_log(path)
+        except SessionError as exc:
+            self.trouble.report(str(exc))
+            log = LogFile(os.open(os.devnull, os.O_WRONLY), path, self.path, self.trouble)
+            log.failed = True
+            return log
 
 
 def existing_ids(sessions: Path) -> list[int]:

@@ -8,6 +8,7 @@ schema carries a version and is migrated when opened.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import SessionError
+from .errors import SessionError, SessionWriteError
+from .paths import cannot_write
 from .scheduler import JobState
 
 SCHEMA_VERSION = 2
@@ -183,6 +185,20 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write transaction, committed at the end or rolled back whole.
+
+        A full disk or an I/O error is a SessionWriteError naming the
+        directory: what was committed before stays as it was."""
+        try:
+            with self.db:
+                yield
+        except sqlite3.OperationalError as exc:
+            raise SessionWriteError(
+                cannot_write(self.path.parent, self.path.name, str(exc))
+            ) from None
+
     # -- session metadata --------------------------------------------------
 
     def get(self, key: str) -> str | None:
@@ -190,7 +206,7 @@ class Store:
         return None if row is None else str(row[0])
 
     def set(self, key: str, value: str) -> None:
-        with self.db:
+        with self._writing():
             self._set(key, value)
 
     def _set(self, key: str, value: str) -> None:
@@ -204,14 +220,14 @@ class Store:
     # SIGTERM).
 
     def begin_run(self, when: float) -> None:
-        with self.db:
+        with self._writing():
             if self.get("started") is None:
                 self._set("started", repr(when))
             self._set("state", "running")
             self._set("runs", str(int(self.get("runs") or 0) + 1))
 
     def end_run(self, when: float, state: str) -> None:
-        with self.db:
+        with self._writing():
             self._set("state", state)
             self._set("ended", repr(when))
 
@@ -230,7 +246,7 @@ class Store:
         count = 0
         rows = iter(jobs)
         while batch := list(itertools.islice(rows, INGEST_BATCH)):
-            with self.db:
+            with self._writing():
                 self.db.executemany("INSERT INTO jobs (id, line, command) VALUES (?, ?, ?)", batch)
             count += len(batch)
         return count
@@ -269,7 +285,7 @@ class Store:
         """
         names = [state.value for state in states]
         marks = ", ".join("?" for _ in names)
-        with self.db:
+        with self._writing():
             self.db.execute("UPDATE attempts SET outcome = 'lost' WHERE outcome IS NULL")
             cursor = self.db.execute(
                 f"UPDATE jobs SET state = 'pending' WHERE state IN ({marks})", names
@@ -320,7 +336,7 @@ class Store:
         when: float,
     ) -> None:
         """Recorded before the launch call: a sweep by token finds what it made."""
-        with self.db:
+        with self._writing():
             self.db.execute(
                 "INSERT INTO instances (token, provider, name, size, hourly_price, intended) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -339,7 +355,7 @@ class Store:
     def sweep_until(self, when: float) -> None:
         """Instances may appear until `when` that no record has an id for (a launch
         call whose outcome is unknown): sweeps by tag go on until then."""
-        with self.db:
+        with self._writing():
             if when > self.swept_until():
                 self._set("sweep_until", repr(when))
 
@@ -356,7 +372,7 @@ class Store:
 
     def _update_instance(self, token: str, **values: object) -> None:
         columns = ", ".join(f"{name} = ?" for name in values)
-        with self.db:
+        with self._writing():
             self.db.execute(
                 f"UPDATE instances SET {columns} WHERE token = ?", (*values.values(), token)
             )
@@ -364,7 +380,7 @@ class Store:
     # -- attempts --------------------------------------------------------------
 
     def start_attempt(self, job_id: int, worker: str, started: float) -> int:
-        with self.db:
+        with self._writing():
             self.db.execute("UPDATE jobs SET state = 'running' WHERE id = ?", (job_id,))
             cursor = self.db.execute(
                 "INSERT INTO attempts (job, worker, started) VALUES (?, ?, ?)",
@@ -377,7 +393,7 @@ class Store:
     ) -> None:
         """Record how the attempt ended and the job's state after it, in one commit."""
         counted = 1 if end.outcome in ("ok", "failed", "timeout") else 0
-        with self.db:
+        with self._writing():
             self.db.execute(
                 "UPDATE attempts SET ended = ?, outcome = ?, exit_status = ?, signal = ?, "
                 "tail = ? WHERE id = ?",

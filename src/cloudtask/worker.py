@@ -17,7 +17,7 @@ from typing import TextIO, TypeVar
 from . import cost
 from .config import Config
 from .console import Console, duration, plural
-from .errors import WorkerError
+from .errors import SessionWriteError, WorkerError
 from .halt import Halt
 from .joblog import Joblog, joblog_line
 from .output import OutputLines
@@ -50,6 +50,9 @@ class Run:
     # For the rate of this run: when it started, and how many jobs were final then.
     started: float = field(default_factory=time.monotonic)
     finished_at_start: int = 0
+    # The final states counted when this run started: --halt counts only the
+    # outcomes of this run, so a resumed halted session runs on.
+    finished_before: dict[JobState, int] = field(default_factory=dict)
     total: int = 0
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -60,6 +63,11 @@ class Run:
 
     async def wait_for_change(self) -> None:
         await self._changed.wait()
+
+    def outcomes(self) -> dict[JobState, int]:
+        """The final states this run has reached, by state."""
+        finished = self.scheduler.finished
+        return {state: finished[state] - self.finished_before.get(state, 0) for state in finished}
 
     def seconds_left(self) -> float | None:
         """Time the batch still needs at this run's rate (None: no job has ended yet)."""
@@ -263,9 +271,19 @@ class Worker:
                 self._doing("idle, waiting for jobs that may come back")
                 await self.run.wait_for_change()
                 continue
-            attempt = store.start_attempt(decision, self.name, time.time())
+            try:
+                attempt = store.start_attempt(decision, self.name, time.time())
+            except SessionWriteError as exc:
+                # Not started: pending again, and the run stops (a full disk).
+                scheduler.interrupt(self.name, decision)
+                self.run.session.trouble.report(str(exc))
+                continue
             try:
                 await self._run_job(transport, log, decision, attempt)
+            except SessionWriteError as exc:
+                # Its end could not be recorded: the store has it running still,
+                # and the session's resume runs it again.
+                self.run.session.trouble.report(str(exc))
             except Exception as exc:
                 if not isinstance(exc, WorkerError):
                     exc = WorkerError(f"unexpected {type(exc).__name__}: {exc}")
@@ -321,7 +339,7 @@ class Worker:
             + ended_text(result, ended, elapsed, ended.attempts, run.config.retries)
         )
         run.check_budget()
-        if run.halt is not None and not run.halted and run.halt.reached(run.scheduler.finished):
+        if run.halt is not None and not run.halted and run.halt.reached(run.outcomes()):
             run.halted = f"--halt={run.halt}"
             run.scheduler.stop()
             console.warn(f"--halt={run.halt} reached: no new job starts; running jobs finish")

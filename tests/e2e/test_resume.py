@@ -906,3 +906,42 @@ def test_finished_after_a_kill_takes_the_end_of_the_last_attempt_not_an_earlier_
     ((ended,),) = query(1, "SELECT value FROM meta WHERE key = 'ended'")
     ((last,),) = query(1, "SELECT max(ended) FROM attempts")
     assert float(str(ended)) == last > float(str(aborted_end))
+
+
+def test_a_halted_session_resumed_counts_only_its_new_outcomes() -> None:
+    """Before, the old failure reached --halt again at the first job's end: the
+    resume started `split` jobs, halted, and printed a hint that led to the same."""
+    first = cloudtask("--halt=fail=1", "--split=2", "sh", "-c", "exit $0", input=b"1\n0\n0\n0\n0\n")
+    session = summary(first).id
+    assert "halted" in first.stdout and f"--resume={session}" in first.stdout
+    ran = len(query(session, "SELECT id FROM attempts"))
+    assert ran < 5
+
+    resumed = cloudtask(f"--resume={session}")
+
+    assert resumed.returncode == 1, resumed.stderr  # job 1 failed, in the first run
+    assert "halted (" not in resumed.stdout
+    assert states(session) == {1: "failed", 2: "ok", 3: "ok", 4: "ok", 5: "ok"}
+
+
+def test_a_resumed_session_halts_again_on_new_failures() -> None:
+    """The neighbour: --halt still holds for the resume's own failures."""
+    first = cloudtask("--halt=fail=1", "sh", "-c", "exit $0", input=b"1\n0\n1\n1\n0\n")
+    session = summary(first).id
+    assert states(session)[1] == "failed"
+
+    resumed = cloudtask(f"--resume={session}")
+
+    assert "halted (--halt=fail=1)" in resumed.stdout
+    assert states(session) == {1: "failed", 2: "ok", 3: "failed", 4: "pending", 5: "pending"}
+
+
+def test_an_incomplete_session_gets_a_resume_hint() -> None:
+    """No worker was left (its setup failed): the rest is pending, and the hint says how."""
+    result = cloudtask("--pre=false", "true", input=b"1\n2\n")
+    session = summary(result).id
+    assert result.returncode == 1
+    assert (
+        f"session {session} incomplete: 2 jobs pending, no worker was left to run them; "
+        f"resume with: cloudtask --resume={session}"
+    ) in result.stdout

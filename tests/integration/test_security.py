@@ -1080,8 +1080,10 @@ def test_job_output_cannot_drive_the_terminal(
     final = view.wait_for(r"^EXIT=\d+")
     assert "EXIT=1" in final, final
     assert title_during == title and view.title() == title, (title_during, view.title())
-    for shown in (during, final):
-        assert "BEFORE-MARK" in shown, f"the screen was cleared:\n{shown}"
+    # While the job runs (its clear came before FAKE line): the screen is as it was.
+    # At the end the picture stays in the bottom rows and what follows it may
+    # scroll the top lines away, so the final screen cannot tell.
+    assert "BEFORE-MARK" in during, f"the screen was cleared:\n{during}"
     assert re.search(r"^session 1 \(\d+ seconds?\): 1/1 !OK", final, re.M), final
     # Negative control: the same job run without cloudtask in the same kind of terminal
     # retitles and clears it, so the checks above would see it.

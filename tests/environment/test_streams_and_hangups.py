@@ -1,0 +1,259 @@
+"""What a real terminal, pipeline or shell does to cloudtask's standard streams
+(SPEC section 12): a hang-up, a reader that goes away, a full stdout, a closed
+stdin or stderr. Each is a clean end: one line where one can be written, the
+documented exit status, and a session that is whole and resumable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import sqlite3
+import subprocess
+import termios
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from tests.e2e import helpers
+from tests.processes import live_processes_with
+
+JOBS = 6
+
+
+def marker() -> str:
+    """A sleep duration unique to this test, to find its processes by command line."""
+    return f"300.{uuid.uuid4().int % 10**9}"
+
+
+def jobs_input(sleep: str) -> bytes:
+    return "".join(f"{sleep}\n" for _ in range(JOBS)).encode()
+
+
+def only_session() -> Path:
+    [session] = [p for p in helpers.sessions_dir().iterdir() if p.name.isdigit()]
+    return session
+
+
+def stored_state(session: Path) -> str:
+    with sqlite3.connect(f"file:{session / 'store.sqlite'}?mode=ro", uri=True) as db:
+        row = db.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
+    return str(row[0]) if row else "unstarted"
+
+
+def wait_until(condition: object, limit: float = 15) -> None:
+    assert callable(condition)
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("not in time")
+        time.sleep(0.05)
+
+
+def assert_resume_finishes(session: Path) -> None:
+    """The session is whole: a resume runs what is left, every job ok once."""
+    result = helpers.cloudtask(f"--resume={session.name}", input=None, timeout=60)
+    helpers.assert_no_traceback(result)
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, JOBS, 0, 0, 0, JOBS)
+
+
+def started_in_log(session: Path) -> bool:
+    log = session / "log"
+    return log.exists() and " started: " in log.read_text()
+
+
+# -- hang-ups ----------------------------------------------------------------
+
+
+def make_controlling_terminal() -> None:
+    """In the child, after setsid: its stdout (the pty) becomes its terminal."""
+    fcntl.ioctl(1, termios.TIOCSCTTY, 0)
+
+
+@pytest.mark.parametrize("how", ["terminal closed", "SIGHUP sent"])
+def test_a_hang_up_aborts_like_sigterm(how: str) -> None:
+    sleep = marker()
+    master, slave = os.openpty()
+    jobs = helpers.work_dir() / "jobs"
+    jobs.write_bytes(jobs_input(sleep))
+    with jobs.open("rb") as stdin:
+        proc = subprocess.Popen(
+            [helpers.CLOUDTASK, "--force", "--split=2", "sleep"],
+            stdin=stdin,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            preexec_fn=make_controlling_terminal,
+            cwd=helpers.work_dir(),
+        )
+    os.close(slave)
+    try:
+        # Read what it draws, so it never blocks on a full terminal.
+        os.set_blocking(master, False)
+
+        def running() -> bool:
+            with contextlib.suppress(OSError):  # nothing to read yet
+                os.read(master, 65536)
+            return len(live_processes_with(f"sleep {sleep}")) == 2
+
+        wait_until(running)
+        if how == "terminal closed":
+            os.close(master)  # the kernel hangs up the session whose terminal it was
+            master = -1
+        else:
+            os.kill(proc.pid, signal.SIGHUP)
+        status = proc.wait(timeout=30)
+    finally:
+        if master >= 0:
+            os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    assert status == 1
+    assert live_processes_with(f"sleep {sleep}") == []
+    session = only_session()
+    assert stored_state(session) == "aborted"
+    log = (session / "log").read_text()
+    assert "SIGHUP: aborting" in log
+    assert f"resume with: cloudtask --resume={session.name}" in log
+    assert "Traceback" not in log
+    assert_resume_finishes_quickly(session)
+
+
+def assert_resume_finishes_quickly(session: Path) -> None:
+    # The jobs are long sleeps: the resume runs them with a short one instead
+    # of waiting (the command is the session's; the words are the jobs').
+    result = helpers.cloudtask(f"--resume={session.name}", "--timeout=1", input=None, timeout=60)
+    helpers.assert_no_traceback(result)
+    # Every job was pending again: the resume ran each (they time out, by design).
+    assert helpers.counts(result) == (JOBS, JOBS, 0, JOBS, 0, 0)
+
+
+# -- a reader that goes away ---------------------------------------------------
+
+
+def test_stdout_closed_by_its_reader_aborts_cleanly() -> None:
+    """`cloudtask ... | head -1`: the run stops, its jobs with it, and is resumable."""
+    sleep = marker()
+    proc = subprocess.Popen(
+        [helpers.CLOUDTASK, "--force", "--split=2", "sleep"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=helpers.work_dir(),
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(jobs_input(sleep))
+    proc.stdin.close()
+    proc.stdout.readline()  # head -1
+    wait_until(lambda: len(live_processes_with(f"sleep {sleep}")) == 2)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    status = proc.wait(timeout=30)
+    assert "Traceback" not in err
+    assert status == 1, err
+    assert "standard output: " in err and "aborting" in err
+    assert live_processes_with(f"sleep {sleep}") == []
+    session = only_session()
+    assert stored_state(session) == "aborted"
+    assert f"resume with: cloudtask --resume={session.name}" in (session / "log").read_text()
+
+
+# -- a full stdout, closed streams ----------------------------------------------
+
+
+def test_stdout_to_dev_full_is_one_line_and_a_resumable_session() -> None:
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [helpers.CLOUDTASK, "--force", "echo"],
+            input=b"".join(f"{n}\n".encode() for n in range(1, JOBS + 1)),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            cwd=helpers.work_dir(),
+            timeout=30,
+            check=False,
+        )
+    err = done.stderr.decode()
+    assert "Traceback" not in err
+    assert done.returncode == 1, err
+    assert "standard output: No space left on device" in err
+    session = only_session()
+    # Not a half-made session: it is aborted before any job, and resumable.
+    assert stored_state(session) == "aborted"
+    assert f"resume with: cloudtask --resume={session.name}" in err
+    assert_resume_finishes(session)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"]])
+def test_help_to_dev_full_is_one_line_and_exit_1(args: list[str]) -> None:
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [helpers.CLOUDTASK, *args], stdout=full, stderr=subprocess.PIPE, timeout=30, check=False
+        )
+    assert done.returncode == 1
+    said = done.stderr.decode()
+    assert said == "cloudtask: cannot write standard output: No space left on device\n"
+
+
+def test_closed_stdin_is_one_line_and_exit_2() -> None:
+    done = subprocess.run(
+        f"exec {helpers.CLOUDTASK} echo <&-",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=helpers.work_dir(),
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[0] == (
+        "cloudtask: no jobs: standard input is closed; give the jobs on it, one per line"
+    )
+    sessions = helpers.sessions_dir()
+    assert not sessions.exists() or not any(sessions.iterdir())
+
+
+def test_closed_stderr_runs_and_the_log_has_every_line() -> None:
+    done = subprocess.run(
+        f"seq {JOBS} | {helpers.CLOUDTASK} --force sh -c 'echo $0; echo warn >&2' 2>&-",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=helpers.work_dir(),
+    )
+    assert done.returncode == 0, done.stdout
+    assert helpers.counts(done) == (0, JOBS, 0, 0, 0, JOBS)
+    log = (only_session() / "log").read_text()
+    assert log.count("| warn") == JOBS
+    assert log.splitlines()[-1] == done.stdout.splitlines()[-1]
+
+
+def test_closed_stderr_and_a_usage_error_says_it_on_stdout() -> None:
+    done = subprocess.run(
+        f"echo x | {helpers.CLOUDTASK} --split=zero echo 2>&-",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=helpers.work_dir(),
+    )
+    assert done.returncode == 2
+    assert done.stdout.startswith("cloudtask: --split: not a whole number")
+
+
+@pytest.mark.parametrize("command", [[""], ["  "], ["", "echo"]])
+def test_an_empty_command_is_refused(command: list[str]) -> None:
+    result = helpers.cloudtask(*command, input=b"x\n")
+    helpers.assert_usage_error(result, "the command is empty")
+
+
+def test_an_ordinary_one_word_command_still_runs() -> None:
+    result = helpers.cloudtask("--force", "echo", input=b"x\n")
+    assert result.returncode == 0, result.stderr
