@@ -121,8 +121,18 @@ class Console:
             self.log.write(f"warning: {text}\n")
         self.write("stderr", f"cloudtask: {text}\n")
 
-    def job_output(self, worker: str, job: int | str, line: str) -> None:
-        self.line(f"{worker} {job_label(job)} | {printable(line)}")
+    def job_output(self, worker: str, job: int | str, lines: Sequence[str]) -> None:
+        """Lines a job printed, each as `WORKER job N | TEXT`: written in one go
+        (one escape pass, one log write, one write to stdout), since a job may
+        print millions of them and the controller's cost goes by the line."""
+        if not lines:
+            return
+        prefix = f"{worker} {job_label(job)} | "
+        # No line holds a newline, and printable() leaves newlines as they are.
+        text = printable(prefix + ("\n" + prefix).join(lines)) + "\n"
+        if self.log is not None:
+            self.log.write(text)
+        self.write("stdout", text)
 
     def write(self, stream: Stream, text: str) -> bool:
         """Write and flush `text` on stdout or stderr as it is (one write to the

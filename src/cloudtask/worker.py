@@ -369,8 +369,7 @@ class Worker:
             # The lines one chunk completes (a bounded amount: a long line
             # comes in pieces) go to the worker log in one write, not one each.
             if completed:
-                for line in completed:
-                    self.run.console.job_output(self.name, job, line)
+                self.run.console.job_output(self.name, job, completed)
                 log.write("\n".join(completed) + "\n")
 
         result = await transport.run(
