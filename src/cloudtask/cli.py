@@ -141,10 +141,7 @@ def run(
 ) -> int:
     """The whole command; returns its exit status. Errors are one line, never a traceback."""
     open_closed_streams()
-    # Until the run takes them over, a kill or a hang-up is an interrupt, as
-    # Ctrl-C is: a session that has not run yet is removed, not left half-made.
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.default_int_handler)
+    interrupt_on_kill()
     console = Console()
     if stdin is None and sys.stdin is not None:
         stdin = sys.stdin.buffer
@@ -161,6 +158,14 @@ def run(
         say_error(f"\n{prog}: interrupted: nothing ran\n")
         return ExitStatus.NOT_OK
     return flush_stdout(prog, status)
+
+
+def interrupt_on_kill() -> None:
+    """Outside the run's own handling, a kill or a hang-up is an interrupt, as
+    Ctrl-C is: before the run, a session that has not run is removed, not left
+    half-made; after it, the session is saved and the resume hint printed."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.default_int_handler)
 
 
 def open_closed_streams() -> None:
@@ -437,6 +442,7 @@ def _drive_run(plan: Plan, console: Console) -> int:
         )
         store.begin_run(time.time())
         summary = asyncio.run(run_session(config, store, sources, console, session, plan.joblog))
+        interrupt_on_kill()  # the run's loop gave them back to the defaults
         # Recorded now: an interrupt in what follows leaves the jobs' outcome read right.
         after_the_run(session, lambda: store.end_run(time.time(), summary.state))
         if targets and summary.cleaned:

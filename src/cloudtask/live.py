@@ -34,7 +34,7 @@ from typing import TextIO
 from rich.text import Text
 
 from . import cost
-from .console import Console
+from .console import Console, plural
 from .output import printable
 from .scheduler import JobState
 from .store import InstanceRecord
@@ -109,20 +109,20 @@ def lines(state: Snapshot, height: int) -> list[str]:
     pending = state.total - done - state.running
     out = [
         f"session {state.session}: {done}/{state.total} done - {counts[JobState.OK]} ok, "
-        f"{counts[JobState.FAILED]} failed, {counts[JobState.TIMEOUT]} timeouts, "
+        f"{counts[JobState.FAILED]} failed, {plural(counts[JobState.TIMEOUT], 'timeout')}, "
         f"{counts[JobState.LOST]} lost",
         f"{rate:.1f} jobs/s, elapsed {clock(state.elapsed)}, ETA {clock(left)}; "
         f"{state.running} running, {pending} pending",
     ]
     count = len(state.doing)
     if count:
-        workers = f"{count} worker{'s' if count != 1 else ''}"
+        workers = plural(count, "worker")
     elif state.starting:
-        workers = f"starting {state.starting} worker{'s' if state.starting != 1 else ''}"
+        workers = f"starting {plural(state.starting, 'worker')}"
     else:
         workers = "no worker left"
     if state.booting:
-        workers += f", booting {state.booting} instance{'s' if state.booting != 1 else ''}"
+        workers += f", booting {plural(state.booting, 'instance')}"
     if state.cost is not None:
         workers += f"; cost ${state.cost:.2f} so far, ${state.projected or 0:.2f} projected"
     out.append(workers)

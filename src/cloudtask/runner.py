@@ -157,6 +157,8 @@ async def _run_workers(
         # as with a hang-up, the run stops and stays resumable.
         if stream == "stdout":
             abort(f"standard output: {reason}", again="")
+        elif console.log is not None:
+            console.log.write(f"warning: standard error: {reason}: warnings are in this log only\n")
 
     def on_write_trouble(reason: str) -> None:
         # A full disk under the session directory: what is committed stays,

@@ -257,3 +257,29 @@ def test_an_empty_command_is_refused(command: list[str]) -> None:
 def test_an_ordinary_one_word_command_still_runs() -> None:
     result = helpers.cloudtask("--force", "echo", input=b"x\n")
     assert result.returncode == 0, result.stderr
+
+
+def test_a_hang_up_during_the_report_hook_still_ends_with_the_summary() -> None:
+    """After the run the loop's handlers are gone: a hang-up there used to end
+    the controller at once, with no summary. It interrupts the hook instead."""
+    sleep = marker()
+    proc = subprocess.Popen(
+        [helpers.CLOUDTASK, "--force", f"--report=sh: sleep {sleep}", "true"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=helpers.work_dir(),
+    )
+    assert proc.stdin is not None
+    proc.stdin.write("x\n")
+    proc.stdin.close()
+    proc.stdin = None  # communicate() would flush it
+    wait_until(lambda: len(live_processes_with(f"sleep {sleep}")) == 1)
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=30)
+    assert "Traceback" not in err
+    assert proc.returncode == 0, err
+    assert helpers.SUMMARY.fullmatch(out.splitlines()[-1]), out
+    assert "--report: sh: interrupted" in err
+    assert live_processes_with(f"sleep {sleep}") == []

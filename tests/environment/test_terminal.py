@@ -44,7 +44,7 @@ EVENT = re.compile(
 )
 # The lines of the live view's picture, whole.
 PICTURE = re.compile(
-    r"session 1: \d+/\d+ done - \d+ ok, \d+ failed, \d+ timeouts, \d+ lost"
+    r"session 1: \d+/\d+ done - \d+ ok, \d+ failed, \d+ timeouts?, \d+ lost"
     r"|\d+\.\d jobs/s, elapsed \d+:\d\d, ETA (\d+:\d\d|\?); \d+ running, \d+ pending"
     r"|\d+ workers?|starting \d+ workers?|no worker left"
     r"|  local\d  (job \d+: sh \S+/job\.sh \d+|connecting|cleaning up"
@@ -385,6 +385,8 @@ def test_stderr_pipe_closed_by_its_reader_is_no_traceback_and_the_abort_goes_on(
     assert "Traceback" not in out.text(), out.text()
     assert SUMMARY.fullmatch(out.text().splitlines()[-1]), out.text()
     assert "SIGTERM: aborting" in session_log()
+    # The log says that stderr went, and why: its warnings are only there.
+    assert "warning: standard error: Broken pipe: warnings are in this log only" in session_log()
     assert_log_ends_with_the_summary()
 
 

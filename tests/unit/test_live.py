@@ -45,7 +45,7 @@ def test_counts_rate_eta_and_workers() -> None:
 
     shown = lines(state, 30)
 
-    assert shown[0] == "session 3: 43/100 done - 40 ok, 2 failed, 1 timeouts, 0 lost"
+    assert shown[0] == "session 3: 43/100 done - 40 ok, 2 failed, 1 timeout, 0 lost"
     # 40 done in this run's 20 s: 2 jobs/s, 57 left: 28.5 s.
     assert shown[1] == "2.0 jobs/s, elapsed 0:20, ETA 0:28; 1 running, 56 pending"
     assert shown[2] == "2 workers"
