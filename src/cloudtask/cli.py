@@ -478,11 +478,9 @@ def _drive_run(plan: Plan, console: Console) -> int:
                 f"session {session.id} aborted: unfinished jobs are pending; resume with: {resume}",
             )
         elif summary.state == "incomplete":
-            unfinished = summary.counts[JobState.PENDING] + summary.counts[JobState.RUNNING]
             last_word(
                 console,
-                f"session {session.id} incomplete: {plural(unfinished, 'job')} pending, "
-                f"no worker was left to run them; resume with: {resume}",
+                f"session {session.id} incomplete: the rest is pending; resume with: {resume}",
             )
         if config.report:
             report(config.report, session, summary.elapsed, console.line, console.warn)

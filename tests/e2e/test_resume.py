@@ -942,6 +942,6 @@ def test_an_incomplete_session_gets_a_resume_hint() -> None:
     session = summary(result).id
     assert result.returncode == 1
     assert (
-        f"session {session} incomplete: 2 jobs pending, no worker was left to run them; "
+        f"session {session} incomplete: the rest is pending; "
         f"resume with: cloudtask --resume={session}"
     ) in result.stdout
