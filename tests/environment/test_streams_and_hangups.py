@@ -199,9 +199,10 @@ def test_help_to_dev_full_is_one_line_and_exit_1(args: list[str]) -> None:
     assert said == "cloudtask: cannot write standard output: No space left on device\n"
 
 
-def test_closed_stdin_is_one_line_and_exit_2() -> None:
-    done = subprocess.run(
-        f"exec {helpers.CLOUDTASK} echo <&-",
+def shell(command: str) -> subprocess.CompletedProcess[str]:
+    """A shell command line, for what only a shell does to the streams (`<&-`, `2>&-`)."""
+    return subprocess.run(
+        command,
         shell=True,
         capture_output=True,
         text=True,
@@ -209,6 +210,10 @@ def test_closed_stdin_is_one_line_and_exit_2() -> None:
         check=False,
         cwd=helpers.work_dir(),
     )
+
+
+def test_closed_stdin_is_one_line_and_exit_2() -> None:
+    done = shell(f"exec {helpers.CLOUDTASK} echo <&-")
     assert done.returncode == 2
     assert done.stderr.splitlines()[0] == (
         "cloudtask: no jobs: standard input is closed; give the jobs on it, one per line"
@@ -218,15 +223,7 @@ def test_closed_stdin_is_one_line_and_exit_2() -> None:
 
 
 def test_closed_stderr_runs_and_the_log_has_every_line() -> None:
-    done = subprocess.run(
-        f"seq {JOBS} | {helpers.CLOUDTASK} --force sh -c 'echo $0; echo warn >&2' 2>&-",
-        shell=True,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        cwd=helpers.work_dir(),
-    )
+    done = shell(f"seq {JOBS} | {helpers.CLOUDTASK} --force sh -c 'echo $0; echo warn >&2' 2>&-")
     assert done.returncode == 0, done.stdout
     assert helpers.counts(done) == (0, JOBS, 0, 0, 0, JOBS)
     log = (only_session() / "log").read_text()
@@ -235,15 +232,7 @@ def test_closed_stderr_runs_and_the_log_has_every_line() -> None:
 
 
 def test_closed_stderr_and_a_usage_error_says_it_on_stdout() -> None:
-    done = subprocess.run(
-        f"echo x | {helpers.CLOUDTASK} --split=zero echo 2>&-",
-        shell=True,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-        cwd=helpers.work_dir(),
-    )
+    done = shell(f"echo x | {helpers.CLOUDTASK} --split=zero echo 2>&-")
     assert done.returncode == 2
     assert done.stdout.startswith("cloudtask: --split: not a whole number")
 
