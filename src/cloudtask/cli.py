@@ -165,7 +165,8 @@ def interrupt_on_kill() -> None:
     Ctrl-C is: before the run, a session that has not run is removed, not left
     half-made; after it, the session is saved and the resume hint printed."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.default_int_handler)
+        if signal.getsignal(signum) != signal.SIG_IGN:  # nohup's SIGHUP stays ignored
+            signal.signal(signum, signal.default_int_handler)
 
 
 def open_closed_streams() -> None:
@@ -442,7 +443,6 @@ def _drive_run(plan: Plan, console: Console) -> int:
         )
         store.begin_run(time.time())
         summary = asyncio.run(run_session(config, store, sources, console, session, plan.joblog))
-        interrupt_on_kill()  # the run's loop gave them back to the defaults
         # Recorded now: an interrupt in what follows leaves the jobs' outcome read right.
         after_the_run(session, lambda: store.end_run(time.time(), summary.state))
         if targets and summary.cleaned:
@@ -460,24 +460,27 @@ def _drive_run(plan: Plan, console: Console) -> int:
             else:
                 console.warn("launched instances may still be running: a watchdog sweeps on")
         resume = f"cloudtask --resume={session.id}" + sessions_option(config)
-        if summary.halted:
-            last_word(
-                console,
-                f"session {session.id} halted ({summary.halted}): the rest is pending; "
-                f"resume with: {resume}",
-            )
-        if session.trouble.reason is not None:
+        state = summary.state
+        if session.trouble.reason is not None and summary.unfinished:
             last_word(
                 console,
                 f"session {session.id} stopped: {session.trouble.reason}; "
                 f"once there is space again, resume with: {resume}",
             )
-        elif summary.aborted:
+        elif session.trouble.reason is not None:
+            console.warn(f"{session.trouble.reason}; every job had ended, so nothing was lost")
+        elif state == "halted":
+            last_word(
+                console,
+                f"session {session.id} halted ({summary.halted}): the rest is pending; "
+                f"resume with: {resume}",
+            )
+        elif state == "aborted":
             last_word(
                 console,
                 f"session {session.id} aborted: unfinished jobs are pending; resume with: {resume}",
             )
-        elif summary.state == "incomplete":
+        elif state == "incomplete":
             last_word(
                 console,
                 f"session {session.id} incomplete: the rest is pending; resume with: {resume}",

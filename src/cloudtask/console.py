@@ -155,9 +155,11 @@ class Console:
         else:
             self.err = None
         self.lost[stream] = reason
-        silence(file)
+        # Told before the descriptor is pointed at /dev/null: whoever watches
+        # it (the runner, for a pipe's reader) lets go of it first.
         if self.on_stream_lost is not None:
             self.on_stream_lost(stream, reason)
+        silence(file)
 
 
 def job_label(job: int | str) -> str:

@@ -211,6 +211,15 @@ def terminal_size(stream: TextIO | None) -> os.terminal_size | None:
         return None
 
 
+def in_background(stream: TextIO | None) -> bool:
+    """Whether another process group has the terminal: a job put in the
+    background (Ctrl-Z, `bg`) must not draw on the shell's screen."""
+    try:
+        return stream is not None and os.tcgetpgrp(stream.fileno()) != os.getpgrp()
+    except (OSError, ValueError):  # not our controlling terminal: nothing to tell
+        return False
+
+
 class LiveView:
     """Draws the picture in rows kept at the bottom of stderr's terminal.
 
@@ -270,8 +279,10 @@ class LiveView:
         if not self._on:
             return
         size = terminal_size(self._console.err)
-        if size is None or size.lines < SMALLEST:
-            return  # stderr lost, or a screen too small for now: the next draw tries again
+        if size is None or size.lines < SMALLEST or in_background(self._console.err):
+            # stderr lost, a screen too small for now, or the shell's own (after
+            # Ctrl-Z and `bg`): the next draw tries again.
+            return
         setup = ""
         if size != self._size:
             if self._size is not None and self._kept:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import stat
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,19 +43,26 @@ class RunSummary:
     write_error: str | None = None
 
     @property
+    def unfinished(self) -> int:
+        return self.counts[JobState.PENDING] + self.counts[JobState.RUNNING]
+
+    @property
     def state(self) -> str:
-        """How the run ended, as the store records it (see Store.end_run)."""
-        if self.aborted:
+        """How the run ended, as the store records it (see Store.end_run).
+
+        An abort that came once every job had ended (during the cleanup)
+        stopped nothing: the session is finished all the same."""
+        if self.aborted and self.unfinished:
             return "aborted"
         if self.halted:
             return "halted"
-        if self.counts[JobState.PENDING] or self.counts[JobState.RUNNING]:
+        if self.unfinished:
             return "incomplete"  # no worker was left to run the rest
         return "finished"
 
     @property
     def all_ok(self) -> bool:
-        return not self.aborted and self.counts[JobState.OK] == sum(self.counts.values())
+        return self.counts[JobState.OK] == sum(self.counts.values())
 
 
 async def run_session(
@@ -118,7 +126,7 @@ async def run_session(
 async def _run_workers(
     run: Run, sources: Sequence[tuple[Provider, int]], started: float
 ) -> RunSummary:
-    store, scheduler, console = run.store, run.scheduler, run.console
+    store, console = run.store, run.console
     joblog = run.joblog
     tasks: dict[asyncio.Task[None], Worker] = {}
 
@@ -132,30 +140,46 @@ async def _run_workers(
     # A launched worker that fails is replaced while jobs wait, up to as many
     # replacements as the provider's share of workers.
     replacements = {provider: count for provider, count in sources if provider.replaceable}
-    aborted = cancelled = False
+    aborted = signalled = cancelled = False
+    listening = True  # until every worker is done: a loss after that aborts nothing
+    loop = asyncio.get_running_loop()
+    watched: int | None = None  # stdout, while its reader is watched
 
     def abort(why: str, again: str = " (again to skip the workers' cleanup)") -> None:
         """Start nothing new, stop the running jobs (pending again), clean up."""
         nonlocal aborted
-        if not aborted:
+        if not aborted and listening:
             aborted = True
             console.warn(f"{why}: aborting; running jobs are stopped{again}")
             run.abort()
 
     def on_signal(signum: int) -> None:
-        if not aborted:
-            abort(signal.Signals(signum).name)
+        nonlocal signalled, cancelled
+        name = signal.Signals(signum).name
+        if not signalled:
+            signalled = True
+            if aborted:  # by a lost stdout or a full disk: this is no second signal
+                console.warn(f"{name}: the run is stopping already (again to skip the cleanup)")
+            abort(name)
             return
-        nonlocal cancelled
+        if signum == signal.SIGHUP:
+            # A hang-up comes more than once (the kernel, then the shell): it
+            # never cuts the cleanup short.
+            console.warn("SIGHUP again: the cleanup goes on")
+            return
         cancelled = True
-        console.warn(f"{signal.Signals(signum).name} again: stopping now")
+        console.warn(f"{name} again: stopping now")
         for task in tasks:
             task.cancel()
 
     def on_stream_lost(stream: str, reason: str) -> None:
         # Nobody reads the run's output any more (| head, a closed terminal):
         # as with a hang-up, the run stops and stays resumable.
+        nonlocal watched
         if stream == "stdout":
+            if watched is not None:  # before the console points the descriptor elsewhere
+                loop.remove_reader(watched)
+                watched = None
             abort(f"standard output: {reason}", again="")
         elif console.log is not None:
             console.log.write(f"warning: standard error: {reason}: warnings are in this log only\n")
@@ -171,37 +195,17 @@ async def _run_workers(
         on_stream_lost("stdout", console.lost["stdout"])
     if run.session.trouble.reason is not None:
         on_write_trouble(run.session.trouble.reason)
-    loop = asyncio.get_running_loop()
-    for signum in ABORT_SIGNALS:
-        loop.add_signal_handler(signum, on_signal, signum)
-    watched = watch_stdout_reader(console, loop)
     errors: list[BaseException] = []
     try:
-        pending = set(tasks)
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                worker = tasks[task]
-                if task.cancelled():
-                    continue
-                if isinstance(error := task.exception(), SessionWriteError):
-                    run.session.trouble.report(str(error))  # the worker cleaned up on its way out
-                    continue
-                if error is not None:
-                    errors.append(error)
-                    continue
-                provider = worker.provider
-                wanted = scheduler.queue and not scheduler.stopped
-                if worker.failed and replacements.get(provider) and wanted:
-                    replacements[provider] -= 1
-                    console.line(f"{worker.name} failed: launching a replacement")
-                    start(provider)
-                    pending |= {t for t in tasks if not t.done()}
+        with signals_handled(loop, on_signal):
+            watched = watch_stdout_reader(console, loop)
+            try:
+                await _until_every_worker_is_done(run, tasks, replacements, start, errors)
+            finally:
+                listening = False
+                if watched is not None:
+                    loop.remove_reader(watched)
     finally:
-        for signum in ABORT_SIGNALS:
-            loop.remove_signal_handler(signum)
-        if watched is not None:
-            loop.remove_reader(watched)
         for provider, _ in sources:
             await provider.close()
     if errors:
@@ -224,6 +228,38 @@ async def _run_workers(
         cleaned,
         run.session.trouble.reason,
     )
+
+
+async def _until_every_worker_is_done(
+    run: Run,
+    tasks: dict[asyncio.Task[None], Worker],
+    replacements: dict[Provider, int],
+    start: Callable[[Provider], None],
+    errors: list[BaseException],
+) -> None:
+    """Wait for the workers' lifecycles; a launched worker that failed is
+    replaced while jobs wait. What a worker raised goes to `errors`."""
+    scheduler, console = run.scheduler, run.console
+    pending = set(tasks)
+    while pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            worker = tasks[task]
+            if task.cancelled():
+                continue
+            if isinstance(error := task.exception(), SessionWriteError):
+                run.session.trouble.report(str(error))  # the worker cleaned up on its way out
+                continue
+            if error is not None:
+                errors.append(error)
+                continue
+            provider = worker.provider
+            wanted = scheduler.queue and not scheduler.stopped
+            if worker.failed and replacements.get(provider) and wanted:
+                replacements[provider] -= 1
+                console.line(f"{worker.name} failed: launching a replacement")
+                start(provider)
+                pending |= {t for t in tasks if not t.done()}
 
 
 def watch_stdout_reader(console: Console, loop: asyncio.AbstractEventLoop) -> int | None:
@@ -254,19 +290,37 @@ async def skippable(step: Coroutine[Any, Any, None], console: Console) -> bool:
         console.warn(f"{signal.Signals(signum).name}: skipping the last cleanup tries")
         running.cancel()
 
-    loop = asyncio.get_running_loop()
-    for signum in ABORT_SIGNALS:
-        loop.add_signal_handler(signum, skip, signum)
+    with signals_handled(asyncio.get_running_loop(), skip):
+        try:
+            await running
+            return True
+        except asyncio.CancelledError:
+            if not running.cancelled():
+                raise
+            return False
+
+
+@contextlib.contextmanager
+def signals_handled(
+    loop: asyncio.AbstractEventLoop, handler: Callable[[int], None]
+) -> Iterator[None]:
+    """handler(signum) for each abort signal that the process does not ignore
+    (`nohup` ignores SIGHUP: that stays so); on the way out, the handlers from
+    before, where asyncio would leave the defaults (which end the process)."""
+    taken = {
+        signum: signal.getsignal(signum)
+        for signum in ABORT_SIGNALS
+        if signal.getsignal(signum) != signal.SIG_IGN
+    }
+    for signum in taken:
+        loop.add_signal_handler(signum, handler, signum)
     try:
-        await running
-        return True
-    except asyncio.CancelledError:
-        if not running.cancelled():
-            raise
-        return False
+        yield
     finally:
-        for signum in ABORT_SIGNALS:
+        for signum, before in taken.items():
             loop.remove_signal_handler(signum)
+            if before is not None:
+                signal.signal(signum, before)
 
 
 # Pauses before the last tries at a failed cleanup: a worker that was just

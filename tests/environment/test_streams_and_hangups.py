@@ -272,3 +272,107 @@ def test_a_hang_up_during_the_report_hook_still_ends_with_the_summary() -> None:
     assert helpers.SUMMARY.fullmatch(out.splitlines()[-1]), out
     assert "--report: sh: interrupted" in err
     assert live_processes_with(f"sleep {sleep}") == []
+
+
+# -- found by review: what follows a lost stdout -----------------------------------
+
+
+def post_marker_file() -> Path:
+    return helpers.work_dir() / f"post-{uuid.uuid4().hex[:8]}"
+
+
+def test_a_hang_up_after_a_lost_stdout_does_not_skip_the_cleanup() -> None:
+    """`cloudtask ... | tee`, then the terminal closes: tee goes first (stdout
+    lost: the run aborts), then SIGHUP comes. It is no second interrupt."""
+    sleep, done = marker(), post_marker_file()
+    proc = subprocess.Popen(
+        [helpers.CLOUDTASK, "--force", "--split=2", f"--post=sleep 1; touch {done}", "sleep"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=helpers.work_dir(),
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(jobs_input(sleep))
+    proc.stdin.close()
+    wait_until(lambda: len(live_processes_with(f"sleep {sleep}")) == 2)
+    proc.stdout.close()
+    wait_until(lambda: "aborting" in (only_session() / "log").read_text())
+    proc.send_signal(signal.SIGHUP)
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=30) == 1, err
+    assert done.exists(), "--post did not run: the hang-up cut the cleanup short"
+    log = (only_session() / "log").read_text()
+    assert "again: stopping now" not in log
+
+
+def test_a_hang_up_under_nohup_is_ignored() -> None:
+    """SIGHUP ignored at start (nohup) stays ignored: the run goes on."""
+    proc = subprocess.Popen(
+        [helpers.CLOUDTASK, "--force", "sleep"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=helpers.work_dir(),
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    assert proc.stdin is not None
+    proc.stdin.write("1.5\n")
+    proc.stdin.close()
+    proc.stdin = None  # communicate() would flush it
+    wait_until(lambda: bool(live_processes_with("sleep 1.5")))
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert helpers.counts(subprocess.CompletedProcess([], 0, out, err)) == (0, 1, 0, 0, 0, 1)
+
+
+def test_stdout_lost_once_every_job_ended_leaves_a_finished_session() -> None:
+    """The reader goes while --post runs: nothing is left to stop, so the
+    session is finished and every job ok: exit 0, not 'aborted'."""
+    proc = subprocess.Popen(
+        [helpers.CLOUDTASK, "--force", "--post=sleep 2", "true"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=helpers.work_dir(),
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdin.write(b"x\n")
+    proc.stdin.close()
+    for line in proc.stdout:
+        if b"job 1 ok" in line:
+            break
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=30) == 0, err
+    assert stored_state(only_session()) == "finished"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_lost_stdout_that_another_process_holds_does_not_spin() -> None:
+    """A shell holding the same pipe keeps it open: the descriptor must be let
+    go of before it is pointed at /dev/null, or the event loop spins on it."""
+    post = f"sleep 4.{uuid.uuid4().int % 10**6}"
+    pidfile = helpers.work_dir() / "pid"
+    script = (
+        f"{{ seq 40 | {helpers.CLOUDTASK} --force --split=4 --post='{post}' sh -c 'seq 100000' "
+        f"2>/dev/null & echo $! > {pidfile}; wait; }} | head -c 1000 > /dev/null"
+    )
+    shell = subprocess.Popen(script, shell=True, cwd=helpers.work_dir())
+    try:
+        wait_until(lambda: bool(live_processes_with(post)), limit=30)
+        pid = int(pidfile.read_text())
+        before = cpu_seconds(pid)
+        time.sleep(2)  # only --post runs: the controller waits
+        spent = cpu_seconds(pid) - before
+        assert spent < 0.5, f"the controller used {spent:.2f} s of CPU while waiting"
+    finally:
+        shell.wait(timeout=30)
