@@ -493,3 +493,47 @@ def test_a_sweep_records_the_id_of_an_instance_it_finds_by_token(
     (record,) = store.instances()
     assert record.instance_id == made
     assert record.launched == record.intended  # when it was made is not known
+
+
+# -- a full disk while launching -----------------------------------------------------
+
+
+@pytest.mark.parametrize("record", ["instance_launched", "instance_running"])
+def test_an_instance_whose_record_cannot_be_written_is_destroyed(
+    hub: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record: str
+) -> None:
+    """The cloud made it, the session's disk is full: it must not be left billing."""
+    from cloudtask.errors import SessionWriteError
+    from cloudtask.providers.launched import LaunchedWorkers
+    from cloudtask.session import SessionDir
+    from cloudtask.ssh import HostKeys, SessionKey, SSHOptions
+
+    session = SessionDir.create(tmp_path / "sessions")
+    store = Store.create(session.path)
+
+    def full(*args: object) -> None:
+        raise SessionWriteError(f"cannot write in {session.path} (store.sqlite): disk full")
+
+    monkeypatch.setattr(store, record, full)
+    cloud = HubCloud.from_config(hub_config(hub))
+    launched = LaunchedWorkers(
+        cloud,
+        store,
+        session,
+        SSHOptions(None, 5.0, HostKeys(session.known_hosts_path)),
+        SessionKey(session.id),
+        "root",
+        None,
+        lambda text: None,
+    )
+    with pytest.raises(SessionWriteError):
+        run(cloud, lambda _: launched.launch())
+    backend = hub.backend
+    assert isinstance(backend, FakeBackend)
+    deadline = time.monotonic() + 5  # the test Hub boots and removes in the background
+    while not (backend.created and backend.removed == backend.created):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert backend.created, "nothing was launched"
+    assert backend.removed == backend.created

@@ -114,25 +114,29 @@ class LaunchedWorkers(Provider):
             aborting.set()
             with contextlib.suppress(ProviderError):
                 instance_id = await call
-                self.store.instance_launched(token, instance_id, time.time())
-                await self.destroy(Instance(instance_id, name, "", token))
+                try:
+                    self.store.instance_launched(token, instance_id, time.time())
+                finally:  # destroyed even when a full disk refuses the record
+                    await self.destroy(Instance(instance_id, name, "", token))
             raise
         except ProviderError as exc:
             if not exc.transient and not uncertain:  # refused outright: nothing was made
                 self.store.instance_destroyed(token, time.time(), f"launch refused: {exc}")
             # Otherwise the record stays open: sweeps by tag make sure nothing was made.
             raise WorkerError(str(exc)) from None
-        self.store.instance_launched(token, instance_id, time.time())
         instance = Instance(instance_id, name, "", token)
         try:
+            # A record that cannot be written (a full disk) fails the launch:
+            # the instance it made is destroyed all the same.
+            self.store.instance_launched(token, instance_id, time.time())
             address = await self._wait_running(instance)
+            self.store.instance_running(token, address, time.time())
         except ProviderError as exc:
             await asyncio.shield(self.destroy(instance))
             raise WorkerError(str(exc)) from None
         except BaseException:
             await asyncio.shield(self.destroy(instance))
             raise
-        self.store.instance_running(token, address, time.time())
         return dataclasses.replace(instance, address=address)
 
     async def _wait_running(self, instance: Instance) -> str:
