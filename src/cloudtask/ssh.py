@@ -74,6 +74,9 @@ def resolve_target(address: Address, default_user: str, user_given: bool) -> Tar
     The user is, highest first: the address's own, --user when given, the
     config's User, then --user's default.
     """
+    # `()` is asyncssh's "not given": None would count as given, and the
+    # config file's User and Port lines would then be skipped.
+    not_given: Any = ()
     config = SSHClientConfig.load(
         None,
         user_config_paths(),
@@ -81,9 +84,9 @@ def resolve_target(address: Address, default_user: str, user_given: bool) -> Tar
         False,
         False,
         getpass.getuser(),
-        None,
+        not_given,
         address.host,
-        address.port,
+        address.port if address.port is not None else not_given,
     )
     host = str(config.get("Hostname") or address.host)
     port = address.port or int(str(config.get("Port") or 22))
@@ -199,10 +202,16 @@ class HostKeys:
         return True
 
     def trusted_where(self, host: str, addr: str, port: int | None) -> str:
-        """Where the keys trusted for the host come from, for a refusal's message."""
+        """Where the keys trusted for the host come from, and how to forget
+        them when the change is expected, for a refusal's message."""
+        pattern = shlex.quote(host if port in (None, 22) else f"[{host}]:{port}")
         if self.known is not None and any(self.known.match(host, addr, port)[:2]):
-            return "known_hosts"
-        return f"the key pinned in {self.pins_path}"
+            # ssh-keygen -R edits ~/.ssh/known_hosts; the system file is the admin's.
+            return f"known_hosts; if the change is expected: ssh-keygen -R {pattern}"
+        return (
+            f"the key pinned in {self.pins_path}; if the change is expected: "
+            f"ssh-keygen -f {shlex.quote(str(self.pins_path))} -R {pattern}"
+        )
 
     def pin(self, host: str, port: int | None, key_lines: Sequence[str]) -> None:
         """Trust these keys for the host from now on (and in the session's later runs)."""
@@ -329,7 +338,10 @@ async def _open(
             ) from None
         raise HostKeyRefused(f"host key of {name} could not be verified: refused") from None
     except asyncssh.PermissionDenied:
-        raise WorkerError(f"{name}: permission denied (key authentication only)") from None
+        login = f"{target.user}@{target.host}" + (f":{target.port}" if target.port != 22 else "")
+        raise WorkerError(
+            f"{name}: permission denied for {login} (key authentication only)"
+        ) from None
     except (asyncssh.Error, OSError, TimeoutError) as exc:
         raise WorkerError(f"cannot connect to {name}: {exc or type(exc).__name__}") from None
     return SSHTransport(conn, lambda: client.lost, reconnect)

@@ -9,13 +9,16 @@ must leave exactly as it found it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -292,6 +295,8 @@ def test_changed_host_key_is_refused_and_others_finish(
     refusal = [line for line in result.stderr.splitlines() if "changed" in line]
     assert refusal and changed.address in refusal[0], result.stderr
     assert "it does not match known_hosts" in refusal[0]
+    # And how to accept the change when it is expected.
+    assert f"if the change is expected: ssh-keygen -R {changed.address})" in refusal[0]
     pins = session_dir(result) / "known_hosts"
     assert not pins.exists() or changed.host_public_key not in pins.read_text()
     authorized_keys.assert_unchanged()
@@ -423,4 +428,117 @@ def test_failing_pre_gets_no_jobs_and_post_runs_after_the_last_job(
         assert [m[0] for m in lines].count("post") == 2
         assert sum(1 for m in lines if m == ["post", host.address]) == 1
     assert ["post", refused.address] not in lines
+    authorized_keys.assert_unchanged()
+
+
+# -- ~/.ssh/config's User and Port ---------------------------------------------------
+
+SECOND_PORT = 2222
+
+
+@contextlib.contextmanager
+def second_sshd(host: Host, port: int = SECOND_PORT) -> Iterator[None]:
+    """The host's sshd again, on another port of the same address, for this test."""
+    config = (host.directory / "sshd_config").read_text()
+    config = config.replace(f":{host.port}\n", f":{port}\n", 1)
+    config = config.replace("sshd.pid", f"sshd-{port}.pid")
+    path = host.directory / f"sshd_config_{port}"
+    path.write_text(config)
+    command = ["ip", "netns", "exec", host.netns, "/usr/sbin/sshd", "-D", "-f", str(path)]
+    sshd = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection((host.address, port), timeout=1) as probe:
+                    if probe.recv(4) == b"SSH-":
+                        probe.sendall(b"SSH-2.0-probe\r\n")
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the second sshd never answered"
+            time.sleep(0.05)
+        yield
+    finally:
+        sshd.terminate()
+        sshd.wait(timeout=10)
+
+
+# The port the job's connection came in on (sshd sets SSH_CONNECTION).
+SERVER_PORT = ("sh", "-c", "echo port=${SSH_CONNECTION##* }")
+WHOAMI = ("sh", "-c", "whoami")
+
+
+def test_ssh_config_port_is_used_unless_the_address_gives_one(
+    hosts: TestHosts, home: Path, authorized_keys: KeysSnapshot
+) -> None:
+    """Before, asyncssh was told the port was given (None): Port was skipped, 22 used."""
+    host = hosts[0]
+    write_ssh_config(
+        home,
+        f"Host portalias\n  HostName {host.address}\n  User root\n  Port {SECOND_PORT}\n"
+        f"  IdentityFile {hosts.client_key}\n",
+    )
+    with second_sshd(host):
+        by_config = cloudtask(home, "--workers=portalias", *SERVER_PORT, input=b"x\n")
+        by_address = cloudtask(home, "--workers=portalias:22", *SERVER_PORT, input=b"x\n")
+    assert by_config.returncode == 0, by_config.stderr
+    assert helpers.job_output(by_config.stdout) == [f"port={SECOND_PORT}"]
+    assert by_address.returncode == 0, by_address.stderr
+    assert helpers.job_output(by_address.stdout) == ["port=22"]
+    authorized_keys.assert_unchanged()
+
+
+def test_ssh_config_user_comes_after_the_address_and_user_option(
+    hosts: TestHosts, home: Path, authorized_keys: KeysSnapshot
+) -> None:
+    """The config's User counts, below `user@` and --user, above the default (root).
+    A user with no login here shows which was used: the login is refused."""
+    host = hosts[0]
+    write_ssh_config(
+        home,
+        f"Host useralias\n  HostName {host.address}\n  User cloudtask-nologin\n"
+        f"  IdentityFile {hosts.client_key}\n",
+    )
+    shutil.copy(hosts.known_hosts_file(), home / ".ssh" / "known_hosts")
+    by_config = cloudtask(home, "--workers=useralias", "true", input=b"x\n")
+    assert by_config.returncode == 1
+    assert "cloudtask-nologin@" in by_config.stderr, by_config.stderr
+    assert helpers.counts(by_config) == (1, 1, 1, 0, 0, 0)
+    by_address = cloudtask(home, "--workers=root@useralias", *WHOAMI, input=b"x\n")
+    assert by_address.returncode == 0, by_address.stderr
+    assert helpers.job_output(by_address.stdout) == ["root"]
+    by_option = cloudtask(home, "--workers=useralias", "--user=root", *WHOAMI, input=b"x\n")
+    assert by_option.returncode == 0, by_option.stderr
+    assert helpers.job_output(by_option.stdout) == ["root"]
+    authorized_keys.assert_unchanged()
+
+
+def test_a_pinned_key_that_changed_says_how_to_accept_it_and_the_retry_then_runs(
+    hosts: TestHosts, home: Path, tmp_path: Path, authorized_keys: KeysSnapshot
+) -> None:
+    host = hosts[2]
+    go = tmp_path / "go"
+    command = f"test -e {go} && true"  # fails until `go` exists; the job's word goes to true
+    first = cloudtask(
+        home, f"--workers={host.login}", command, input=b"x\n", identity=hosts.client_key
+    )
+    assert helpers.counts(first) == (1, 1, 0, 0, 1, 0)  # failed; its key pinned on first use
+    session = helpers.summary(first).id
+    pins = session_dir(first) / "known_hosts"
+    host.change_host_key()
+    go.touch()
+
+    refused = cloudtask(home, f"--retry={session}", identity=hosts.client_key)
+    assert refused.returncode == 1
+    hint = f"if the change is expected: ssh-keygen -f {pins} -R {host.address}"
+    assert hint in refused.stderr, refused.stderr
+
+    subprocess.run(
+        ["ssh-keygen", "-f", str(pins), "-R", host.address], check=True, capture_output=True
+    )
+    accepted = cloudtask(home, f"--retry={session}", identity=hosts.client_key)
+    assert accepted.returncode == 0, accepted.stderr
+    assert helpers.counts(accepted) == (0, 1, 0, 0, 0, 1)
+    assert host.host_public_key in pins.read_text()  # the new key, pinned in its turn
     authorized_keys.assert_unchanged()
