@@ -688,7 +688,12 @@ def confirm(config: Config, store: Store, jobs: int, split: int) -> None:
         last=store.command(jobs),
         workers=workers,
         split=split,
-        options=config.shown(),
+        options=[
+            row
+            for row in config.shown()
+            # An SSH run launches nothing: "provider local" would say it runs here.
+            if not (row[0] == "provider" and config.workers and not is_cloud(config.provider))
+        ],
     )
     try:
         with (

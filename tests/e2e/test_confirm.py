@@ -163,3 +163,25 @@ def test_no_question_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
     assert PROMPT not in errors.read_text()
     assert status == 0, output
     assert len(job_lines(output)) == 5
+
+
+def test_the_plan_of_an_ssh_run_names_no_local_provider() -> None:
+    """Nothing is contacted before the answer: an address that no host has is fine."""
+    child, shown = ask("seq 2 | {ct} --workers=198.18.0.2,198.18.0.6 echo")
+    child.sendline("no")
+    finish(child)
+    text = plain(shown)
+
+    assert any("2 workers (198.18.0.2, 198.18.0.6)" in line for line in text), shown
+    assert not any(re.match(r"\s*provider\s", line) for line in text), shown
+    assert any(
+        re.fullmatch(r"\s*workers\s+198.18.0.2 198.18.0.6\s+command line", line) for line in text
+    )
+
+
+def test_the_plan_of_a_local_run_still_names_its_provider() -> None:
+    child, shown = ask("seq 2 | {ct} echo")
+    child.sendline("no")
+    finish(child)
+
+    assert any(re.fullmatch(r"\s*provider\s+local\s+default", line) for line in plain(shown)), shown
