@@ -567,6 +567,7 @@ def ssh_options(config: Config, session: SessionDir) -> SSHOptions:
         identity=config.ssh_identity,
         keepalive=config.keepalive,
         host_keys=HostKeys(session.known_hosts_path),
+        connect_timeout=config.connect_timeout,
     )
 
 

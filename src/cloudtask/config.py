@@ -245,6 +245,13 @@ OPTIONS: tuple[Option, ...] = (
         default=5.0,
         metavar="SECONDS",
     ),
+    Option(
+        "connect-timeout",
+        "seconds to wait for a worker's SSH connection and login before it is failed",
+        seconds,
+        default=30.0,
+        metavar="SECONDS",
+    ),
     Option("pre", "setup command run on each worker before its first job", metavar="CMD"),
     Option("post", "cleanup command run on each worker after its last job", metavar="CMD"),
     Option(
@@ -399,6 +406,7 @@ class Config:
     strikes: int = 0
     user: str = "root"
     keepalive: float = 5.0
+    connect_timeout: float = 30.0
     pre: str | None = None
     post: str | None = None
     overlay: Path | None = None

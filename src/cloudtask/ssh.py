@@ -251,6 +251,7 @@ class SSHOptions:
     identity: Path | None
     keepalive: float
     host_keys: HostKeys
+    connect_timeout: float = CONNECT_TIMEOUT  # the TCP connection and the login
 
 
 async def connect(
@@ -328,7 +329,7 @@ async def _open(
             kbdint_auth=False,
             keepalive_interval=options.keepalive,
             keepalive_count_max=KEEPALIVE_COUNT,
-            connect_timeout=CONNECT_TIMEOUT,
+            connect_timeout=options.connect_timeout,
             encryption_algs=CIPHERS,
         )
     except asyncssh.HostKeyNotVerifiable:
@@ -342,8 +343,12 @@ async def _open(
         raise WorkerError(
             f"{name}: permission denied for {login} (key authentication only)"
         ) from None
-    except (asyncssh.Error, OSError, TimeoutError) as exc:
-        raise WorkerError(f"cannot connect to {name}: {exc or type(exc).__name__}") from None
+    except TimeoutError:
+        raise WorkerError(
+            f"cannot connect to {name}: timed out after {options.connect_timeout:g} s"
+        ) from None
+    except (asyncssh.Error, OSError) as exc:
+        raise WorkerError(f"cannot connect to {name}: {str(exc) or type(exc).__name__}") from None
     return SSHTransport(conn, lambda: client.lost, reconnect)
 
 

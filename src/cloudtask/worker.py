@@ -40,6 +40,9 @@ class Run:
     console: Console
     session: SessionDir
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set once every job is in a final state: a worker still launching or
+    # connecting then stops, rather than hold the run for its timeout.
+    nothing_left: asyncio.Event = field(default_factory=asyncio.Event)
     joblog: Joblog | None = None
     halt: Halt | None = None
     halted: str | None = None  # why no new job starts: the --halt or --budget reached
@@ -60,6 +63,8 @@ class Run:
         """Wake the workers waiting for work: the queue or the running set changed."""
         self._changed.set()
         self._changed = asyncio.Event()
+        if self.scheduler.done:
+            self.nothing_left.set()
 
     async def wait_for_change(self) -> None:
         await self._changed.wait()
@@ -168,14 +173,17 @@ class Worker:
             return None
 
     async def _unless_aborted(self, step: Awaitable[T]) -> T | None:
-        """The step's result; None if the run is aborted first (the step is cancelled:
-        a launch then destroys what it launched, a connection closes)."""
+        """The step's result; None if the run is aborted first, or every job
+        has ended meanwhile (the step is cancelled: a launch then destroys what
+        it launched, a connection attempt stops)."""
         task = asyncio.ensure_future(step)
         aborted = asyncio.ensure_future(self.run.stop.wait())
+        unneeded = asyncio.ensure_future(self.run.nothing_left.wait())
         try:
-            await asyncio.wait({task, aborted}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({task, aborted, unneeded}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             aborted.cancel()
+            unneeded.cancel()
         if task.done():
             return task.result()
         task.cancel()
