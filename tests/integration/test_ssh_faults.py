@@ -343,13 +343,10 @@ def test_a_key_added_unseen_on_a_cut_link_is_removed_at_the_end(
 # -- a worker that cannot be reached (issue 18, item 3) --------------------------------
 
 
-def test_an_unreachable_worker_does_not_hold_the_run_once_every_job_ended(
-    make_hosts: MakeHosts, home: Path, tmp_path: Path, authorized_keys: KeysSnapshot
-) -> None:
-    """Its connection attempt would take the connect timeout (30 s here): the run
-    ends with the last job instead, and the dead worker's key is not in question."""
-    hosts = make_hosts(2)
-    live, dead = hosts[0], hosts[1]
+def run_with_a_cut_host(
+    hosts: TestHosts, home: Path, dead: Host, workers: str, timeout: str, jobs: int
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """cloudtask with `dead`'s link down for the run; its result and how long it took."""
     dead.cut()
     try:
         started = time.monotonic()
@@ -358,17 +355,27 @@ def test_an_unreachable_worker_does_not_hold_the_run_once_every_job_ended(
                 CLOUDTASK,
                 "--force",
                 f"--ssh-identity={hosts.client_key}",
-                f"--workers={live.login} {dead.login}",
-                "--connect-timeout=30",
+                f"--workers={workers}",
+                f"--connect-timeout={timeout}",
                 "true",
             ],
-            input=jobs_input(3),
+            input=jobs_input(jobs),
             env=env_for(home),
             timeout=RUN_TIMEOUT,
         )
-        took = time.monotonic() - started
+        return result, time.monotonic() - started
     finally:
         dead.heal()
+
+
+def test_an_unreachable_worker_does_not_hold_the_run_once_every_job_ended(
+    make_hosts: MakeHosts, home: Path, tmp_path: Path, authorized_keys: KeysSnapshot
+) -> None:
+    """Its connection attempt would take the connect timeout (30 s here): the run
+    ends with the last job instead, and the dead worker's key is not in question."""
+    hosts = make_hosts(2)
+    live, dead = hosts[0], hosts[1]
+    result, took = run_with_a_cut_host(hosts, home, dead, f"{live.login} {dead.login}", "30", 3)
     assert result.returncode == 0, result.stderr
     assert helpers.counts(result) == (0, 3, 0, 0, 0, 3)
     assert took < 20, f"the run took {took:.1f} s: it waited on the dead worker"
@@ -380,25 +387,7 @@ def test_a_connection_that_times_out_says_so(
 ) -> None:
     hosts = make_hosts(1)
     dead = hosts[0]
-    dead.cut()
-    try:
-        started = time.monotonic()
-        result = helpers.run(
-            [
-                CLOUDTASK,
-                "--force",
-                f"--ssh-identity={hosts.client_key}",
-                f"--workers={dead.login}",
-                "--connect-timeout=2",
-                "true",
-            ],
-            input=jobs_input(1),
-            env=env_for(home),
-            timeout=RUN_TIMEOUT,
-        )
-        took = time.monotonic() - started
-    finally:
-        dead.heal()
+    result, took = run_with_a_cut_host(hosts, home, dead, dead.login, "2", 1)
     assert result.returncode == 1
     assert f"cannot connect to {dead.login}: timed out after 2 s" in result.stderr, result.stderr
     assert took < 15, f"{took:.1f} s"
