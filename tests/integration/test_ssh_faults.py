@@ -326,9 +326,7 @@ def test_a_key_added_unseen_on_a_cut_link_is_removed_at_the_end(
         # The other worker runs every job; the victim's connection attempt is
         # then given up, and the key is removed from it at the end (its link
         # healed by then: the removal's connection gets through on a resend).
-        wait_until(
-            lambda: run.out_path.read_text().count(" ok (exit") == 4, 30, "every job done"
-        )
+        wait_until(lambda: run.out_path.read_text().count(" ok (exit") == 4, 30, "every job done")
     finally:
         victim.heal()
     result = run.wait(90)
