@@ -387,5 +387,12 @@ class Worker:
             stop=stop,
         )
         show(lines.flush())
+        if result.held_open:
+            # Out of reach: it left the group that a timeout or abort kills.
+            self.run.console.line(
+                f"{self.name} {label}: a process it started outside its process group "
+                "still holds its output open; not waited for"
+            )
+            log.write(f"== {label}: its output was still held open; not read further\n")
         log.write(f"== {label} {result.describe()}\n")
         return result

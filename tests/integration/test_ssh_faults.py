@@ -25,6 +25,7 @@ from tests.integration.ssh_support import (
     assert_no_job_processes,
     ends,
     env_for,
+    job_processes,
     jobs_input,
     starts,
     wait_until,
@@ -394,4 +395,90 @@ def test_a_connection_that_times_out_says_so(
     assert result.returncode == 1
     assert f"cannot connect to {dead.login}: timed out after 2 s" in result.stderr, result.stderr
     assert took < 15, f"{took:.1f} s"
+    authorized_keys.assert_unchanged()
+
+
+# -- a job whose child leaves its process group (issue 18, item 1) --------------
+
+# The job starts a process in a session of its own that keeps the job's output
+# open (41 s: a number no other test's sleep uses), then goes on in its group.
+ESCAPING_JOB = "setsid sleep 41 & sleep"
+
+
+def run_escaping_job(
+    running: list[Running], tmp_path: Path, home: Path, host: Host, keys: Path, *options: str
+) -> Running:
+    args = [f"--workers={host.login}", f"--ssh-identity={keys}", *options, ESCAPING_JOB]
+    run = Running(tmp_path, home, args, b"60\n")
+    running.append(run)
+    return run
+
+
+def test_a_timeout_is_not_held_by_a_child_that_left_the_group(
+    make_hosts: MakeHosts,
+    tmp_path: Path,
+    home: Path,
+    authorized_keys: KeysSnapshot,
+    running: list[Running],
+) -> None:
+    hosts = make_hosts(1)
+    started = time.monotonic()
+    run = run_escaping_job(running, tmp_path, home, hosts[0], hosts.client_key, "--timeout=2")
+    result = run.wait(30)
+    took = time.monotonic() - started
+
+    assert result.returncode == 1, result.stderr
+    assert helpers.counts(result) == (1, 1, 0, 1, 0, 0)
+    assert "job 1 timeout (timed out after 4" in result.stdout  # 2 s, the kill, the drain
+    assert "outside its process group still holds its output open" in result.stdout
+    assert took < 25, f"the run waited for the escaped child: {took:.0f} s"
+    # The job's own group is gone; the escaped child is out of reach, as documented.
+    assert not [p for p in job_processes(hosts[0]) if "sleep 60" in p]
+    assert [p for p in job_processes(hosts[0]) if "sleep 41" in p]
+    authorized_keys.assert_unchanged()
+
+
+def test_a_job_that_ended_is_not_held_by_a_child_that_left_the_group(
+    make_hosts: MakeHosts,
+    tmp_path: Path,
+    home: Path,
+    authorized_keys: KeysSnapshot,
+    running: list[Running],
+) -> None:
+    hosts = make_hosts(1)
+    args = [f"--workers={hosts[0].login}", f"--ssh-identity={hosts.client_key}"]
+    run = Running(tmp_path, home, [*args, "setsid sleep 41 & sleep 1; echo started"], b"x\n")
+    running.append(run)
+    result = run.wait(25)
+
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, 1, 0, 0, 0, 1)
+    assert helpers.outputs_by_job(result.stdout) == {1: ["started x"]}
+    assert "still holds its output open; not waited for" in result.stdout
+    authorized_keys.assert_unchanged()
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_an_abort_is_not_held_by_a_child_that_left_the_group(
+    signal_number: signal.Signals,
+    make_hosts: MakeHosts,
+    tmp_path: Path,
+    home: Path,
+    authorized_keys: KeysSnapshot,
+    running: list[Running],
+) -> None:
+    hosts = make_hosts(1)
+    run = run_escaping_job(running, tmp_path, home, hosts[0], hosts.client_key)
+    wait_until(lambda: "job 1 started" in run.out_path.read_text(), 20, "the job started")
+    wait_until(lambda: job_processes(hosts[0]), 10, "the job's processes on the host")
+    aborted = time.monotonic()
+    run.process.send_signal(signal_number)
+    result = run.wait(25)
+    took = time.monotonic() - aborted
+
+    assert result.returncode == 1, result.stderr  # aborted
+    assert helpers.counts(result) == (1, 1, 1, 0, 0, 0)  # pending again, for a resume
+    assert "job 1 stopped by the abort: pending again" in result.stdout
+    assert "aborted: unfinished jobs are pending" in result.stdout
+    assert took < 15, f"the abort waited for the escaped child: {took:.0f} s"
     authorized_keys.assert_unchanged()

@@ -8,6 +8,9 @@ from typing import Any, Protocol
 
 # After SIGTERM a timed-out or stopped command gets this long to end before SIGKILL.
 KILL_GRACE = 1.0
+# Output still coming once the command has ended is read for at most this long:
+# a process that left the command's group may hold its output open for ever.
+DRAIN_LIMIT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +21,9 @@ class RunResult:
     signal: int | None = None
     timed_out: bool = False
     stopped: bool = False  # killed because the run was aborted
+    # Its output was still open DRAIN_LIMIT after it ended (a process that
+    # left its group holds it): what that process writes is not read.
+    held_open: bool = False
 
     @property
     def ok(self) -> bool:

@@ -12,14 +12,12 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from ..errors import WorkerError
-from .base import KILL_GRACE, RunResult, first_event
+from .base import DRAIN_LIMIT, KILL_GRACE, RunResult, first_event
 
 # Every local job of one controller run carries RUN_TAG=<tag> in its
 # environment, so the next run of the session finds what a killed controller
 # left running (its jobs are in sessions of their own: nothing else reaches them).
 RUN_TAG = "CLOUDTASK_LOCAL_RUN"
-# Output still buffered when the job's processes are gone is read for at most this long.
-DRAIN_LIMIT = 2.0
 _READ_SIZE = 65536
 # Strong references to fire-and-forget tasks, which asyncio holds only weakly.
 _background: set[asyncio.Task[None]] = set()
@@ -66,11 +64,13 @@ class LocalTransport:
                 proc.wait()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(eof), DRAIN_LIMIT)
+            held_open = not eof.done()
             loop.remove_reader(proc.stdout.fileno())
             proc.stdout.close()
+        timed_out, stopped = reason == "timeout", reason == "stop"
         if status < 0:
-            return RunResult(None, -status, reason == "timeout", reason == "stop")
-        return RunResult(status, None, reason == "timeout", reason == "stop")
+            return RunResult(None, -status, timed_out, stopped, held_open)
+        return RunResult(status, None, timed_out, stopped, held_open)
 
     async def put_overlay(self, directory: Path) -> None:
         raise WorkerError("the local provider does not copy an overlay onto this machine")

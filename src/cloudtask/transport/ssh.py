@@ -21,7 +21,7 @@ import asyncssh
 
 from ..errors import WorkerError
 from ..overlay import UNPACK_COMMAND, overlay_tar
-from .base import KILL_GRACE, RunResult, first_event
+from .base import DRAIN_LIMIT, KILL_GRACE, RunResult, first_event
 
 _WRAPPER = r"""exec 3<&0 </dev/null
 setsid /bin/sh -c "$1" & job=$!
@@ -73,18 +73,29 @@ class SSHTransport:
         except (asyncssh.Error, OSError) as exc:
             raise WorkerError(self._why(exc)) from exc
         pump = asyncio.ensure_future(_pump(process.stdout, output))
+        exited = _exit_reported(process)
         closed = asyncio.ensure_future(process.wait_closed())
+        ended = asyncio.ensure_future(_first(exited, closed))
         try:
-            reason = await first_event(closed, timeout, stop)
+            reason = await first_event(ended, timeout, stop)
             if reason is not None:
-                await self._kill(process, closed)
-            await closed
-            await pump
+                await self._kill(process, ended)
+            await ended
+            # The channel closes once nothing holds the job's output open; a
+            # process that left the job's group (setsid, a daemon) can hold it
+            # for ever: its output is read for a short while only.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(closed), DRAIN_LIMIT)
+            held_open = not closed.done()
+            if not held_open:
+                await closed
+                await pump
         except (asyncssh.Error, OSError) as exc:
             raise WorkerError(self._why(exc)) from exc
         finally:
             pump.cancel()
             closed.cancel()
+            ended.cancel()
             process.close()
         if self._lost() is not None or (
             process.exit_status is None and process.exit_signal is None
@@ -94,14 +105,16 @@ class SSHTransport:
         signal_number = None
         if process.exit_signal is not None:
             status, signal_number = None, _signal_number(process.exit_signal[0])
-        return RunResult(status, signal_number, reason == "timeout", reason == "stop")
+        return RunResult(
+            status, signal_number, reason == "timeout", reason == "stop", held_open=held_open
+        )
 
-    async def _kill(self, process: Any, closed: asyncio.Future[Any]) -> None:
+    async def _kill(self, process: Any, ended: asyncio.Future[Any]) -> None:
         """SIGTERM the command's group, then end the channel's input: the wrapper kills it."""
         with contextlib.suppress(asyncssh.Error, OSError, BrokenPipeError):
             process.stdin.write(b"TERM\n")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(closed), KILL_GRACE)
+            await asyncio.wait_for(asyncio.shield(ended), KILL_GRACE)
         with contextlib.suppress(asyncssh.Error, OSError, BrokenPipeError):
             process.stdin.write_eof()
 
@@ -157,6 +170,29 @@ class SSHTransport:
         self.conn.close()
         with contextlib.suppress(asyncssh.Error, OSError):
             await self.conn.wait_closed()
+
+
+def _exit_reported(process: Any) -> asyncio.Future[None]:
+    """Done when the worker reports how the wrapper ended (exit status or
+    signal), which can come long before the channel closes."""
+    reported: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def report(*_: object) -> None:
+        if not reported.done():
+            reported.set_result(None)
+
+    # asyncssh's session hooks for these are no-ops meant to be overridden;
+    # this process object is ours alone, so its own hooks are set here.
+    process.exit_status_received = report
+    process.exit_signal_received = report
+    if process.exit_status is not None or process.exit_signal is not None:
+        report()  # reported while the process was being set up
+    return reported
+
+
+async def _first(*waits: asyncio.Future[Any]) -> None:
+    """Return once any of these is done (they are left running)."""
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
 
 
 async def _pump(stream: Any, output: Callable[[bytes], None]) -> None:
