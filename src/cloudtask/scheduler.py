@@ -7,6 +7,11 @@ first-come, first-served queue, so a fast worker does more jobs.
 Rules, each decided here and nowhere else:
 - a job that fails (non-zero exit or timeout) goes back to the end of the
   queue while it has retries left; then it is final: failed or timeout;
+- a worker asking for a job passes over the queued jobs whose last failed
+  attempt ran on it, while another worker that is not retired is there to
+  take them (a retry runs on another worker if possible, as GNU parallel's
+  --retries); if every job it looks at (the first `LOOK_AHEAD`) last failed
+  on it, it takes the first anyway: no worker idles and no retry starves;
 - a worker with `strikes` consecutive failures is retired (0: never);
 - a job whose worker failed under it goes back to the front of the queue
   without using a retry; after `lost_after` such worker failures in a row it
@@ -19,9 +24,11 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum, StrEnum
+
+LOOK_AHEAD = 64  # queued jobs a worker looks at for one it did not fail last
 
 
 class JobState(StrEnum):
@@ -57,6 +64,7 @@ class JobRecord:
     state: JobState = JobState.PENDING
     attempts: int = 0  # attempts that ended on a live worker
     worker_losses: int = 0  # consecutive attempts cut short by a failed worker
+    failed_on: str | None = None  # the worker of the last failed attempt
 
 
 @dataclass(slots=True)
@@ -105,6 +113,19 @@ class JobQueue:
                 return part.popleft()
         raise IndexError("no pending job")
 
+    def take(self, passed_over: Callable[[int], bool], limit: int = LOOK_AHEAD) -> int:
+        """The first of the next `limit` jobs not `passed_over`, or else the
+        next job; the others keep their places.
+
+        A fresh job never ran, so it is never passed over: the source is read
+        no further than popleft reads it.
+        """
+        for part, index, job_id in itertools.islice(self._candidates(), limit):
+            if part is self._fresh or not passed_over(job_id):
+                del part[index]
+                return job_id
+        return self.popleft()
+
     def put_front(self, job_id: int) -> None:
         self._front.appendleft(job_id)
 
@@ -115,6 +136,14 @@ class JobQueue:
         """The next `count` jobs, without taking them."""
         self._fill(count)
         return list(itertools.islice(itertools.chain(self._front, self._fresh, self._back), count))
+
+    def _candidates(self) -> Iterator[tuple[deque[int], int, int]]:
+        """The pending jobs in order, each with its part and index there; of
+        the fresh jobs only the first (take never looks past it)."""
+        yield from ((self._front, index, job_id) for index, job_id in enumerate(self._front))
+        if self._fill(1):
+            yield self._fresh, 0, self._fresh[0]
+        yield from ((self._back, index, job_id) for index, job_id in enumerate(self._back))
 
     def _fill(self, count: int) -> bool:
         """Take up to `count` fresh jobs from the source; whether any are there."""
@@ -189,13 +218,25 @@ class Scheduler:
         if record.retired or self.stopped:
             return Wait.RELEASE
         if self.queue:
-            job_id = self.queue.popleft()
+            job_id = self.queue.take(self._passed_over_by(worker))
             self.jobs.setdefault(job_id, JobRecord()).state = JobState.RUNNING
             record.job = job_id
             return job_id
         if self.running and record.keep_idle:
             return Wait.WAIT
         return Wait.RELEASE
+
+    def _passed_over_by(self, worker: str) -> Callable[[int], bool]:
+        """Which queued jobs the worker leaves to others: those whose last
+        failed attempt ran on it, if another worker is there to take them."""
+        if not any(not r.retired for name, r in self.workers.items() if name != worker):
+            return lambda job_id: False
+
+        def passed_over(job_id: int) -> bool:
+            job = self.jobs.get(job_id)
+            return job is not None and job.failed_on == worker
+
+        return passed_over
 
     # -- events ------------------------------------------------------------
 
@@ -214,6 +255,7 @@ class Scheduler:
             record.retired = True
         if job.attempts <= self.retries:
             job.state = JobState.PENDING
+            job.failed_on = worker
             self.queue.put_back(job_id)
             return Ended(JobState.PENDING, True, record.retired, job.attempts)
         final = JobState.FAILED if outcome is Outcome.FAILED else JobState.TIMEOUT

@@ -10,7 +10,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudtask.scheduler import Ended, JobState, Outcome, Scheduler, SchedulerError, Wait
+from cloudtask.scheduler import (
+    LOOK_AHEAD,
+    Ended,
+    JobState,
+    Outcome,
+    Scheduler,
+    SchedulerError,
+    Wait,
+)
 
 OK, FAILED, TIMEOUT = Outcome.OK, Outcome.FAILED, Outcome.TIMEOUT
 
@@ -164,6 +172,146 @@ def test_ok_job_is_never_run_again() -> None:
     assert scheduler.next_job("a") == 1
     assert scheduler.end_attempt("a", 1, OK) == Ended(JobState.OK, False, False, 1)
     assert scheduler.next_job("a") is Wait.RELEASE
+
+
+# -- a retry prefers another worker -------------------------------------------
+
+
+def test_a_retried_job_goes_to_another_worker() -> None:
+    scheduler = _scheduler(2, "a", "b", retries=1)
+    assert scheduler.next_job("a") == 1
+    assert scheduler.next_job("b") == 2
+    scheduler.end_attempt("a", 1, FAILED)
+    scheduler.end_attempt("b", 2, TIMEOUT)
+    assert scheduler.jobs[1].failed_on == "a"
+    assert scheduler.queue.peek(5) == [1, 2]
+    # Each worker asks first for the job that failed on it and gets the other.
+    assert scheduler.next_job("a") == 2
+    assert scheduler.next_job("b") == 1
+    assert scheduler.end_attempt("b", 1, OK) == Ended(JobState.OK, False, False, 2)
+    assert scheduler.end_attempt("a", 2, OK) == Ended(JobState.OK, False, False, 2)
+
+
+def test_a_worker_takes_a_retry_it_failed_rather_than_idle() -> None:
+    scheduler = _scheduler(1, "a", "b", retries=1)
+    assert scheduler.next_job("a") == 1
+    assert scheduler.next_job("b") is Wait.WAIT
+    scheduler.end_attempt("a", 1, FAILED)
+    # "b" waits to be woken; "a" asks first and the only job is the one it failed.
+    assert scheduler.next_job("a") == 1
+    assert scheduler.next_job("b") is Wait.WAIT
+
+
+def test_a_worker_passes_over_the_retries_it_failed() -> None:
+    scheduler = _scheduler(4, "a", "b", retries=1)
+    assert scheduler.next_job("a") == 1
+    assert scheduler.next_job("b") == 2
+    scheduler.end_attempt("a", 1, FAILED)
+    scheduler.end_attempt("b", 2, FAILED)
+    assert _run(scheduler, "a", OK).state is JobState.OK  # job 3
+    assert scheduler.queue.peek(5) == [4, 1, 2]
+    assert scheduler.next_job("a") == 4  # fresh jobs first, as before
+    scheduler.end_attempt("a", 4, OK)
+    # Job 1 failed on "a": it takes job 2, which failed on "b", and job 1 stays first.
+    assert scheduler.next_job("a") == 2
+    assert scheduler.queue.peek(5) == [1]
+    assert scheduler.next_job("b") == 1
+
+
+def test_with_one_worker_a_retry_runs_on_it() -> None:
+    scheduler = _scheduler(2, "a", retries=1)
+    assert scheduler.next_job("a") == 1
+    scheduler.end_attempt("a", 1, FAILED)
+    assert _run(scheduler, "a", OK).state is JobState.OK  # job 2
+    assert scheduler.next_job("a") == 1
+    assert scheduler.end_attempt("a", 1, OK) == Ended(JobState.OK, False, False, 2)
+
+
+def test_a_retired_or_removed_worker_is_no_other_worker() -> None:
+    scheduler = _scheduler(4, "a", "b", "c", retries=1)
+    assert scheduler.next_job("a") == 1
+    assert scheduler.next_job("b") == 2
+    assert scheduler.next_job("c") == 3
+    scheduler.end_attempt("a", 1, TIMEOUT)
+    scheduler.end_attempt("b", 2, FAILED)
+    scheduler.end_attempt("c", 3, OK)
+    scheduler.remove_worker("c")
+    assert scheduler.fail_worker("b") is None  # retired, not yet removed
+    assert scheduler.queue.peek(5) == [4, 1, 2]
+    assert scheduler.next_job("a") == 4
+    scheduler.end_attempt("a", 4, OK)
+    # "b" is retired and "c" gone: "a" takes the queue in order.
+    assert scheduler.next_job("a") == 1
+    scheduler.end_attempt("a", 1, OK)
+    assert scheduler.next_job("a") == 2
+
+
+def test_a_job_passed_over_keeps_its_place_for_the_others() -> None:
+    scheduler = Scheduler([1, 2, 3], retries=1)
+    for worker in ("a", "b", "c"):
+        scheduler.add_worker(worker)
+    assert scheduler.next_job("a") == 1
+    assert scheduler.next_job("b") == 2
+    assert scheduler.next_job("c") == 3
+    scheduler.end_attempt("a", 1, FAILED)
+    scheduler.end_attempt("b", 2, FAILED)
+    scheduler.end_attempt("c", 3, FAILED)
+    assert scheduler.queue.peek(5) == [1, 2, 3]
+    assert scheduler.next_job("a") == 2  # passes over 1
+    assert scheduler.queue.peek(5) == [1, 3]
+    assert scheduler.next_job("c") == 1  # 1 is still first for the others
+    assert scheduler.next_job("b") == 3
+
+
+def test_a_job_put_front_remembers_its_last_failure() -> None:
+    scheduler = _scheduler(4, "a", "b", "c", retries=1)
+    assert scheduler.next_job("a") == 1
+    assert scheduler.next_job("b") == 2
+    assert scheduler.next_job("c") == 3
+    scheduler.end_attempt("a", 1, FAILED)
+    assert scheduler.next_job("a") == 4
+    scheduler.end_attempt("b", 2, FAILED)
+    scheduler.end_attempt("c", 3, OK)
+    assert scheduler.next_job("c") == 1
+    scheduler.interrupt("c", 1)  # an abort puts it at the front
+    assert scheduler.queue.peek(5) == [1, 2]
+    scheduler.end_attempt("a", 4, OK)
+    # Job 1 at the front still last failed on "a": it takes job 2 behind it.
+    assert scheduler.next_job("a") == 2
+    assert scheduler.next_job("b") == 1
+
+
+def test_the_look_ahead_is_bounded() -> None:
+    jobs = LOOK_AHEAD + 1
+    scheduler = _scheduler(jobs, "a", "b", retries=1)
+    for _ in range(jobs):
+        assert _run(scheduler, "a", FAILED).requeued
+    # Every job but the last one failed on "a" first; the last is out of its sight.
+    scheduler.jobs[jobs].failed_on = "b"
+    assert scheduler.next_job("a") == 1
+
+
+def test_passing_over_does_not_read_a_large_source() -> None:
+    taken: list[int] = []
+
+    def source() -> Iterator[int]:
+        for job_id in range(1, 1_000_001):
+            taken.append(job_id)
+            yield job_id
+
+    scheduler = Scheduler(source(), retries=1)
+    scheduler.add_worker("a")
+    scheduler.add_worker("b")
+    assert scheduler.next_job("a") == 1
+    scheduler.interrupt("a", 1)
+    assert scheduler.next_job("a") == 1
+    scheduler.end_attempt("a", 1, FAILED)
+    for expected in range(2, 5):
+        # Fresh jobs come before the retry, and "a" reads them one at a time.
+        assert scheduler.next_job("a") == expected
+        scheduler.end_attempt("a", expected, FAILED if expected == 2 else OK)
+    assert len(taken) <= 5
+    assert {job: scheduler.jobs[job].failed_on for job in scheduler.jobs} == {1: "a", 2: "a"}
 
 
 # -- strikes -------------------------------------------------------------------
@@ -419,6 +567,7 @@ class _Model:
     consecutive: Counter[str] = field(default_factory=Counter)
     holding: dict[str, int] = field(default_factory=dict)
     retired: set[str] = field(default_factory=set)
+    failed_on: dict[int, str] = field(default_factory=dict)
     stopped: bool = False
 
 
@@ -542,7 +691,10 @@ def test_simulation(data: st.DataObject) -> None:
             if worker in model.retired or model.stopped:
                 expected: int | Wait = Wait.RELEASE
             elif model.queue:
-                expected = model.queue[0]
+                others = [w for w in names if w != worker and status[w] != "released"]
+                others = [w for w in others if w not in model.retired]
+                mine = [j for j in model.queue if others and model.failed_on.get(j) == worker]
+                expected = next((j for j in model.queue if j not in mine), model.queue[0])
             elif model.holding and keep_idle[worker]:
                 expected = Wait.WAIT
             else:
@@ -551,7 +703,7 @@ def test_simulation(data: st.DataObject) -> None:
             if isinstance(answer, int):
                 assert worker not in model.retired  # a retired worker never gets a job
                 assert model.state[answer] is JobState.PENDING
-                model.queue.popleft()
+                model.queue.remove(answer)
                 model.state[answer] = JobState.RUNNING
                 model.holding[worker] = answer
                 status[worker] = "running"
@@ -613,6 +765,7 @@ def test_simulation(data: st.DataObject) -> None:
                 if model.attempts[job] <= retries:
                     expected_state = JobState.PENDING
                     model.queue.append(job)
+                    model.failed_on[job] = worker
                 elif outcome is Outcome.FAILED:
                     expected_state = JobState.FAILED
                 else:
