@@ -15,6 +15,7 @@ from tests.e2e.helpers import (
     BIN,
     CLOUDTASK,
     assert_no_traceback,
+    cloudtask,
     env_with,
     run,
     sessions_dir,
@@ -311,3 +312,51 @@ def test_a_killed_controller_is_reported_interrupted() -> None:
         "tail": "",
     }
     assert JobState.RUNNING.value == data["jobs"][0]["state"]
+
+
+def _worker_rows(text: str) -> dict[str, list[str]]:
+    """The text digest's workers table: each row's cells by worker name."""
+    table = text.split("\nworkers (", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    return {row.split()[0]: row.split()[1:4] for row in table}
+
+
+@pytest.mark.parametrize(
+    "pre",
+    [
+        # The second worker's --pre waits for the last job, then asks for one:
+        # nothing is left, it is released.
+        "mkdir {claim} || for n in $(seq 200); do [ -e {done} ] && exit; sleep 0.05; done",
+        # The second worker's --pre fails: it gets no job.
+        "mkdir {claim}",
+    ],
+    ids=["released-idle", "pre-failed"],
+)
+def test_a_worker_that_ran_no_job_is_listed_with_0_jobs(tmp_path: Path, pre: str) -> None:
+    claim, done = tmp_path / "claim", tmp_path / "done"
+    result = cloudtask(
+        "--force",
+        "--split=2",
+        f"--pre={pre.format(claim=claim, done=done)}",
+        "sh",
+        "-c",
+        'if [ "$1" = last ]; then touch "$2"; fi',
+        "x",
+        input=f"first {done}\nlast {done}\n".encode(),
+    )
+    assert_no_traceback(result)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert done.exists()
+    text = ok(logalyzer("1"))
+    assert "workers (2):" in text
+    rows = _worker_rows(text)
+    assert sorted(rows) == ["local1", "local2"]
+    # One worker ran both jobs; the other is listed all the same, with none.
+    assert sorted(rows.values()) == [["0", "0", "0"], ["2", "2", "0"]]
+    data = json.loads(ok(logalyzer("--json", "1")))
+    validate(data)
+    workers = {w["name"]: w for w in data["workers"]}
+    assert sorted(w["attempts"] for w in workers.values()) == [0, 2]
+    idle = next(w for w in workers.values() if w["attempts"] == 0)
+    assert idle["launched"] is False
+    assert idle["first_started"] is None
+    assert idle["lifetime_seconds"] is None

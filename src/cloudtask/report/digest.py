@@ -387,6 +387,7 @@ def load(
     check_session_dir(session_dir)
     generated = time.time() if now is None else now
     held = lock_held(session_dir)
+    logged = logged_workers(session_dir)  # before the snapshot: all of them are in it
     with _reading(session_dir) as db:
         meta = _meta(db, session_dir)
         stored_state = meta.get("state")
@@ -395,7 +396,7 @@ def load(
             held = lock_held(session_dir)
         reader = _Reader(db, held, generated)
         counts = reader.counts()
-        workers = reader.workers()
+        workers = reader.workers(logged)
         last_seen = reader.last_seen(meta, workers)
         info = _session_info(session_dir, meta, held, generated, last_seen)
         jobs = reader.job_lists(limit)
@@ -530,6 +531,39 @@ def _cost(workers: Sequence[Worker], records: Sequence[InstanceRecord], now: flo
     )
 
 
+def logged_workers(session_dir: Path) -> list[str]:
+    """The workers that have a log in the session directory: every worker that
+    got as far as connecting, whether or not it ran a job (SessionDir.worker_log;
+    sessions have kept these logs since the first version)."""
+    try:
+        with os.scandir(session_dir / "workers") as entries:
+            # Not an editor's swap file (.local1.swp) beside a log being read.
+            return [e.name for e in entries if not e.name.startswith(".") and e.is_file()]
+    except OSError:  # no such directory, or not readable: the store's workers still show
+        return []
+
+
+def _no_jobs(name: str, instances: tuple[Instance, ...]) -> Worker:
+    """A worker that ran no job; a launched one lived (and cost) all the same."""
+    lifetime = sum(instance.seconds for instance in instances) if instances else None
+    return Worker(
+        name=name,
+        attempts=0,
+        ok=0,
+        failed=0,
+        timeout=0,
+        lost=0,
+        stopped=0,
+        running=0,
+        unknown_end=0,
+        work_seconds=0.0,
+        first_started=None,
+        last_ended=None,
+        lifetime=lifetime,
+        instances=instances,
+    )
+
+
 def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
     """local2 before local10."""
     return tuple(
@@ -594,8 +628,9 @@ class _Reader:
         ).fetchone()
         return row is not None
 
-    def workers(self) -> tuple[Worker, ...]:
-        """One row per worker name, aggregated in SQL (never one per attempt)."""
+    def workers(self, logged: Iterable[str] = ()) -> tuple[Worker, ...]:
+        """One row per worker name, aggregated in SQL (never one per attempt);
+        `logged` names the workers with a log, those with no attempt included."""
         rows = self.db.execute(
             "SELECT worker, count(*), "
             "coalesce(sum(outcome = 'ok'), 0), coalesce(sum(outcome = 'failed'), 0), "
@@ -641,22 +676,11 @@ class _Reader:
             )
         # Launched instances that never ran a job are workers too (they cost).
         for name, unused in by_name.items():
-            workers[name] = Worker(
-                name=name,
-                attempts=0,
-                ok=0,
-                failed=0,
-                timeout=0,
-                lost=0,
-                stopped=0,
-                running=0,
-                unknown_end=0,
-                work_seconds=0.0,
-                first_started=None,
-                last_ended=None,
-                lifetime=sum(instance.seconds for instance in unused),
-                instances=tuple(unused),
-            )
+            workers[name] = _no_jobs(name, tuple(unused))
+        # So is every worker that got as far as connecting (it has a log): set
+        # up and released with no job left for it, or its --pre failed.
+        for name in logged:
+            workers.setdefault(name, _no_jobs(name, ()))
         return tuple(workers[name] for name in sorted(workers, key=natural_key))
 
     def last_seen(self, meta: dict[str, str], workers: Iterable[Worker]) -> float | None:
