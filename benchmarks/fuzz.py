@@ -616,6 +616,7 @@ GUARDED_META = {
     ],
     "local_runs": ["x", "{", "[5]", "[null]", '["", "fuzz-tag-nowhere"]', "[[]]", '"s"', "{}"],
     "session_keys": ["x", "{", "[5]", '["not a key"]', "[]", '"s"'],
+    "session_key_workers": ["x", "[]", '{"k": 5}', '{"k": [5]}', "{}", '{"k": ["bad@@address"]}'],
 }  # fmt: skip
 FREE_META = ["started", "ended", "state", "runs", "schema_version", "sweep_until"]
 FREE_COLUMNS = {

@@ -9,12 +9,13 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO, Any, NoReturn, TypeVar
 
 from . import __version__
+from .addresses import Address
 from .argv import Argv, scan
 from .config import (
     BY_NAME,
@@ -34,7 +35,6 @@ from .errors import (
     SessionError,
     SessionWriteError,
     UsageError,
-    WorkerError,
     error_text,
 )
 from .joblog import Joblog
@@ -49,19 +49,20 @@ from .report.run import report
 from .runner import run_session
 from .scheduler import JobState
 from .session import SessionDir
+from .session_keys import recorded_key, remove_left_keys, where_left, worker_id
 from .ssh import (
     HostKeys,
     SessionKey,
     SSHOptions,
     Target,
-    check_resolvable,
-    remove_stale_keys,
+    resolvable,
     resolve_target,
 )
 from .store import Store
 from .transport.local import kill_leftovers
 from .watchdog import Watchdog
 
+T = TypeVar("T")
 USAGE = "usage: {prog} [OPTIONS] {command}[ARG...] < JOBS"
 
 
@@ -261,7 +262,7 @@ def _run(
     if given != parsed.options:
         resolve(parsed.options, template.values if template else None)
     check_combinations(config)
-    targets = worker_targets(config)
+    targets = worker_targets(config, console)
     cloud = cloud_of(config)  # an unknown provider or a bad option is refused before input
     command = task_command(template, parsed.positional)
     if command is None:
@@ -333,7 +334,7 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
     cli_options = {name: value for name, value in cli_options.items() if name not in dropped}
     config = resolve(cli_options, stored)
     check_combinations(config)
-    targets = worker_targets(config)
+    targets = worker_targets(config, console)
     cloud = cloud_of(config)
     again = [JobState.RUNNING, JobState.LOST]
     if option == "--retry":
@@ -343,11 +344,12 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
     to_run = counts[JobState.PENDING] + sum(counts[state] for state in again)
     joblog = open_joblog(config) if to_run else None
     store.reset(again)
-    if targets:
-        remove_earlier_keys(targets, ssh_options(config, session), store, console)
+    keys_left = where_left(store, targets, target_resolver(config), console)
     destroy_leftovers(config, session, store, cloud_of(config), console)
     pending = to_run  # what reset made pending, with what was; nothing else changed jobs
     if not pending:
+        if keys_left:
+            asyncio.run(earlier_keys_removal(config, session, store, console, keys_left))
         if is_cloud(config.provider) and not settled(store, time.time()):
             # Not all is known to be gone yet: a watchdog goes on after this process.
             with Watchdog.started(session, config):
@@ -361,10 +363,12 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
         nothing_left_to_interrupt()
         out(summary_line(session.id, 0, store.counts()))
         return ExitStatus.OK
+    kept = store.config()
     store.set_config(stored_config(config))
     split = min(config.split or len(targets) or 1, pending)
     fit_open_files(split)
-    return _drive(Plan(config, session, store, targets, cloud, split, pending, joblog), console)
+    plan = Plan(config, session, store, targets, cloud, split, pending, joblog, keys_left, kept)
+    return _drive(plan, console)
 
 
 @dataclass(frozen=True)
@@ -379,6 +383,11 @@ class Plan:
     split: int
     pending: int  # jobs to run
     joblog: Joblog | None
+    # Workers where earlier runs' session keys may be left: removed while the run goes on.
+    keys_left: dict[str, tuple[Target, list[str]]] = field(default_factory=dict)
+    # A resume's stored options before its own: kept again if it starts no job,
+    # so options that could not run anything (a wrong --workers) do not stick.
+    kept_config: dict[str, str] | None = None
 
 
 def _drive(plan: Plan, console: Console) -> int:
@@ -402,13 +411,14 @@ def _drive_run(plan: Plan, console: Console) -> int:
     config, session, store, targets = plan.config, plan.session, plan.store, plan.targets
     cloud, split = plan.cloud, plan.split
     sources: list[tuple[Provider, int]] = []
-    key = SessionKey(session.id)
     if targets:
-        # Every run's key is recorded before it is used: if this controller is
-        # killed, the next run of the session removes it from the workers.
-        store.add_session_key(key.line)
+        # Every run's key is recorded before it is used, and each worker it is
+        # sent to: if this controller is killed, the next run removes it.
+        key = recorded_key(session.id, store)
         prelaunched = Prelaunched(targets, ssh_options(config, session), key)
         sources.append((prelaunched, min(split, len(targets))))
+    else:
+        key = SessionKey(session.id)  # for launched workers, injected at boot only
     launched: LaunchedWorkers | None = None
     if cloud is not None and split > len(targets):
         price = hourly_price(cloud.name, cloud.size, config.hourly_price)
@@ -442,16 +452,44 @@ def _drive_run(plan: Plan, console: Console) -> int:
             f"split {split} ({names}), log {session.log_path}"
         )
         store.begin_run(time.time())
-        summary = asyncio.run(run_session(config, store, sources, console, session, plan.joblog))
+        running = run_session(config, store, sources, console, session, plan.joblog)
+        removal = (
+            earlier_keys_removal(config, session, store, console, plan.keys_left, key.line)
+            if plan.keys_left
+            else None
+        )
+        summary = asyncio.run(alongside(running, removal, session))
         # Recorded now: an interrupt in what follows leaves the jobs' outcome read right.
         after_the_run(session, lambda: store.end_run(time.time(), summary.state))
-        if targets and summary.cleaned:
-            # Where adding the key failed midway, a copy may be there unseen.
-            left = list(key.maybe_left.values())
-            if not left or remove_keys(
-                left, ssh_options(config, session), [key.line], console, "this run's"
-            ):
-                after_the_run(session, lambda: store.forget_session_keys([key.line]))
+        kept = plan.kept_config
+        if kept is not None and not summary.started and kept != store.config():
+            after_the_run(session, lambda: store.set_config(kept))
+            console.warn(
+                "no job started: the options given with this resume are not kept; "
+                "the session's next run starts from the ones it had before"
+            )
+        if targets:
+            # Where adding the key failed midway, a copy may be there unseen:
+            # every copy is removed from those workers.
+            maybe = {worker_id(target): (target, [key.line]) for target in key.maybe_left.values()}
+            after_the_run(
+                session,
+                lambda: asyncio.run(
+                    remove_left_keys(
+                        maybe,
+                        ssh_options(config, session),
+                        store,
+                        console,
+                        "this run's",
+                        resume_command(config, session),
+                    )
+                ),
+            )
+            if still := sorted(set(store.key_workers().get(key.line, []))):
+                console.warn(
+                    f"this run's session key is left on {', '.join(still)}: "
+                    f"{resume_command(config, session)} removes it once they can be reached"
+                )
         if launched is not None:
             if not summary.aborted:  # after an abort, waiting on the cloud is the watchdog's
                 settle_launches(config, session, store, console)
@@ -571,42 +609,49 @@ def ssh_options(config: Config, session: SessionDir) -> SSHOptions:
     )
 
 
-def remove_earlier_keys(
-    targets: list[Target], options: SSHOptions, store: Store, console: Console
-) -> None:
-    """Remove the keys that earlier runs may have left (killed, or stopped before
-    their cleanup) from every worker of the session, whether this run uses it or
-    not. Keys stay recorded, for the next run to try again, while a worker
-    could not be reached."""
-    earlier = store.session_keys()
-    if earlier and remove_keys(targets, options, earlier, console, "an earlier run's"):
-        store.forget_session_keys(earlier)
+def target_resolver(config: Config) -> Callable[[Address], Target]:
+    user_given = "user" in config.sources
+    return lambda address: resolve_target(address, config.user, user_given)
 
 
-def remove_keys(
-    targets: Sequence[Target],
-    options: SSHOptions,
-    keys: list[str],
+def resume_command(config: Config, session: SessionDir) -> str:
+    return f"cloudtask --resume={session.id}" + sessions_option(config)
+
+
+def earlier_keys_removal(
+    config: Config,
+    session: SessionDir,
+    store: Store,
     console: Console,
-    whose: str,
-) -> bool:
-    """Remove every copy of these session keys from the workers; whether all were reached."""
-    unique = list({(t.host, t.port, t.user): t for t in targets}.values())
+    left: dict[str, tuple[Target, list[str]]],
+    keep: str | None = None,
+) -> Coroutine[Any, Any, None]:
+    """Remove the keys that earlier runs (killed, or stopped before their
+    cleanup) may have left on the session's workers, whether this run uses
+    them or not; `keep` is this run's own key."""
+    options = ssh_options(config, session)
+    resume = resume_command(config, session)
+    return remove_left_keys(left, options, store, console, "an earlier run's", resume, keep)
 
-    async def remove_everywhere() -> list[BaseException | None]:
-        return await asyncio.gather(
-            *(remove_stale_keys(target, options, keys) for target in unique),
-            return_exceptions=True,
-        )
 
-    reached = True
-    for target, result in zip(unique, asyncio.run(remove_everywhere()), strict=True):
-        if isinstance(result, WorkerError):
-            reached = False
-            console.warn(f"{target.address}: {whose} session key may be left there: {result}")
-        elif isinstance(result, BaseException):
-            raise result
-    return reached
+async def alongside(
+    main: Awaitable[T], chore: Coroutine[Any, Any, None] | None, session: SessionDir
+) -> T:
+    """`main`'s result; `chore` goes on beside it and is cancelled if it is
+    still going when `main` is done (nothing waits on it then)."""
+    if chore is None:
+        return await main
+    task = asyncio.ensure_future(chore)
+    try:
+        return await main
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except SessionWriteError as exc:
+            session.trouble.report(str(exc))
 
 
 def stop_leftover_jobs(
@@ -630,13 +675,26 @@ def sessions_option(config: Config) -> str:
     return f" --sessions={shlex.quote(str(config.sessions))}"
 
 
-def worker_targets(config: Config) -> list[Target]:
-    """Where each --workers address leads; unknown hosts are refused before anything runs."""
+def worker_targets(config: Config, console: Console) -> list[Target]:
+    """Where each --workers address leads. A host name not known here leaves
+    its worker out, said once; when no worker is left, nothing runs."""
     user_given = "user" in config.sources
     targets = [resolve_target(address, config.user, user_given) for address in config.workers or ()]
-    for target in targets:
-        check_resolvable(target)
-    return targets
+    unknown = [target for target in targets if not resolvable(target)]
+    if not unknown:
+        return targets
+    names = list(dict.fromkeys(target.address.host for target in unknown))
+    if len(unknown) < len(targets):
+        for name in names:
+            console.warn(f"--workers: unknown host {name!r}: its worker is left out")
+        return [target for target in targets if target not in unknown]
+    (first, *_) = unknown
+    if len(targets) == 1 and first.address.user is None and first.address.port is None:
+        # A lone word may be a workers file's name, mistyped.
+        raise UsageError(
+            f"--workers: no file named {first.address.host!r} and no host by that name"
+        )
+    raise UsageError(f"--workers: unknown host {', '.join(map(repr, names))}: no worker is left")
 
 
 def task_command(template: Template | None, positional: list[str]) -> Command | None:

@@ -27,7 +27,7 @@ import asyncssh
 from asyncssh.config import SSHClientConfig
 
 from .addresses import Address
-from .errors import UsageError, WorkerError
+from .errors import WorkerError
 from .session import PRIVATE_FILE
 from .transport.ssh import SSHTransport
 
@@ -96,14 +96,15 @@ def resolve_target(address: Address, default_user: str, user_given: bool) -> Tar
     return Target(address, host, port, user, proxied)
 
 
-def check_resolvable(target: Target) -> None:
-    """An unknown host name is a usage error, found before anything runs."""
+def resolvable(target: Target) -> bool:
+    """Whether the host name is known here (found before anything runs)."""
     if target.proxied:
-        return  # only the jump host can resolve it
+        return True  # only the jump host can resolve it
     try:
         socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
-        raise UsageError(f"--workers: unknown host {target.address.host!r}") from None
+        return False
+    return True
 
 
 class SessionKey:
@@ -114,11 +115,20 @@ class SessionKey:
     cleanup does not cover those; every copy is removed from them at the end.
     """
 
-    def __init__(self, session_id: int) -> None:
+    def __init__(
+        self,
+        session_id: int,
+        sent: Callable[[Target], None] | None = None,
+        removed: Callable[[Target], None] | None = None,
+    ) -> None:
         comment = f"cloudtask-session-{session_id}-{secrets.token_hex(4)}"
         self.private = asyncssh.generate_private_key("ssh-ed25519", comment=comment)
         self.line = self.private.export_public_key("openssh").decode().strip()
         self.maybe_left: dict[tuple[str, int, str], Target] = {}
+        # Told before the key is added to a worker, and once a copy is removed
+        # again: the session records where its keys may be left.
+        self.sent = sent or (lambda target: None)
+        self.removed = removed or (lambda target: None)
 
 
 # Edits of ~/.ssh/authorized_keys hold a lock on ~/.ssh (flock on the directory
@@ -154,6 +164,8 @@ _REMOVE = (
         '{ cp -p "$f" "$t" && sed "$n" "$f" >"$t" && mv -f "$t" "$f"; } '
         '|| { rm -f "$t"; exit 1; }; '
         "fi; "
+        # Removing every copy says how many lines went.
+        'if [ -n "$most" ]; then :; else printf "%s" "$n" | tr -cd ";" | wc -c; fi; '
         'if [ -e "$m" ] && ! grep -q " cloudtask-session-" "$f"; then '
         '[ -s "$f" ] || rm -f "$f"; rm -f "$m"; fi'
     )
@@ -275,6 +287,7 @@ async def connect(
 
     transport = await _open(target, options, identity or (), reconnect)
     key = session_key.line
+    session_key.sent(target)
     try:
         await _edit_keys(transport, authorized_keys_command(_ADD, key), "authorize the key")
     except BaseException:  # a failure or an abort: the add may have run all the same
@@ -285,26 +298,31 @@ async def connect(
     async def remove_key(over: SSHTransport) -> None:
         command = authorized_keys_command(_REMOVE, key)
         await _edit_keys(over, command, "remove the session key")
+        session_key.removed(target)
 
     transport.on_close(remove_key)
     return transport
 
 
-async def remove_stale_keys(target: Target, options: SSHOptions, keys: Sequence[str]) -> None:
+async def remove_stale_keys(target: Target, options: SSHOptions, keys: Sequence[str]) -> int:
     """Remove every copy of these session keys from the worker: earlier runs',
-    or this run's where adding it may have happened unseen.
+    or this run's where adding it may have happened unseen. How many lines
+    were removed.
 
     Over a connection of its own, made with the user's identity: an earlier
     run's private key died with it.
     """
     identity = [str(options.identity)] if options.identity else []
     transport = await _open(target, options, identity or ())
+    removed = 0
     try:
         for key in keys:
             command = authorized_keys_command(_REMOVE, key, every=True)
-            await _edit_keys(transport, command, "remove a session key")
+            said = await _edit_keys(transport, command, "remove a session key")
+            removed += sum(int(word) for word in said.split() if word.isdigit())
     finally:
         await transport.disconnect()
+    return removed
 
 
 async def _open(

@@ -146,7 +146,7 @@ class Store:
             ).fetchone()
             if odd is not None:
                 raise SessionError(f"{self.path}: damaged: job {odd[0]} has state {odd[1]!r}")
-        for key in ("config", "session_keys", "local_runs"):
+        for key in ("config", "session_keys", "session_key_workers", "local_runs"):
             self._json(key)
         numbers = (("runs", int), ("started", float), ("ended", float), ("sweep_until", float))
         for key, number in numbers:
@@ -158,17 +158,27 @@ class Store:
                 raise SessionError(f"{self.path}: damaged: meta {key} is {raw!r}") from None
 
     def _json(self, key: str) -> Any:
-        """A meta value cloudtask stores as JSON: a dict (config) or a list of strings."""
+        """A meta value cloudtask stores as JSON: a dict of strings (config), a
+        dict of lists of strings (session_key_workers) or a list of strings."""
+        mapping = key in ("config", "session_key_workers")
         raw = self.get(key)
         if raw is None:
-            return {} if key == "config" else []
+            return {} if mapping else []
         try:
             value = json.loads(raw)
         except ValueError:
             value = None
-        items = value.values() if isinstance(value, dict) else value
-        expected = dict if key == "config" else list
-        if not isinstance(value, expected) or not all(isinstance(item, str) for item in items):
+        if key == "session_key_workers":
+            fits = isinstance(value, dict) and all(
+                isinstance(at, list) and all(isinstance(name, str) for name in at)
+                for at in value.values()
+            )
+        else:
+            items = value.values() if isinstance(value, dict) else value
+            fits = isinstance(value, dict if mapping else list) and all(
+                isinstance(item, str) for item in items
+            )
+        if not fits:
             raise SessionError(f"{self.path}: damaged: meta {key} is not what cloudtask wrote")
         return value
 
@@ -260,12 +270,43 @@ class Store:
         return list(self._json("session_keys"))
 
     def add_session_key(self, line: str) -> None:
-        self.set("session_keys", json.dumps([*self.session_keys(), line]))
+        """A run's key, before it is used; on no worker yet (see key_workers)."""
+        workers = {**self.key_workers(), line: []}
+        with self._writing():
+            self._set("session_keys", json.dumps([*self.session_keys(), line]))
+            self._set("session_key_workers", json.dumps(workers))
 
     def forget_session_keys(self, lines: Iterable[str]) -> None:
         removed = set(lines)
         kept = [line for line in self.session_keys() if line not in removed]
-        self.set("session_keys", json.dumps(kept))
+        workers = {key: at for key, at in self.key_workers().items() if key not in removed}
+        with self._writing():
+            self._set("session_keys", json.dumps(kept))
+            self._set("session_key_workers", json.dumps(workers))
+
+    def key_workers(self) -> dict[str, list[str]]:
+        """For each session key, the workers (`user@host:port`) it was sent to
+        and not yet removed from, once per copy. A key recorded before these
+        were kept has no entry: where it went is not known."""
+        return dict(self._json("session_key_workers"))
+
+    def key_sent(self, line: str, worker: str) -> None:
+        """The key is about to be added on the worker (recorded first: a
+        controller killed right after the add leaves it findable)."""
+        workers = self.key_workers()
+        workers.setdefault(line, []).append(worker)
+        self.set("session_key_workers", json.dumps(workers))
+
+    def key_removed(self, line: str, worker: str, *, every: bool = False) -> None:
+        """One copy of the key (or `every` copy) is known to be gone from the worker."""
+        workers = self.key_workers()
+        at = workers.get(line, [])
+        if every:
+            at = [name for name in at if name != worker]
+        elif worker in at:
+            at.remove(worker)
+        workers[line] = at
+        self.set("session_key_workers", json.dumps(workers))
 
     def local_runs(self) -> list[str]:
         """Tags of this session's runs on the local provider (see transport.local.RUN_TAG)."""

@@ -7,6 +7,7 @@ runs with --keepalive=1 so that a silent host is declared failed in seconds.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import sqlite3
@@ -482,3 +483,68 @@ def test_an_abort_is_not_held_by_a_child_that_left_the_group(
     assert "aborted: unfinished jobs are pending" in result.stdout
     assert took < 15, f"the abort waited for the escaped child: {took:.0f} s"
     authorized_keys.assert_unchanged()
+
+
+# -- keys left by a killed run, on workers a resume does not use (issue 18, items 3, 4) --
+
+
+def test_a_key_left_on_a_worker_the_resume_does_not_use_is_removed_there(
+    make_hosts: MakeHosts,
+    tmp_path: Path,
+    home: Path,
+    job_script: Path,
+    authorized_keys: KeysSnapshot,
+    running: list[Running],
+) -> None:
+    hosts = make_hosts(2)
+    old, new = hosts[0], hosts[1]
+    args = [f"--workers={old.login}", f"--ssh-identity={hosts.client_key}", str(job_script)]
+    killed = Running(tmp_path, home, args, jobs_input(4, "60"))
+    running.append(killed)
+    wait_for_a_job_on(old, tmp_path)
+    killed.kill()  # its key stays in authorized_keys, recorded as sent to `old`
+    (job_script.parent / "fast").touch()
+    session = 1
+    assert helpers.sessions_dir().joinpath(str(session)).is_dir()
+
+    # The old worker cannot be reached: the resume runs on the new one all the
+    # same, and does not wait for the old one once its jobs are done.
+    old.cut()
+    try:
+        started = time.monotonic()
+        resumed = helpers.cloudtask(
+            f"--resume={session}",
+            f"--workers={new.login}",
+            "--connect-timeout=60",
+            env=env_for(home),
+            timeout=90,
+        )
+        took = time.monotonic() - started
+    finally:
+        old.heal()
+    assert resumed.returncode == 0, resumed.stderr
+    assert helpers.counts(resumed) == (0, 4, 0, 0, 0, 4)
+    assert took < 40, f"the resume waited for the unreachable old worker: {took:.0f} s"
+    assert (
+        f"{old.login}:22: an earlier run's session key may be left there "
+        f"(not reached before the run ended); cloudtask --resume={session} --sessions="
+    ) in resumed.stderr
+    assert stored_key_workers(session) != {}  # still recorded, on the old worker
+
+    # Reached again, the old worker loses the key, though no run uses it now.
+    again = helpers.cloudtask(f"--resume={session}", env=env_for(home))
+    assert again.returncode == 0, again.stderr
+    assert "is finished: nothing to run" in again.stdout
+    assert f"{old.login}:22: removed an earlier run's session key" in again.stdout
+    assert stored_key_workers(session) == {}
+    authorized_keys.assert_unchanged()
+
+
+def stored_key_workers(session: int) -> dict[str, list[str]]:
+    """The session's keys still recorded, with the workers they may be on."""
+    path = helpers.sessions_dir() / str(session) / "store.sqlite"
+    with sqlite3.connect(path) as db:
+        rows = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE 'session_key%'"))
+    keys = json.loads(rows.get("session_keys", "[]"))
+    workers = json.loads(rows.get("session_key_workers", "{}"))
+    return {key: workers.get(key, []) for key in keys}

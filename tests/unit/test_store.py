@@ -156,6 +156,26 @@ def test_instances_are_recorded_from_intent_to_destruction(tmp_path: Path) -> No
     assert second.note == "never launched"
 
 
+def test_a_session_key_is_recorded_per_copy_on_each_worker_it_was_sent_to(
+    tmp_path: Path,
+) -> None:
+    store = Store.create(tmp_path)
+    store.add_session_key("key-1")
+    assert store.key_workers() == {"key-1": []}
+    store.key_sent("key-1", "root@a:22")
+    store.key_sent("key-1", "root@a:22")  # an address listed twice: two copies
+    store.key_sent("key-1", "deploy@b:2222")
+    store.key_removed("key-1", "root@a:22")
+    assert store.key_workers() == {"key-1": ["root@a:22", "deploy@b:2222"]}
+    store.key_removed("key-1", "deploy@b:2222", every=True)
+    store.key_removed("key-1", "nowhere:22")  # never sent there: nothing changes
+    other = Store.open(tmp_path)
+    assert other.key_workers() == {"key-1": ["root@a:22"]}
+    assert other.session_keys() == ["key-1"]
+    store.forget_session_keys(["key-1"])
+    assert (other.session_keys(), other.key_workers()) == ([], {})
+
+
 DAMAGE = {
     "no schema version": "UPDATE meta SET value = 'x' WHERE key = 'schema_version'",
     "unknown job state": "UPDATE jobs SET state = 'weird' WHERE id = 2",
@@ -163,6 +183,8 @@ DAMAGE = {
     "config not a mapping of text": "INSERT OR REPLACE INTO meta VALUES ('config', '[1]')",
     "session keys not a list": "INSERT OR REPLACE INTO meta VALUES ('session_keys', '5')",
     "local runs not text": "INSERT OR REPLACE INTO meta VALUES ('local_runs', '[null]')",
+    "key workers not lists": "INSERT OR REPLACE INTO meta VALUES ('session_key_workers', "
+    '\'{"k": "w"}\')',
     "a dropped table": "DROP TABLE attempts",
     "schema version not ASCII digits": "UPDATE meta SET value = '²' WHERE key = 'schema_version'",
     "runs not a number": "INSERT OR REPLACE INTO meta VALUES ('runs', 'many')",
