@@ -27,8 +27,14 @@ def measure(argv: list[str], jobs: int, env: dict[str, str]) -> tuple[float, flo
     """(wall seconds, CPU seconds of the command and its children)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    subprocess.run(argv, input="".join(f"{n}\n" for n in range(1, jobs + 1)), text=True,
-                   stdout=subprocess.DEVNULL, check=True, env=env)
+    subprocess.run(
+        argv,
+        input="".join(f"{n}\n" for n in range(1, jobs + 1)),
+        text=True,
+        stdout=subprocess.DEVNULL,
+        check=True,
+        env=env,
+    )
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -42,18 +48,25 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as sessions:
         env = {**os.environ, "CLOUDTASK_SESSIONS": sessions}
-        rows = [("cloudtask", measure([CLOUDTASK, "--force", f"--split={args.split}", "true"],
-                                      args.jobs, env))]
+        rows = [
+            (
+                "cloudtask",
+                measure([CLOUDTASK, "--force", f"--split={args.split}", "true"], args.jobs, env),
+            )
+        ]
         if shutil.which("parallel"):
-            rows.append(("GNU parallel", measure(["parallel", f"-j{args.split}", "true"],
-                                                 args.jobs, env)))
+            rows.append(
+                ("GNU parallel", measure(["parallel", f"-j{args.split}", "true"], args.jobs, env))
+            )
         else:
             print("GNU parallel not installed: its row is skipped", file=sys.stderr)
     print(f"{args.jobs} `true` jobs on {args.split} local workers")
     print(f"{'tool':<14}{'wall s':>9}{'jobs/s':>9}{'CPU s':>9}{'CPU ms/job':>12}")
     for name, (wall, cpu) in rows:
-        print(f"{name:<14}{wall:>9.2f}{args.jobs / wall:>9.0f}{cpu:>9.2f}"
-              f"{cpu * 1000 / args.jobs:>12.2f}")
+        print(
+            f"{name:<14}{wall:>9.2f}{args.jobs / wall:>9.0f}{cpu:>9.2f}"
+            f"{cpu * 1000 / args.jobs:>12.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -106,14 +106,20 @@ def check_store(sessions: Path, jobs: int) -> str | None:
 def bench_cloudtask(hosts: TestHosts, jobs: int, home: Path, timeout: float) -> Row:
     with tempfile.TemporaryDirectory() as sessions:
         env = {**os.environ, "HOME": str(home), "CLOUDTASK_SESSIONS": sessions}
-        argv = [CLOUDTASK, "--force", f"--workers={hosts.workers_file()}",
-                f"--ssh-identity={hosts.client_key}", "echo"]
+        argv = [
+            CLOUDTASK,
+            "--force",
+            f"--workers={hosts.workers_file()}",
+            f"--ssh-identity={hosts.client_key}",
+            "echo",
+        ]
         before = children_cpu()
         started = time.monotonic()
         err_path = Path(sessions) / "stderr"
         with err_path.open("wb") as err:
-            process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                       stderr=err, env=env)
+            process = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err, env=env
+            )
         sampler = Sampler(process.pid)
         assert process.stdin is not None
         process.stdin.write("".join(f"{n}\n" for n in range(1, jobs + 1)).encode())
@@ -127,11 +133,13 @@ def bench_cloudtask(hosts: TestHosts, jobs: int, home: Path, timeout: float) -> 
         wall = time.monotonic() - started
         cpu = children_cpu() - before
         said = err_path.read_text(errors="replace").strip().splitlines()
-        problem = None if process.returncode == 0 else f"exit {process.returncode}" + (
-            f": {said[-1]}" if said else "")
+        problem = (
+            None
+            if process.returncode == 0
+            else f"exit {process.returncode}" + (f": {said[-1]}" if said else "")
+        )
         problem = problem or check_store(Path(sessions), jobs)
-        return Row("cloudtask", len(hosts), jobs, wall, cpu, sampler.rss_mb, sampler.fds,
-                   problem)
+        return Row("cloudtask", len(hosts), jobs, wall, cpu, sampler.rss_mb, sampler.fds, problem)
 
 
 def bench_parallel(hosts: TestHosts, jobs: int, timeout: float) -> Row:
@@ -141,14 +149,26 @@ def bench_parallel(hosts: TestHosts, jobs: int, timeout: float) -> Row:
     before = children_cpu()
     started = time.monotonic()
     try:
-        done = subprocess.run(argv, input="".join(f"{n}\n" for n in range(1, jobs + 1)),
-                              capture_output=True, text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            argv,
+            input="".join(f"{n}\n" for n in range(1, jobs + 1)),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         lines = sorted(done.stdout.split(), key=int)
         problem = None if lines == [str(n) for n in range(1, jobs + 1)] else "jobs missing"
     except subprocess.TimeoutExpired:
         problem = f"not done in {timeout:.0f} s"
-    return Row("GNU parallel -M", len(hosts), jobs, time.monotonic() - started,
-               children_cpu() - before, problem=problem)
+    return Row(
+        "GNU parallel -M",
+        len(hosts),
+        jobs,
+        time.monotonic() - started,
+        children_cpu() - before,
+        problem=problem,
+    )
 
 
 def main() -> int:
@@ -169,17 +189,21 @@ def main() -> int:
                 if shutil.which("parallel") and args.parallel_jobs:
                     rows.append(bench_parallel(hosts, args.parallel_jobs, args.timeout))
     print(f"tiny `echo` jobs over SSH, one at a time per worker, {os.cpu_count()} cores")
-    print(f"{'tool':<16}{'workers':>8}{'jobs':>8}{'wall s':>9}{'jobs/s':>9}{'CPU ms/job':>12}"
-          f"{'RSS MB':>8}{'fds':>6}{'fds/wkr':>8}")
+    print(
+        f"{'tool':<16}{'workers':>8}{'jobs':>8}{'wall s':>9}{'jobs/s':>9}{'CPU ms/job':>12}"
+        f"{'RSS MB':>8}{'fds':>6}{'fds/wkr':>8}"
+    )
     failures = []
     for row in rows:
         rate = row.jobs / row.wall if row.wall else 0.0
         fds = f"{row.peak_fds}" if row.peak_fds else "-"
         per = f"{row.peak_fds / row.workers:.1f}" if row.peak_fds else "-"
         rss = f"{row.peak_rss_mb:.0f}" if row.peak_rss_mb else "-"
-        print(f"{row.tool:<16}{row.workers:>8}{row.jobs:>8}{row.wall:>9.1f}{rate:>9.0f}"
-              f"{row.cpu * 1000 / row.jobs:>12.2f}{rss:>8}{fds:>6}{per:>8}"
-              + (f"  FAILED: {row.problem}" if row.problem else ""))
+        print(
+            f"{row.tool:<16}{row.workers:>8}{row.jobs:>8}{row.wall:>9.1f}{rate:>9.0f}"
+            f"{row.cpu * 1000 / row.jobs:>12.2f}{rss:>8}{fds:>6}{per:>8}"
+            + (f"  FAILED: {row.problem}" if row.problem else "")
+        )
         if row.problem:
             failures.append(f"{row.tool} at {row.workers}: {row.problem}")
     ours = [row for row in rows if row.tool == "cloudtask" and not row.problem]
@@ -187,8 +211,10 @@ def main() -> int:
         small, large = ours[0], ours[-1]
         growth = (large.cpu / large.jobs) / (small.cpu / small.jobs)
         verdict = "within" if growth <= CPU_GROWTH_LIMIT else "NOT within"
-        print(f"CPU per job at {large.workers} workers is {growth:.2f}x that at "
-              f"{small.workers}: {verdict} the {CPU_GROWTH_LIMIT:g}x target")
+        print(
+            f"CPU per job at {large.workers} workers is {growth:.2f}x that at "
+            f"{small.workers}: {verdict} the {CPU_GROWTH_LIMIT:g}x target"
+        )
         if growth > CPU_GROWTH_LIMIT:
             failures.append("CPU per job grows too much")
     for failure in failures:

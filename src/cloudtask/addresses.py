@@ -27,9 +27,12 @@ class Address:
 
     @property
     def label(self) -> str:
-        """A name for logs and file names: the host, and the port when not 22."""
-        port = f"_{self.port}" if self.port not in (None, 22) else ""
-        return self.host.replace(":", "_") + port
+        """The worker's name (in event lines, logs, its log file's name): the
+        host, and the port when not 22, as written in an address."""
+        if self.port in (None, 22):
+            return self.host
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
 
 def parse_address(text: str) -> Address:

@@ -36,9 +36,7 @@ class RunSummary:
     elapsed: float
     aborted: bool
     halted: str | None = None  # what halted the run: --halt=... or --budget=...
-    # Every worker was cleaned up (session key removed): nothing is left for a
-    # later run of the session to clean.
-    cleaned: bool = True
+    started: int = 0  # attempts started in this run
     # Why the run stopped early if a write under the session directory failed.
     write_error: str | None = None
 
@@ -137,9 +135,9 @@ async def _run_workers(
     for provider, count in sources:
         for _ in range(count):
             start(provider)
-    # A launched worker that fails is replaced while jobs wait, up to as many
-    # replacements as the provider's share of workers.
-    replacements = {provider: count for provider, count in sources if provider.replaceable}
+    # A worker that fails is replaced while jobs wait, as far as its provider
+    # has spares: launched workers up to their share, listed workers beyond the split.
+    replacements = {provider: provider.spares(count) for provider, count in sources}
     aborted = signalled = cancelled = False
     listening = True  # until every worker is done: a loss after that aborts nothing
     loop = asyncio.get_running_loop()
@@ -219,13 +217,12 @@ async def _run_workers(
     left = counts[JobState.PENDING]
     if left and not aborted and not run.halted:
         console.warn(f"no worker is left to run the {plural(left, 'pending job')}")
-    cleaned = not cancelled and not run.unclosed
     return RunSummary(
         counts,
         time.monotonic() - started,
         aborted,
         run.halted,
-        cleaned,
+        run.attempts_started,
         run.session.trouble.reason,
     )
 
@@ -255,9 +252,10 @@ async def _until_every_worker_is_done(
                 continue
             provider = worker.provider
             wanted = scheduler.queue and not scheduler.stopped
-            if worker.failed and replacements.get(provider) and wanted:
+            failed = worker.failed or (worker.unready and provider.replace_unready)
+            if failed and replacements.get(provider) and wanted:
                 replacements[provider] -= 1
-                console.line(f"{worker.name} failed: launching a replacement")
+                console.line(f"{worker.name} failed: {provider.replacing}")
                 start(provider)
                 pending |= {t for t in tasks if not t.done()}
 

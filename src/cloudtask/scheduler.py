@@ -11,7 +11,9 @@ Rules, each decided here and nowhere else:
   attempt ran on it, while another worker that is not retired is there to
   take them (a retry runs on another worker if possible, as GNU parallel's
   --retries); if every job it looks at (the first `LOOK_AHEAD`) last failed
-  on it, it takes the first anyway: no worker idles and no retry starves;
+  on it, it waits for another worker to take them if it is cheap to keep,
+  else it takes the first; with no other worker left it takes it: no retry
+  starves;
 - a worker with `strikes` consecutive failures is retired (0: never);
 - a job whose worker failed under it goes back to the front of the queue
   without using a retry; after `lost_after` such worker failures in a row it
@@ -113,9 +115,9 @@ class JobQueue:
                 return part.popleft()
         raise IndexError("no pending job")
 
-    def take(self, passed_over: Callable[[int], bool], limit: int = LOOK_AHEAD) -> int:
-        """The first of the next `limit` jobs not `passed_over`, or else the
-        next job; the others keep their places.
+    def take(self, passed_over: Callable[[int], bool], limit: int = LOOK_AHEAD) -> int | None:
+        """The first of the next `limit` jobs not `passed_over` (None if each
+        is); the others keep their places.
 
         A fresh job never ran, so it is never passed over: the source is read
         no further than popleft reads it.
@@ -124,7 +126,7 @@ class JobQueue:
             if part is self._fresh or not passed_over(job_id):
                 del part[index]
                 return job_id
-        return self.popleft()
+        return None
 
     def put_front(self, job_id: int) -> None:
         self._front.appendleft(job_id)
@@ -219,6 +221,12 @@ class Scheduler:
             return Wait.RELEASE
         if self.queue:
             job_id = self.queue.take(self._passed_over_by(worker))
+            if job_id is None:
+                # Only retries that failed here: another worker takes them
+                # once it is free, while this one waits (if it costs nothing).
+                if record.keep_idle:
+                    return Wait.WAIT
+                job_id = self.queue.popleft()
             self.jobs.setdefault(job_id, JobRecord()).state = JobState.RUNNING
             record.job = job_id
             return job_id

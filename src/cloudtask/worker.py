@@ -57,6 +57,7 @@ class Run:
     # outcomes of this run, so a resumed halted session runs on.
     finished_before: dict[JobState, int] = field(default_factory=dict)
     total: int = 0
+    attempts_started: int = 0  # in this run
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def changed(self) -> None:
@@ -133,6 +134,8 @@ class Worker:
         self.log: TextIO | None = None
         # The worker stopped answering while it ran jobs (not a setup failure).
         self.failed = False
+        # It never took a job: it could not be reached, or its setup failed.
+        self.unready = False
 
     async def lifecycle(self) -> None:
         launching = f"({self.provider.name} #{id(self) % 10_000})"
@@ -196,11 +199,13 @@ class Worker:
             transport = await self._unless_aborted(self.provider.connect(instance))
         except WorkerError as exc:
             self._warn(f"{self.name}: cannot connect: {exc}")
+            self.unready = True
             return
         if transport is None:
             return
         try:
             if not await self._setup(transport, log):
+                self.unready = True
                 return
             self.run.scheduler.add_worker(self.name, keep_idle=self.provider.keep_idle)
             try:
@@ -286,6 +291,7 @@ class Worker:
                 scheduler.interrupt(self.name, decision)
                 self.run.session.trouble.report(str(exc))
                 continue
+            self.run.attempts_started += 1
             try:
                 await self._run_job(transport, log, decision, attempt)
             except SessionWriteError as exc:

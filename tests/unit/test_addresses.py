@@ -50,8 +50,10 @@ def test_str_parses_back(address: Address) -> None:
 
 def test_label_names_the_port_only_when_not_22() -> None:
     assert Address("10.0.0.1", "root", 22).label == "10.0.0.1"
-    assert Address("10.0.0.1", port=2222).label == "10.0.0.1_2222"
-    assert ":" not in Address("2001:db8::1").label
+    assert Address("10.0.0.1", port=2222).label == "10.0.0.1:2222"
+    assert Address("web-1.example", "deploy", 22).label == "web-1.example"
+    assert Address("2001:db8::1").label == "2001:db8::1"
+    assert Address("2001:db8::1", port=2222).label == "[2001:db8::1]:2222"
 
 
 @pytest.mark.parametrize(
@@ -183,11 +185,21 @@ def test_cli_missing_identity_file(tmp_path: Path) -> None:
     )
 
 
-def test_cli_unknown_host_name(tmp_path: Path) -> None:
+def test_cli_unknown_host_names_leave_no_worker(tmp_path: Path) -> None:
+    # (One unknown name among known ones only leaves its worker out: see
+    # tests/integration/test_ssh_workers.py.)
     _refused(
         tmp_path,
-        "--workers=127.0.0.1 root@no-such-host.invalid",
-        needles=("unknown host", "no-such-host.invalid"),
+        "--workers=root@no-such-host.invalid:2222 other-host.invalid",
+        needles=("unknown host", "'no-such-host.invalid', 'other-host.invalid'", "no worker"),
+    )
+
+
+def test_cli_a_lone_unknown_word_may_be_a_mistyped_file(tmp_path: Path) -> None:
+    _refused(
+        tmp_path,
+        "--workers=my-workers.invalid",
+        needles=("no file named 'my-workers.invalid' and no host by that name",),
     )
 
 

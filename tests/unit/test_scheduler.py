@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -192,14 +193,36 @@ def test_a_retried_job_goes_to_another_worker() -> None:
     assert scheduler.end_attempt("a", 2, OK) == Ended(JobState.OK, False, False, 2)
 
 
-def test_a_worker_takes_a_retry_it_failed_rather_than_idle() -> None:
+def test_a_retry_waits_for_a_free_worker_rather_than_run_where_it_failed() -> None:
     scheduler = _scheduler(1, "a", "b", retries=1)
     assert scheduler.next_job("a") == 1
     assert scheduler.next_job("b") is Wait.WAIT
     scheduler.end_attempt("a", 1, FAILED)
-    # "b" waits to be woken; "a" asks first and the only job is the one it failed.
+    # "a" asks first (it was awake): "b" is free, so "a" leaves the retry to it.
+    assert scheduler.next_job("a") is Wait.WAIT
+    assert scheduler.next_job("b") == 1
+
+
+def test_a_retry_waits_for_a_busy_worker_and_runs_where_it_failed_once_none_is_left() -> None:
+    scheduler = _scheduler(2, "a", "b", retries=1)
+    assert scheduler.next_job("a") == 1
+    assert scheduler.next_job("b") == 2
+    scheduler.end_attempt("a", 1, FAILED)
+    assert scheduler.next_job("a") is Wait.WAIT  # for "b", busy now
+    scheduler.fail_worker("b")
+    assert scheduler.next_job("a") == 2  # "b"'s job, back at the front
+    scheduler.end_attempt("a", 2, OK)
+    assert scheduler.next_job("a") == 1  # no other worker is left: "a" retries it
+
+
+def test_a_costly_worker_takes_a_retry_it_failed_rather_than_wait() -> None:
+    scheduler = Scheduler([1], retries=1)
+    scheduler.add_worker("a", keep_idle=False)
+    scheduler.add_worker("b")
     assert scheduler.next_job("a") == 1
     assert scheduler.next_job("b") is Wait.WAIT
+    scheduler.end_attempt("a", 1, FAILED)
+    assert scheduler.next_job("a") == 1
 
 
 def test_a_worker_passes_over_the_retries_it_failed() -> None:
@@ -282,13 +305,17 @@ def test_a_job_put_front_remembers_its_last_failure() -> None:
 
 
 def test_the_look_ahead_is_bounded() -> None:
-    jobs = LOOK_AHEAD + 1
-    scheduler = _scheduler(jobs, "a", "b", retries=1)
-    for _ in range(jobs):
+    jobs = LOOK_AHEAD + 2
+    scheduler = Scheduler(range(1, jobs + 1), retries=1)
+    scheduler.add_worker("a", keep_idle=False)  # costly: it never waits for "b"
+    scheduler.add_worker("b")
+    assert scheduler.next_job("b") == 1
+    for _ in range(jobs - 1):
         assert _run(scheduler, "a", FAILED).requeued
-    # Every job but the last one failed on "a" first; the last is out of its sight.
+    # Jobs 2.. failed on "a"; the last one is marked as failed on "b" but is
+    # out of a's sight, so "a" takes the first.
     scheduler.jobs[jobs].failed_on = "b"
-    assert scheduler.next_job("a") == 1
+    assert scheduler.next_job("a") == 2
 
 
 def test_passing_over_does_not_read_a_large_source() -> None:
@@ -404,11 +431,12 @@ def test_worker_losses_in_a_row_are_reset_by_a_real_attempt() -> None:
     assert scheduler.fail_worker("w1") == Ended(JobState.PENDING, True, True, 0)
     assert scheduler.next_job("w2") == 1
     assert scheduler.end_attempt("w2", 1, FAILED).requeued
-    assert scheduler.next_job("w2") == 1
-    # One worker failure since the last real attempt: not lost yet.
-    assert scheduler.fail_worker("w2") == Ended(JobState.PENDING, True, True, 1)
     assert scheduler.next_job("w3") == 1
-    assert scheduler.fail_worker("w3") == Ended(JobState.LOST, False, True, 1)
+    # One worker failure since the last real attempt: not lost yet.
+    assert scheduler.fail_worker("w3") == Ended(JobState.PENDING, True, True, 1)
+    scheduler.add_worker("w4")
+    assert scheduler.next_job("w4") == 1
+    assert scheduler.fail_worker("w4") == Ended(JobState.LOST, False, True, 1)
 
 
 def test_fail_idle_worker() -> None:
@@ -694,7 +722,11 @@ def test_simulation(data: st.DataObject) -> None:
                 others = [w for w in names if w != worker and status[w] != "released"]
                 others = [w for w in others if w not in model.retired]
                 mine = [j for j in model.queue if others and model.failed_on.get(j) == worker]
-                expected = next((j for j in model.queue if j not in mine), model.queue[0])
+                sight = itertools.islice(model.queue, LOOK_AHEAD)
+                if others and all(j in mine for j in sight) and keep_idle[worker]:
+                    expected = Wait.WAIT
+                else:
+                    expected = next((j for j in model.queue if j not in mine), model.queue[0])
             elif model.holding and keep_idle[worker]:
                 expected = Wait.WAIT
             else:

@@ -37,6 +37,11 @@ class Provider(ABC):
     keep_idle = True
     # A worker that failed may be replaced by a new one (launched workers).
     replaceable = False
+    # A worker that never became ready (no connection, a failed setup) is
+    # replaced too, from spares that cost nothing (listed workers).
+    replace_unready = False
+    # What the line about a replacement says it does.
+    replacing = "launching a replacement"
     # What one worker costs an hour, where known (launched workers).
     price: float | None = None
 
@@ -55,6 +60,10 @@ class Provider(ABC):
     @abstractmethod
     async def destroy(self, instance: Instance) -> None:
         """Let the worker go; nothing of it keeps running or billing."""
+
+    def spares(self, started: int) -> int:
+        """How many failed workers may be replaced, `started` being in use."""
+        return started if self.replaceable else 0
 
     async def close(self) -> None:
         """Let go of the provider's own resources (API clients) at the end of a run."""

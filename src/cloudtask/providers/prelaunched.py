@@ -11,6 +11,10 @@ from .base import Instance, Provider
 
 class Prelaunched(Provider):
     name = "workers"
+    # Listed workers beyond the split stand by: each takes the place of one
+    # that fails, whether it failed running jobs or never became ready.
+    replace_unready = True
+    replacing = "a spare worker takes its place"
 
     def __init__(
         self, targets: Sequence[Target], options: SSHOptions, session_key: SessionKey
@@ -18,6 +22,7 @@ class Prelaunched(Provider):
         self.options = options
         self.session_key = session_key
         self._pending = list(targets)
+        self._listed = len(self._pending)
         self._targets: dict[str, Target] = {}
         self._names: set[str] = set()
 
@@ -31,6 +36,9 @@ class Prelaunched(Provider):
         self._names.add(name)
         self._targets[name] = target
         return Instance(id=str(target.address), name=name, address=str(target.address))
+
+    def spares(self, started: int) -> int:
+        return self._listed - started
 
     async def connect(self, instance: Instance) -> Transport:
         return await connect(self._targets[instance.name], self.options, self.session_key)
