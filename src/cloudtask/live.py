@@ -3,10 +3,11 @@
 When stderr is a terminal, a few rows at the bottom of its screen show
 done/total, ok/failed/timeouts/lost, the rate and the time left, what each
 worker is doing (a screenful of them, then a summary), and for launched
-workers what they cost so far and are projected to cost. When the run ends
-the last picture stays, and what follows is printed below it. When stderr is
-not a terminal nothing here runs: the event lines alone, with no control
-characters.
+workers what they cost so far and are projected to cost (cost.projection,
+as --budget reckons it; no projection before a job has ended), and the
+budget if there is one. When the run ends the last picture stays, and what
+follows is printed below it. When stderr is not a terminal nothing here
+runs: the event lines alone, with no control characters.
 
 The picture lives in rows kept for it: the terminal's scrolling region (its
 margins) is set to the rows above them, so whatever anyone writes there (our
@@ -53,9 +54,10 @@ class Snapshot:
     elapsed: float
     doing: Sequence[tuple[str, str]]  # (worker, what it does), in start order
     cost: float | None  # dollars so far, launched workers with a known price
-    projected: float | None  # dollars when the batch ends, at the present rate
+    projected: float | None  # dollars when the batch ends, at the present rate; None: unknown
     booting: int
     starting: int = 0  # workers asked for while none has shown up yet
+    budget: float | None = None  # --budget, dollars
 
 
 def snapshot(
@@ -69,14 +71,17 @@ def snapshot(
     instances: Sequence[InstanceRecord],
     now: float,
     starting: int = 0,
+    budget: float | None = None,
 ) -> Snapshot:
     """The run now, from the scheduler's counts, the workers and the instances.
 
-    `starting`: how many workers are on their way while none has shown up."""
+    `starting`: how many workers are on their way while none has shown up.
+    `budget`: --budget, shown beside the cost."""
     done = sum(finished.values())
     done_this_run = done - finished_at_start
     left = cost.seconds_left(total - done, done_this_run, elapsed)
     booting = sum(1 for what in doing.values() if what in ("launching", "booting"))
+    figures = cost.projection(instances, now, left)
     return Snapshot(
         session,
         total,
@@ -85,10 +90,11 @@ def snapshot(
         done_this_run,
         elapsed,
         list(doing.items()),
-        cost.spent(instances, now),
-        cost.projected(instances, now, left),
+        None if figures is None else figures.spent,
+        None if figures is None else figures.projected,
         booting,
         0 if doing else starting,
+        budget,
     )
 
 
@@ -123,9 +129,7 @@ def lines(state: Snapshot, height: int) -> list[str]:
         workers = "no worker left"
     if state.booting:
         workers += f", booting {plural(state.booting, 'instance')}"
-    if state.cost is not None:
-        workers += f"; cost ${state.cost:.2f} so far, ${state.projected or 0:.2f} projected"
-    out.append(workers)
+    out.append(workers + cost_text(state))
     room = max(0, height - len(out))
     shown = state.doing if len(state.doing) <= room else state.doing[: max(0, room - 1)]
     width = max((len(name) for name, _ in shown), default=0)
@@ -135,6 +139,19 @@ def lines(state: Snapshot, height: int) -> list[str]:
         running = sum(1 for _, what in rest if what.startswith("job "))
         out.append(f"  ... and {len(rest)} more ({running} running a job)")
     return out
+
+
+def cost_text(state: Snapshot) -> str:
+    """The cost's part of the workers line ("; cost $0.20 so far, $0.40 projected,
+    budget $5"): nothing while no instance has a known price."""
+    if state.cost is None:
+        return ""
+    text = f"; cost ${state.cost:.2f} so far"
+    if state.projected is not None:
+        text += f", ${state.projected:.2f} projected"
+    if state.budget is not None:
+        text += f", budget ${state.budget:g}"
+    return text
 
 
 # Control sequences (VT100, which every terminal emulator in use understands).

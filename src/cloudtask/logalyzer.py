@@ -29,12 +29,14 @@ from typing import NoReturn
 from . import __version__
 from .argv import scan
 from .config import BY_NAME, resolve
+from .console import plural
 from .errors import CloudtaskError, UsageError
 from .output import printable
 from .paths import user_path
 from .report.digest import (
     DEFAULT_LIMIT,
     DigestError,
+    Summary,
     check_session_dir,
     clock,
     counts_text,
@@ -69,7 +71,8 @@ options:
                   not only the first N of each kind
   --html          write SESSION/report.html and SESSION/timeline.svg (a picture
                   of the jobs on a timeline per worker); print the page's path
-  --list          list the sessions: id, state, start, jobs by state, command
+  --list          list the sessions: id, state, start, jobs by state, launched
+                  instances that may still be running, command
   --limit=N       list at most N jobs of each kind (pending, running, failed,
                   succeeded) and N workers in text; default {DEFAULT_LIMIT}
   -h, --help      show this help and exit
@@ -192,16 +195,25 @@ def list_sessions(sessions: Path) -> list[str]:
     lines = []
     for number in sorted(existing_ids(sessions)):
         try:
-            info, counts = load_summary(sessions / str(number))
+            summary = load_summary(sessions / str(number))
         except DigestError as exc:
             # One unreadable session must not hide the others.
             lines.append(f"{number:>5}  {'unreadable':<11}  {one_line(str(exc))}")
             continue
+        info = summary.session
         lines.append(
-            f"{number:>5}  {info.state:<11}  {clock(info.started)}  {counts_text(counts)}  "
-            f"{shorten(info.command or '-', 60)}"
+            f"{number:>5}  {info.state:<11}  {clock(info.started)}  {counts_text(summary.counts)}  "
+            f"{left_running(summary)}{shorten(info.command or '-', 60)}"
         )
     return lines
+
+
+def left_running(summary: Summary) -> str:
+    """The warning for instances nobody destroys: not recorded destroyed, and
+    neither a controller nor a watchdog holds the session (both died)."""
+    if summary.session.live or not summary.not_destroyed:
+        return ""
+    return f"WARNING: {plural(summary.not_destroyed, 'launched instance')} may still be running  "
 
 
 def one_line(message: str) -> str:

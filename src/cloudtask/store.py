@@ -148,7 +148,13 @@ class Store:
                 raise SessionError(f"{self.path}: damaged: job {odd[0]} has state {odd[1]!r}")
         for key in ("config", "session_keys", "session_key_workers", "local_runs"):
             self._json(key)
-        numbers = (("runs", int), ("started", float), ("ended", float), ("sweep_until", float))
+        numbers = (
+            ("runs", int),
+            ("started", float),
+            ("ended", float),
+            ("sweep_until", float),
+            ("budget_figure", float),
+        )
         for key, number in numbers:
             raw = self.get(key)
             try:
@@ -222,12 +228,17 @@ class Store:
     def _set(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
+    def _unset(self, key: str) -> None:
+        self.db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     # -- the session's runs: meta keys started (first run), state, ended, runs ---
     # state: running while a controller drives it (a dead controller leaves
     # it so: "interrupted" to a reader that finds the lock free), then how the
     # last run ended: finished (every job in a final state), incomplete (no
-    # worker was left to run the rest), halted (--halt) or aborted (Ctrl-C,
-    # SIGTERM).
+    # worker was left to run the rest), halted (--halt or --budget) or aborted
+    # (Ctrl-C, SIGTERM). stop_reason: what halted it ("--halt=SPEC" or
+    # "--budget=$N"; absent in stores older than it), and budget_figure: the
+    # dollars --budget stopped the run on (cost.Projection.budget_figure).
 
     def begin_run(self, when: float) -> None:
         with self._writing():
@@ -235,11 +246,22 @@ class Store:
                 self._set("started", repr(when))
             self._set("state", "running")
             self._set("runs", str(int(self.get("runs") or 0) + 1))
+            self._unset("stop_reason")
+            self._unset("budget_figure")
 
-    def end_run(self, when: float, state: str) -> None:
+    def end_run(self, when: float, state: str, reason: str | None = None) -> None:
+        """How the run ended; `reason`: what halted it (RunSummary.halted)."""
         with self._writing():
             self._set("state", state)
             self._set("ended", repr(when))
+            if reason:
+                self._set("stop_reason", reason)
+            else:
+                self._unset("stop_reason")
+
+    def budget_passed(self, figure: float) -> None:
+        """--budget stops the run: the figure it passed (recorded as it stops)."""
+        self.set("budget_figure", repr(figure))
 
     def last_attempt_end(self) -> float | None:
         row = self.db.execute("SELECT max(ended) FROM attempts").fetchone()

@@ -99,6 +99,28 @@ def launched_session() -> Path:
     return path
 
 
+def halted_session(
+    reason: str | None,
+    config: dict[str, str],
+    figure: float | None = None,
+) -> Path:
+    """A launched worker on a halted run: hub1 ($4/h) from T0 to T0+1800 s
+    ($2.00), job 1 ok, jobs 2-4 pending. `reason`: what cli.py recorded as the
+    stop reason (None: a store older than that record); `figure`: what
+    --budget stopped the run on."""
+    path, store = new_store(config={"split": "1", "provider": "hub", **config}, jobs=4)
+    store.begin_run(T0)
+    store.intend_instance("tok1", "hub", "hub1", "t3.small", 4.0, T0)
+    store.instance_launched("tok1", "i-0001", T0)
+    attempt(store, 1, "hub1", 60, 960, "ok", JobState.OK, 0, "out 1")
+    if figure is not None:
+        store.budget_passed(figure)
+    store.instance_destroyed("tok1", T0 + 1800)
+    store.end_run(T0 + 1800, "halted", reason)
+    store.close()
+    return path
+
+
 def free_lock(path: Path) -> None:
     """A lock file as a dead controller leaves it: its pid inside, nobody holding it."""
     (path / "lock").write_text("999999\n")

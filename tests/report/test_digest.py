@@ -17,6 +17,7 @@ from tests.report.report_stores import (
     attempt,
     big_session,
     free_lock,
+    halted_session,
     launched_session,
     new_store,
     real_session,
@@ -24,6 +25,7 @@ from tests.report.report_stores import (
 )
 
 from cloudtask.report import digest as d
+from cloudtask.report.html import html
 from cloudtask.scheduler import JobState
 from cloudtask.store import Store
 
@@ -182,7 +184,10 @@ def test_cost_and_efficiency_of_launched_workers_are_exact() -> None:
         "efficiency": 0.75,
         "total": 0.5 * 0.0208 + 0.096,
         "unpriced": 0,
+        # A job is left and no instance is alive: the batch does not end at this rate.
+        "projected": None,
     }
+    assert data["budget"] is None
     worker = data["workers"][0]
     assert worker["instances"][0]["instance_id"] == "i-0001"
     assert worker["instances"][0]["launched"] == "2027-01-15T08:00:00.000Z"
@@ -230,6 +235,135 @@ def test_an_undestroyed_instance_is_flagged_and_costs_until_now() -> None:
     assert data["workers"][0]["not_destroyed"] is True
     assert data["workers"][0]["instances"][0]["destroyed"] is None
     assert data["workers"][1]["instances"][0]["cost"] is None
+
+
+# -- why a session stopped, and --budget ---------------------------------------------------
+
+
+def test_a_budget_stop_says_so_with_the_budget_the_cost_and_the_figure_it_stopped_on() -> None:
+    path = halted_session("--budget=$5", {"budget": "5.0"}, figure=7306.97)
+
+    digest = d.load(path)
+
+    assert digest.session.state == "halted"
+    assert digest.session.stop_reason == "--budget=$5"
+    assert digest.budget == d.Budget(dollars=5.0, spent=2.0, projected=7306.97, stopped=True)
+    assert digest.cost is not None and digest.cost.total == 2.0
+    assert digest.cost.projected is None  # stopped with jobs left: no projection now
+    text = d.to_text(digest)
+    assert f"(stopped by --budget=$5; cloudtask --resume={path.name} runs the rest)" in text
+    assert "--halt" not in text
+    assert "  budget $5.00; spent $2.00; stopped when the projected cost $7,306.97 passed it\n" in (
+        text
+    )
+    data = d.to_json(digest)
+    validate(data)
+    assert data["session"]["stop_reason"] == "--budget=$5"
+    assert data["budget"] == {"dollars": 5.0, "spent": 2.0, "projected": 7306.97, "stopped": True}
+    assert data["cost"]["projected"] is None
+    page = html(digest, None)
+    assert "stopped by --budget=$5;" in page
+    assert "stopped when the projected cost $7,306.97 passed it" in page
+
+
+def test_a_halt_stop_names_its_spec_and_the_budget_beside_it_did_not_stop_it() -> None:
+    path = halted_session("--halt=fail=1", {"halt": "fail=1", "budget": "5.0"})
+
+    digest = d.load(path)
+
+    assert digest.session.stop_reason == "--halt=fail=1"
+    assert digest.budget == d.Budget(dollars=5.0, spent=2.0, projected=None, stopped=False)
+    text = d.to_text(digest)
+    assert "(stopped by --halt=fail=1; " in text
+    assert "  budget $5.00; spent $2.00\n" in text
+    data = d.to_json(digest)
+    validate(data)
+    assert data["budget"]["stopped"] is False
+    assert "stopped by --halt=fail=1;" in html(digest, None)
+
+
+@pytest.mark.parametrize(
+    ("config", "reason", "said"),
+    [
+        ({"budget": "5.0"}, "--budget=$5", "stopped by --budget=$5;"),
+        ({"halt": "fail=10%"}, "--halt=fail=10%", "stopped by --halt=fail=10%;"),
+        ({"halt": "fail=1", "budget": "5.0"}, None, "stopped by --halt or --budget;"),
+        ({}, None, "stopped by --halt;"),  # the wording from before the reason was kept
+    ],
+)
+def test_a_store_older_than_the_stop_reason_still_reads(
+    config: dict[str, str], reason: str | None, said: str
+) -> None:
+    path = halted_session(None, config)
+
+    digest = d.load(path)
+
+    assert digest.session.stop_reason == reason
+    assert said in d.to_text(digest)
+    data = d.to_json(digest)
+    validate(data)
+    assert data["session"]["stop_reason"] == reason
+    if digest.budget is not None:
+        # Only --budget could have halted it, but the figure it stopped on was not kept.
+        stopped = reason is not None and reason.startswith("--budget")
+        assert digest.budget == d.Budget(5.0, 2.0, None, stopped)
+
+
+def live_launched_session(jobs_done: int) -> Path:
+    """A first run that a controller drives now: hub1 ($4/h) alive since T0,
+    `jobs_done` of 4 jobs ended by T0+1800 s; --budget=$5."""
+    path, store = new_store(config={"split": "1", "provider": "hub", "budget": "5.0"}, jobs=4)
+    store.begin_run(T0)
+    store.intend_instance("tok1", "hub", "hub1", "t3.small", 4.0, T0)
+    store.instance_launched("tok1", "i-0001", T0)
+    for job in range(1, jobs_done + 1):
+        attempt(store, job, "hub1", 900 * (job - 1), 900 * job, "ok", JobState.OK, 0)
+    store.close()
+    return path
+
+
+def held(path: Path) -> int:
+    fd = os.open(path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a live controller holds it
+    return fd
+
+
+def test_a_live_session_is_projected_as_the_live_view_and_the_budget_reckon_it() -> None:
+    path = live_launched_session(jobs_done=2)
+    fd = held(path)
+    try:
+        digest = d.load(path, now=T0 + 3600)
+    finally:
+        os.close(fd)
+
+    # An hour at $4 so far; 2 jobs done in that hour, 2 left: an hour more.
+    assert digest.session.state == "running"
+    assert digest.cost is not None
+    assert (digest.cost.total, digest.cost.projected) == (4.0, 8.0)
+    assert digest.budget == d.Budget(dollars=5.0, spent=4.0, projected=8.0, stopped=False)
+    text = d.to_text(digest)
+    assert "  projected: $8.00 when the jobs left are done at the present rate\n" in text
+    assert "  budget $5.00; spent $4.00; projected $8.00\n" in text
+    validate(d.to_json(digest))
+
+
+def test_before_any_job_ends_the_cost_so_far_is_not_shown_as_projected() -> None:
+    path = live_launched_session(jobs_done=0)
+    fd = held(path)
+    try:
+        digest = d.load(path, now=T0 + 900)
+    finally:
+        os.close(fd)
+
+    assert digest.cost is not None
+    assert (digest.cost.total, digest.cost.projected) == (1.0, None)
+    text = d.to_text(digest)
+    assert "projected:" not in text
+    assert "  budget $5.00; spent $1.00; no projection yet\n" in text
+    data = d.to_json(digest)
+    validate(data)
+    assert data["cost"]["projected"] is None
+    assert data["budget"]["projected"] is None
 
 
 # -- controllers: killed, and running -------------------------------------------------------

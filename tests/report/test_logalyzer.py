@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import stat
@@ -26,6 +27,7 @@ from tests.report.report_stores import (
     T0,
     big_session,
     free_lock,
+    halted_session,
     launched_session,
     new_store,
     real_session,
@@ -177,6 +179,46 @@ def test_list_says_1_job_and_2_jobs() -> None:
     )
     assert "  2 jobs: 1 ok, 1 failed, " in by_id[int(two.name)]
     assert not ONE_IN_THE_PLURAL.search(by_id[int(one.name)])
+
+
+def test_list_warns_of_instances_left_running_once_controller_and_watchdog_are_gone() -> None:
+    destroyed = launched_session()
+    left, store = new_store(jobs=3)
+    store.begin_run(T0)
+    for n in (1, 2):
+        store.intend_instance(f"tok{n}", "hub", f"hub{n}", "t3.small", 0.0208, T0)
+        store.instance_launched(f"tok{n}", f"i-000{n}", T0)
+    store.intend_instance("tok3", "hub", "hub3", "t3.small", 0.0208, T0)  # no id came back
+    store.instance_destroyed("tok2", T0 + 60)
+    store.close()
+    free_lock(left)  # its controller and its watchdog were killed
+
+    lines = {int(line.split()[0]): line for line in ok(logalyzer("--list")).splitlines()}
+    assert "  WARNING: 2 launched instances may still be running  sh -c " in lines[int(left.name)]
+    assert lines[int(left.name)].split()[1] == "interrupted"
+    assert "WARNING" not in lines[int(destroyed.name)]
+
+    # While a controller (or the watchdog sweeping) holds the session, it is theirs.
+    fd = os.open(left / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lines = {int(line.split()[0]): line for line in ok(logalyzer("--list")).splitlines()}
+    finally:
+        os.close(fd)
+    assert lines[int(left.name)].split()[1] == "running"
+    assert "WARNING" not in lines[int(left.name)]
+
+
+def test_json_says_what_stopped_a_session_and_the_budget_against_its_cost() -> None:
+    path = halted_session("--budget=$5", {"budget": "5.0"}, figure=7306.97)
+
+    data = json.loads(ok(logalyzer("--json", path.name)))
+
+    validate(data)
+    assert data["session"]["state"] == "halted"
+    assert data["session"]["stop_reason"] == "--budget=$5"
+    assert data["budget"] == {"dollars": 5.0, "spent": 2.0, "projected": 7306.97, "stopped": True}
+    assert "(stopped by --budget=$5; " in ok(logalyzer(path.name))
 
 
 def test_sessions_come_from_the_option_then_the_environment(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+from cloudtask import cost
 from cloudtask.live import (
     clock,
     fit,
@@ -84,6 +85,37 @@ def test_cost_so_far_and_projected_for_launched_workers() -> None:
     assert state.cost is not None and abs(state.cost - 0.20) < 1e-9
     assert state.projected is not None and abs(state.projected - 0.40) < 1e-9
     assert lines(state, 10)[2] == "1 worker; cost $0.20 so far, $0.40 projected"
+    # The figure --budget stops on (worker.Run.check_budget), from the same inputs.
+    left = cost.seconds_left(100 - 50, 50, 3600.0)
+    assert state.projected == cost.projected(records, now, left)
+
+
+def test_the_budget_is_shown_beside_the_cost() -> None:
+    records = [instance("a", 0.0, None, 0.10)]
+    done = {JobState.OK: 50, JobState.FAILED: 0, JobState.TIMEOUT: 0, JobState.LOST: 0}
+    state = snapshot(1, 100, done, 0, 1, 3600.0, {"a": "job 51: x"}, records, 3600.0, budget=5)
+
+    assert lines(state, 10)[2] == "1 worker; cost $0.10 so far, $0.20 projected, budget $5"
+
+
+def test_no_projection_before_a_job_ends_nor_once_the_run_stopped_with_jobs_left() -> None:
+    # An hour of a $0.10 instance, no job ended yet: the time left is unknown.
+    records = [instance("a", 0.0, None, 0.10)]
+    none_done = dict.fromkeys(FINAL, 0)
+    early = snapshot(1, 10, none_done, 0, 1, 3600.0, {"a": "job 1: x"}, records, 3600.0)
+
+    assert early.cost is not None and abs(early.cost - 0.10) < 1e-9
+    assert early.projected is None
+    assert lines(early, 10)[2] == "1 worker; cost $0.10 so far"
+
+    # The last picture of a run --budget stopped: every instance destroyed,
+    # 40 jobs still pending. The cost so far is not shown as a projection.
+    gone = [instance("a", 0.0, 3600.0, 0.10)]
+    some = {JobState.OK: 10, JobState.FAILED: 0, JobState.TIMEOUT: 0, JobState.LOST: 0}
+    last = snapshot(1, 50, some, 0, 0, 3600.0, {}, gone, 3700.0, budget=0.05)
+
+    assert last.projected is None
+    assert lines(last, 10)[2] == "no worker left; cost $0.10 so far, budget $0.05"
 
 
 def test_no_price_no_cost_and_unknown_eta_before_any_job_ends() -> None:

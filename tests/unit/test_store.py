@@ -106,6 +106,26 @@ def test_the_store_is_private_and_versioned(tmp_path: Path) -> None:
         Store.open(tmp_path / "elsewhere")
 
 
+def test_what_halted_a_run_is_recorded_until_the_next_run_begins(tmp_path: Path) -> None:
+    store = Store.create(tmp_path)
+    store.begin_run(100.0)
+    store.budget_passed(7306.97)
+    store.end_run(200.0, "halted", "--budget=$5")
+    store.close()
+
+    store = Store.open(tmp_path)
+    assert (store.get("state"), store.get("stop_reason")) == ("halted", "--budget=$5")
+    assert store.get("budget_figure") == "7306.97"
+    # A resume: no stop yet, and the last one's figure is gone with it.
+    store.begin_run(300.0)
+    assert (store.get("stop_reason"), store.get("budget_figure")) == (None, None)
+    store.end_run(400.0, "halted", "--halt=fail=1")
+    assert store.get("stop_reason") == "--halt=fail=1"
+    store.end_run(500.0, "finished")  # as cli.py called it before there was a reason
+    assert (store.get("state"), store.get("stop_reason")) == ("finished", None)
+    store.close()
+
+
 def test_the_stored_configuration_has_no_secret() -> None:
     config = resolve({"split": "3"}, None, {"CLOUDTASK_HUB_APIKEY": "s3cret-key"})
 
@@ -189,6 +209,7 @@ DAMAGE = {
     "schema version not ASCII digits": "UPDATE meta SET value = '²' WHERE key = 'schema_version'",
     "runs not a number": "INSERT OR REPLACE INTO meta VALUES ('runs', 'many')",
     "end not a time": "INSERT OR REPLACE INTO meta VALUES ('ended', 'later')",
+    "budget figure not a number": "INSERT INTO meta VALUES ('budget_figure', 'lots')",
     "no meta table": "DROP TABLE meta",
 }
 

@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..config import OPTIONS
+from ..config import dollars as dollars_option
 from ..console import plural
-from ..cost import spent
+from ..cost import Projection, projection, seconds_left
 from ..errors import CloudtaskError
 from ..output import printable
 from ..store import SCHEMA_VERSION, STORE_NAME, InstanceRecord
@@ -98,6 +99,9 @@ class SessionInfo:
     command: str | None
     runs: int
     schema_version: int
+    # What halted a halted session: --halt=SPEC or --budget=$N; None when it
+    # is not halted, or when a store older than that record does not tell.
+    stop_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +245,10 @@ class Cost:
     work_seconds: float  # attempts' durations on launched workers
     total: float | None  # dollars, of the instances with a price; None when none has one
     unpriced: int  # instances with no known price, left out of the total
+    # Dollars when the batch ends at the present rate (cost.projection): the
+    # total once no job is left; None when none can be made (no job ended
+    # yet, a stopped session with jobs left, the pace of a resumed run).
+    projected: float | None = None
 
     @property
     def instance_hours(self) -> float:
@@ -254,6 +262,18 @@ class Cost:
     def efficiency(self) -> float | None:
         """Work hours over instance hours: the share of paid time spent on jobs."""
         return self.work_seconds / self.instance_seconds if self.instance_seconds else None
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """--budget against what launched workers cost."""
+
+    dollars: float
+    spent: float | None  # so far; None: no instance has a known price
+    # The projection held to it: for a session it stopped, the figure it
+    # stopped on (None: not recorded); else as of the digest (Cost.projected).
+    projected: float | None
+    stopped: bool  # it halted the session
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +329,18 @@ class Digest:
     cost: Cost | None  # None: no launched workers
     generated: float  # when the digest was read: "now" for live and undestroyed times
     timeline: Timeline | None = field(default=None)
+    budget: Budget | None = None  # None: no --budget
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """A session in one line (`--list`)."""
+
+    session: SessionInfo
+    counts: Counts
+    # Launched instances not recorded destroyed: with no controller or
+    # watchdog holding the session, they may still be running (and billing).
+    not_destroyed: int
 
 
 # -- reading a session -------------------------------------------------------------
@@ -402,20 +434,23 @@ def load(
         jobs = reader.job_lists(limit)
         drawn = reader.timeline(info, workers, last_seen) if timeline else None
     config = _config(meta.get("config"))
+    figures = projection(reader.records, generated, _time_left(info, counts))
     return Digest(
         session=info,
         counts=counts,
         config=config,
         workers=workers,
         jobs=jobs,
-        cost=_cost(workers, reader.records, generated),
+        cost=_cost(workers, figures),
         generated=generated,
         timeline=drawn,
+        budget=_budget(info, dict(config), figures, bool(reader.records), meta),
     )
 
 
-def load_summary(session_dir: Path) -> tuple[SessionInfo, Counts]:
-    """Just the session and its counts: what `--list` shows, cheap for big sessions."""
+def load_summary(session_dir: Path) -> Summary:
+    """Just the session, its counts and its instances not destroyed: what
+    `--list` shows, cheap for big sessions."""
     session_dir = Path(session_dir)
     check_session_dir(session_dir)
     generated = time.time()
@@ -424,7 +459,7 @@ def load_summary(session_dir: Path) -> tuple[SessionInfo, Counts]:
         meta = _meta(db, session_dir)
         reader = _Reader(db, held, generated)
         info = _session_info(session_dir, meta, held, generated, reader.last_seen(meta, ()))
-        return info, reader.counts()
+        return Summary(info, reader.counts(), reader.not_destroyed())
 
 
 def iter_jobs(digest: Digest) -> Iterator[Job]:
@@ -501,7 +536,63 @@ def _session_info(
         command=meta.get("command"),
         runs=int(_number(meta.get("runs")) or 0),
         schema_version=int(meta["schema_version"]),
+        stop_reason=_stop_reason(state, meta),
     )
+
+
+def _stop_reason(state: str, meta: dict[str, str]) -> str | None:
+    """What halted a halted session: as recorded, or in a store older than the
+    record, whichever of --halt and --budget its options had (if only one)."""
+    if state != "halted":
+        return None
+    if recorded := meta.get("stop_reason"):
+        return recorded
+    options = dict(_config(meta.get("config")))
+    given = [f"--halt={options['halt']}"] if "halt" in options else []
+    if (budget := _budget_option(options)) is not None:
+        given.append(f"--budget=${budget:g}")
+    return given[0] if len(given) == 1 else None
+
+
+def _budget_option(options: dict[str, str]) -> float | None:
+    """The stored --budget, in dollars."""
+    try:
+        return dollars_option(options["budget"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _time_left(info: SessionInfo, counts: Counts) -> float | None:
+    """The time the session's jobs left still need, as cost.seconds_left
+    reckons it for the run that drives it (None: unknown)."""
+    left = counts.pending + counts.running
+    if not left:
+        return 0.0
+    # Only a first run's pace is known: a resumed one's start is not stored.
+    if not info.live or info.runs != 1 or info.started is None or info.elapsed is None:
+        return None
+    return seconds_left(left, counts.total - left, info.elapsed)
+
+
+def _budget(
+    info: SessionInfo,
+    options: dict[str, str],
+    figures: Projection | None,
+    launched: bool,
+    meta: dict[str, str],
+) -> Budget | None:
+    limit = _budget_option(options)
+    if limit is None:
+        return None
+    stopped = (info.stop_reason or "").startswith("--budget=")
+    if figures is None:
+        spent = None if launched else 0.0
+        projected = None
+    else:
+        spent, projected = figures.spent, figures.projected
+    if stopped:
+        projected = _number(meta.get("budget_figure"))
+    return Budget(limit, spent, projected, stopped)
 
 
 def _config(text: str | None) -> tuple[tuple[str, str], ...]:
@@ -517,7 +608,7 @@ def _config(text: str | None) -> tuple[tuple[str, str], ...]:
     )
 
 
-def _cost(workers: Sequence[Worker], records: Sequence[InstanceRecord], now: float) -> Cost | None:
+def _cost(workers: Sequence[Worker], figures: Projection | None) -> Cost | None:
     instances = [instance for worker in workers for instance in worker.instances]
     if not instances:
         return None
@@ -526,8 +617,9 @@ def _cost(workers: Sequence[Worker], records: Sequence[InstanceRecord], now: flo
         instance_seconds=sum(instance.seconds for instance in instances),
         work_seconds=sum(worker.work_seconds for worker in workers if worker.launched),
         # The live view and --budget take their figures from the same function.
-        total=spent(records, now),
+        total=None if figures is None else figures.spent,
         unpriced=sum(1 for instance in instances if instance.hourly_price is None),
+        projected=None if figures is None else figures.projected,
     )
 
 
@@ -621,6 +713,13 @@ class _Reader:
             )
             for r in self.records
         ]
+
+    def not_destroyed(self) -> int:
+        """How many launched instances are not recorded destroyed."""
+        if not self._has_instances():
+            return 0
+        row = self.db.execute("SELECT count(*) FROM instances WHERE destroyed IS NULL").fetchone()
+        return int(row[0])
 
     def _has_instances(self) -> bool:
         row = self.db.execute(
@@ -1007,11 +1106,13 @@ def state_note(digest: Digest) -> str | None:
     """What the session's state means for the user, when it needs saying."""
     session = digest.session
     resume = "cloudtask --resume=" + (str(session.id) if session.id is not None else "ID")
+    # A store older than the stop's record, whose options had both, does not tell which.
+    halted_by = session.stop_reason or ("--halt or --budget" if digest.budget else "--halt")
     notes = {
         "interrupted": "its controller died while it ran; "
         f"{resume} runs the rest (and destroys what it left)",
         "incomplete": f"no worker was left to run every job; {resume} runs the rest",
-        "halted": f"stopped by --halt; {resume} runs the rest",
+        "halted": f"stopped by {halted_by}; {resume} runs the rest",
         "aborted": f"aborted; {resume} runs the rest",
         "running": "a controller is running it now: this is a snapshot",
         "starting": "a controller is starting it (reading its jobs)",
@@ -1165,7 +1266,7 @@ def to_text(digest: Digest) -> str:
         out += _table(done, right=(0, 3))
     out += _more(len(jobs.ok), counts.ok)
 
-    if digest.cost is not None:
+    if digest.cost is not None or digest.budget is not None:
         out += ["", *_cost_text(digest)]
     return "\n".join(out) + "\n"
 
@@ -1189,10 +1290,39 @@ def _failed_job(job: Job, day: float | None) -> list[str]:
     return lines
 
 
+def projection_text(digest: Digest) -> str | None:
+    """The projection, while jobs are left and one can be made."""
+    cost = digest.cost
+    if cost is None or cost.projected is None or not _jobs_left(digest.counts):
+        return None
+    return f"{dollars(cost.projected)} when the jobs left are done at the present rate"
+
+
+def budget_text(digest: Digest) -> str | None:
+    """--budget against the cost: "budget $5.00; spent $3.23; ..."."""
+    budget = digest.budget
+    if budget is None:
+        return None
+    parts = [f"budget {dollars(budget.dollars)}", f"spent {dollars(budget.spent)}"]
+    if budget.stopped:
+        figure = "" if budget.projected is None else f" {dollars(budget.projected)}"
+        parts.append(f"stopped when the projected cost{figure} passed it")
+    elif budget.projected is not None and _jobs_left(digest.counts):
+        parts.append(f"projected {dollars(budget.projected)}")
+    elif _jobs_left(digest.counts) and digest.session.live:
+        parts.append("no projection yet")
+    return "; ".join(parts)
+
+
+def _jobs_left(counts: Counts) -> int:
+    return counts.pending + counts.running
+
+
 def _cost_text(digest: Digest) -> list[str]:
     cost = digest.cost
-    assert cost is not None
     out = ["cost of launched workers:"]
+    if cost is None:
+        return [*out, "  (none launched)", f"  {budget_text(digest)}"]
     rows = [("instance", "worker", "provider", "size", "hours", "$/hour", "cost", "")]
     for worker in digest.workers:
         for i in worker.instances:
@@ -1217,6 +1347,10 @@ def _cost_text(digest: Digest) -> list[str]:
         f"  work: {cost.work_hours:.4f} hours; efficiency (work / instance hours): "
         f"{percent(cost.efficiency)}",
     ]
+    if projected := projection_text(digest):
+        out.append(f"  projected: {projected}")
+    if budget := budget_text(digest):
+        out.append(f"  {budget}")
     return out
 
 
@@ -1293,7 +1427,7 @@ def job_json(job: Job) -> dict[str, Any]:
 
 def to_json(digest: Digest) -> dict[str, Any]:
     """The digest as one JSON-ready object (see digest.schema.json for every key)."""
-    session, counts, cost = digest.session, digest.counts, digest.cost
+    session, counts, cost, budget = digest.session, digest.counts, digest.cost, digest.budget
     listed = digest.jobs.all()
     return {
         "format": FORMAT,
@@ -1310,6 +1444,7 @@ def to_json(digest: Digest) -> dict[str, Any]:
             "elapsed_seconds": session.elapsed,
             "command": session.command,
             "runs": session.runs,
+            "stop_reason": session.stop_reason,
         },
         "counts": {
             "total": counts.total,
@@ -1326,6 +1461,15 @@ def to_json(digest: Digest) -> dict[str, Any]:
             "efficiency": cost.efficiency,
             "total": cost.total,
             "unpriced": cost.unpriced,
+            "projected": cost.projected,
+        },
+        "budget": None
+        if budget is None
+        else {
+            "dollars": budget.dollars,
+            "spent": budget.spent,
+            "projected": budget.projected,
+            "stopped": budget.stopped,
         },
         "jobs_listed": {
             "limit": digest.jobs.limit,

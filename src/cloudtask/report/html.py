@@ -21,10 +21,12 @@ from .digest import (
     Digest,
     Job,
     Worker,
+    budget_text,
     clock,
     dollars,
     how_ended,
     percent,
+    projection_text,
     span,
     state_note,
     undestroyed,
@@ -202,8 +204,13 @@ def _destroyed(not_destroyed: bool, flag: str) -> str:
 
 def _cost(digest: Digest) -> list[str]:
     cost = digest.cost
-    if cost is None:
-        return []
+    budget = budget_text(digest)
+    after = [] if budget is None else [f"<p>{_e(budget)}</p>"]
+    heading = "<h2>Cost of launched workers</h2>"
+    if cost is None:  # none launched: only a budget to show, if any
+        return [heading, "<p>none launched</p>", *after] if after else []
+    if projected := projection_text(digest):
+        after.insert(0, f"<p>projected <b>{_e(projected)}</b></p>")
     rows = [
         [
             _e(i.instance_id or "?"),
@@ -222,7 +229,7 @@ def _cost(digest: Digest) -> list[str]:
     if cost.unpriced:
         total += f" (without {plural(cost.unpriced, 'instance')} of unknown price)"
     return [
-        "<h2>Cost of launched workers</h2>",
+        heading,
         _table(
             ["instance", "worker", "provider", "size", "hours", "$/hour", "cost", "destroyed"],
             rows,
@@ -231,6 +238,7 @@ def _cost(digest: Digest) -> list[str]:
         f"<p>total <b>{_e(total)}</b> for {cost.instance_hours:.4f} instance hours; "
         f"work {cost.work_hours:.4f} hours; efficiency (work / instance hours) "
         f"<b>{_e(percent(cost.efficiency))}</b></p>",
+        *after,
     ]
 
 
