@@ -28,6 +28,7 @@ from .config import (
     template_text,
 )
 from .console import Console, plan_text, plural, silence_stdout, summary_line
+from .cost import MIN_HOURS, launch_passes_budget
 from .errors import (
     CloudtaskError,
     ExitStatus,
@@ -41,6 +42,7 @@ from .joblog import Joblog
 from .jobs import Command, check_length, read_jobs
 from .limits import fit_open_files
 from .providers import Cloud, Provider, get_cloud, is_cloud
+from .providers.cloud import ProviderError
 from .providers.launched import LaunchedWorkers, settled, sweep_and_close
 from .providers.local import LocalProvider
 from .providers.prelaunched import Prelaunched
@@ -60,7 +62,7 @@ from .ssh import (
 )
 from .store import Store
 from .transport.local import kill_leftovers
-from .watchdog import Watchdog
+from .watchdog import LOG_NAME, Watchdog
 
 T = TypeVar("T")
 USAGE = "usage: {prog} [OPTIONS] {command}[ARG...] < JOBS"
@@ -286,6 +288,7 @@ def _run(
         jobs = store_jobs(store, command, stdin)
         split = min(config.split or len(targets) or 1, jobs)
         fit_open_files(split)
+        refuse_unlaunchable(config, targets, split, store, session.id)
         if sys.stderr is not None and sys.stderr.isatty() and not config.force:
             confirm(config, store, jobs, split)
     except BaseException:
@@ -367,6 +370,7 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
     store.set_config(stored_config(config))
     split = min(config.split or len(targets) or 1, pending)
     fit_open_files(split)
+    refuse_unlaunchable(config, targets, split, store, session.id)
     plan = Plan(config, session, store, targets, cloud, split, pending, joblog, keys_left, kept)
     return _drive(plan, console)
 
@@ -436,13 +440,17 @@ def _drive_run(plan: Plan, console: Console) -> int:
             config.user,
             price,
             console.warn,
+            boot_limit=config.boot_timeout,
         )
+        launched.note = console.line
         sources.append((launched, split - len(targets)))
     local = None
     if not sources:
         local = LocalProvider.from_config(config)
         sources.append((local, split))
-    with session.open_log(session.log_path) as log, Watchdog.started(session, config) as dog:
+    # A run that launches nothing has nothing for a watchdog to watch.
+    watched = config if launched is not None else None
+    with session.open_log(session.log_path) as log, Watchdog.started(session, watched) as dog:
         console.log = log
         if local is not None:
             stop_leftover_jobs(local, session, store, console)
@@ -490,13 +498,20 @@ def _drive_run(plan: Plan, console: Console) -> int:
                     f"this run's session key is left on {', '.join(still)}: "
                     f"{resume_command(config, session)} removes it once they can be reached"
                 )
+        left_running: list[str] = []
         if launched is not None:
             if not summary.aborted:  # after an abort, waiting on the cloud is the watchdog's
                 settle_launches(config, session, store, console)
             if settled(store, time.time()):
                 dog.release()  # every launched instance is destroyed: nothing left to watch
             else:
-                console.warn("launched instances may still be running: a watchdog sweeps on")
+                left_running = [record.name for record in store.instances(open_only=True)]
+                console.warn(
+                    f"{', '.join(left_running) or 'launched instances'} may still be running: "
+                    f"the watchdog's sweep is under way ({session.path / LOG_NAME}); "
+                    f"or run cloudtask-destroy-workers --session={session.id}"
+                    + sessions_option(config)
+                )
         resume = f"cloudtask --resume={session.id}" + sessions_option(config)
         state = summary.state
         if session.trouble.reason is not None and summary.unfinished:
@@ -528,7 +543,7 @@ def _drive_run(plan: Plan, console: Console) -> int:
         nothing_left_to_interrupt()
         last_word(console, summary_line(session.id, summary.elapsed, summary.counts))
         console.log = None
-    return ExitStatus.OK if summary.all_ok else ExitStatus.NOT_OK
+    return ExitStatus.OK if summary.all_ok and not left_running else ExitStatus.NOT_OK
 
 
 def last_word(console: Console, text: str) -> None:
@@ -575,6 +590,43 @@ def cloud_of(config: Config) -> Cloud | None:
     if not is_cloud(config.provider):
         return None
     return get_cloud(config.provider).from_config(config)
+
+
+def refuse_unlaunchable(
+    config: Config, targets: Sequence[Target], split: int, store: Store, session_id: int
+) -> None:
+    """A run that only launched workers could run refused before it starts, when
+    none can be launched: a budget below one worker, or a cloud that refuses
+    the credentials. (With --workers, the run goes on on those.)"""
+    if targets or split <= len(targets) or not is_cloud(config.provider):
+        return
+    cloud = cloud_of(config)
+    assert cloud is not None
+    price = hourly_price(cloud.name, cloud.size, config.hourly_price)
+    budget = config.budget
+    if budget is not None and price is not None:
+        over = launch_passes_budget(budget, store.instances(), time.time(), None, price)
+        if over is not None:
+            raise UsageError(
+                f"--budget=${budget:g}: even one {cloud.name} worker (${price:g} an hour, "
+                f"judged on at least {MIN_HOURS:g} hour) would bring the session to "
+                f"${over:.2f}: nothing can be launched"
+            )
+    refused = asyncio.run(refusal_of(cloud, session_id))
+    if refused is not None:
+        raise UsageError(f"--provider={config.provider}: {refused}: nothing can be launched")
+
+
+async def refusal_of(cloud: Cloud, session_id: int) -> str | None:
+    """Why the cloud refuses to be used (bad credentials, say), from one cheap
+    call; None when it answers, or fails in a way a retry may mend."""
+    try:
+        await cloud.instances(session_id)
+    except ProviderError as exc:
+        return None if exc.transient else str(exc)
+    finally:
+        await cloud.close()
+    return None
 
 
 def destroy_leftovers(

@@ -45,13 +45,22 @@ def whole(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+# A duration's unit, as in `sleep`: seconds unless it says otherwise.
+UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
 def seconds(text: str) -> float:
+    """A positive duration: seconds (`90`, `1.5`), or with a unit (`90s`, `15m`, `2h`, `1d`)."""
+    number = text.strip()
+    unit = UNITS.get(number[-1:].lower()) if number else None
+    if unit is not None:
+        number = number[:-1]
     try:
-        value = float(text.strip())
+        value = float(number) * (unit or 1.0)
     except ValueError:
-        raise ValueError(f"not a number of seconds: {text!r}") from None
+        raise ValueError(f"not a duration (90, 90s, 15m, 2h, 1d): {text!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"must be a positive number of seconds, got {text.strip()}")
+        raise ValueError(f"must be a positive duration, got {text.strip()}")
     return value
 
 
@@ -215,7 +224,7 @@ OPTIONS: tuple[Option, ...] = (
         "per-job time limit; on expiry every process of the job is killed",
         seconds,
         default=3600.0,
-        metavar="SECONDS",
+        metavar="DURATION",
     ),
     Option(
         "retries",
@@ -240,17 +249,24 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "keepalive",
-        "seconds between liveness checks of a worker; after 3 unanswered it is failed",
+        "time between liveness checks of a worker; after 3 unanswered it is failed",
         seconds,
         default=5.0,
-        metavar="SECONDS",
+        metavar="DURATION",
     ),
     Option(
         "connect-timeout",
-        "seconds to wait for a worker's SSH connection and login before it is failed",
+        "time to wait for a worker's SSH connection and login before it is failed",
         seconds,
         default=30.0,
-        metavar="SECONDS",
+        metavar="DURATION",
+    ),
+    Option(
+        "boot-timeout",
+        "how long a launched worker may take to run and answer SSH before it is destroyed",
+        seconds,
+        default=600.0,
+        metavar="DURATION",
     ),
     Option("pre", "setup command run on each worker before its first job", metavar="CMD"),
     Option("post", "cleanup command run on each worker after its last job", metavar="CMD"),
@@ -407,6 +423,7 @@ class Config:
     user: str = "root"
     keepalive: float = 5.0
     connect_timeout: float = 30.0
+    boot_timeout: float = 600.0
     pre: str | None = None
     post: str | None = None
     overlay: Path | None = None

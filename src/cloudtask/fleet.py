@@ -114,9 +114,16 @@ async def launch_all(cloud: Cloud, count: int, key: str | None) -> list[str | Cl
         launches = (one(number) for number in range(1, count + 1))
         results = await asyncio.gather(*launches, return_exceptions=True)
     except BaseException:
+        destroyed = []
         for instance_id in launched:
             with contextlib.suppress(CloudtaskError):
                 await asyncio.shield(destroy_one(cloud, instance_id))
+                destroyed.append(instance_id)
+        if launched:
+            warn(
+                f"stopped: destroyed {len(destroyed)} of the {len(launched)} instances "
+                f"launched so far ({' '.join(destroyed) or 'none'}); no address was written"
+            )
         raise
     finally:
         await cloud.close()

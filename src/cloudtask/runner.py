@@ -85,6 +85,7 @@ async def run_session(
     for provider, _ in sources:
         if isinstance(provider, LaunchedWorkers):
             provider.admit = run.launch_blocked
+            provider.status = run.show_status
     if not LiveView.wanted(console.err):
         return await _run_workers(run, sources, started)
     # Until a worker shows up (or a job starts), the workers are starting;

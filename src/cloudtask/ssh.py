@@ -258,6 +258,10 @@ class HostKeyRefused(WorkerError):
     """The worker's host key is not the one trusted for it: never worth a retry."""
 
 
+class LoginRefused(WorkerError):
+    """The worker's sshd answered and refused every key offered."""
+
+
 @dataclass(frozen=True)
 class SSHOptions:
     identity: Path | None
@@ -358,7 +362,7 @@ async def _open(
         raise HostKeyRefused(f"host key of {name} could not be verified: refused") from None
     except asyncssh.PermissionDenied:
         login = f"{target.user}@{target.host}" + (f":{target.port}" if target.port != 22 else "")
-        raise WorkerError(
+        raise LoginRefused(
             f"{name}: permission denied for {login} (key authentication only)"
         ) from None
     except TimeoutError:

@@ -45,6 +45,9 @@ LOCK_WAIT = 10.0
 # The pauses cover the time an instance of an uncertain launch may take to
 # appear (providers.launched.UNCERTAIN_FOR, plus a cloud's listing lag).
 SWEEP_PAUSES = (0.0, 5.0, 15.0, 30.0, 60.0, 60.0, 120.0, 300.0)
+# However slow the cloud's API (each call may time out and be retried), the
+# watchdog gives up this long after the controller ended, and says why.
+GIVE_UP_AFTER = 600.0
 
 
 class Watchdog:
@@ -55,8 +58,9 @@ class Watchdog:
 
     @classmethod
     @contextlib.contextmanager
-    def started(cls, session: SessionDir, config: Config) -> Iterator[Watchdog]:
-        if not is_cloud(config.provider):
+    def started(cls, session: SessionDir, config: Config | None) -> Iterator[Watchdog]:
+        """A watchdog for a run that may launch on `config`'s cloud (None: no run does)."""
+        if config is None or not is_cloud(config.provider):
             yield cls(None)
             return
         log = session.open_log(session.path / LOG_NAME)
@@ -113,7 +117,7 @@ def log(text: str) -> None:
     print(f"{datetime.now().isoformat(timespec='seconds')} {text}", flush=True)
 
 
-def watch(stdin: IO[str]) -> int:
+def watch(stdin: IO[str], give_up_after: float = GIVE_UP_AFTER) -> int:
     setup: dict[str, Any] = json.loads(stdin.readline())
     session_id = int(setup["session"])
     log(f"watching session {session_id} (controller {os.getppid()})")
@@ -122,33 +126,43 @@ def watch(stdin: IO[str]) -> int:
         return 0
     session = SessionDir.find(Path(setup["sessions"]), session_id, "watchdog")
     config = resolve(setup["options"])
+    deadline = time.monotonic() + give_up_after
+    why = "every sweep left something open"
     for pause in SWEEP_PAUSES:
-        time.sleep(pause)
+        time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+        if time.monotonic() >= deadline:
+            why = f"no sweep settled it within {give_up_after:g} s"
+            break
         # The lock only while sweeping: a resume meanwhile takes over the cleanup.
         if not take_lock(session):
             log("another cloudtask took the session over: it destroys what is left")
             return 0
         try:
-            if sweep_once(session, config):
+            if sweep_once(session, config, deadline - time.monotonic()):
                 log("nothing of the session is left running")
                 return 0
         finally:
             session.unlock()
     log(
-        f"instances may still be running: cloudtask-destroy-workers --session={session_id} "
-        f"--sessions={session.path.parent}"
+        f"giving up ({why}): instances may still be running: "
+        f"cloudtask-destroy-workers --session={session_id} --sessions={session.path.parent}"
     )
     return 1
 
 
-def sweep_once(session: SessionDir, config: Config) -> bool:
-    """One sweep of the session; whether it is settled (nothing can be left)."""
+def sweep_once(session: SessionDir, config: Config, limit: float) -> bool:
+    """One sweep of the session, cut off after `limit` seconds; whether it is
+    settled (nothing can be left)."""
     store = Store.open(session.path)
     try:
         log("sweeping: the controller ended without destroying every instance")
         try:
             cloud = get_cloud(config.provider).from_config(config)
-            destroyed = asyncio.run(sweep_and_close(cloud, store, session.id, log_warning))
+            sweeping = sweep_and_close(cloud, store, session.id, log_warning)
+            destroyed = asyncio.run(asyncio.wait_for(sweeping, max(limit, 0.1)))
+        except TimeoutError:
+            log(f"sweep failed: the cloud did not answer within {limit:.0f} s")
+            return False
         except CloudtaskError as exc:
             log(f"sweep failed: {exc}")
             return False

@@ -60,6 +60,13 @@ class Run:
     attempts_started: int = 0  # in this run
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def show_status(self, worker: str, what: str | None) -> None:
+        """A worker's doing in the live view, from its provider while it boots."""
+        if what is None:
+            self.doing.pop(worker, None)
+        else:
+            self.doing[worker] = what
+
     def changed(self) -> None:
         """Wake the workers waiting for work: the queue or the running set changed."""
         self._changed.set()
@@ -138,13 +145,7 @@ class Worker:
         self.unready = False
 
     async def lifecycle(self) -> None:
-        launching = f"({self.provider.name} #{id(self) % 10_000})"
-        if self.provider.replaceable:
-            self.run.doing[launching] = "booting"
-        try:
-            instance = await self._obtain()
-        finally:
-            self.run.doing.pop(launching, None)
+        instance = await self._obtain()
         if instance is None:
             return
         self.name = instance.name
@@ -157,8 +158,10 @@ class Worker:
             try:
                 if instance.token is not None:
                     self._doing("destroying")
-                await self.provider.destroy(instance)
-                if instance.token is not None:
+                # Said only once the cloud confirmed it; one left running is
+                # named at the run's end (its record stays open).
+                gone = await self.provider.destroy(instance)
+                if instance.token is not None and gone:
                     self.run.console.line(f"{self.name} destroyed ({instance.id})")
             finally:
                 self.run.doing.pop(self.name, None)

@@ -425,7 +425,7 @@ def test_template_help_shows_the_templates_own_values(tmp_path: Path) -> None:
     )
     assert "this template: (set)" in result.stdout
     assert "sekrit" not in result.stdout
-    timeout = result.stdout.split("--timeout=SECONDS\n", 1)[1].splitlines()[1]
+    timeout = result.stdout.split("--timeout=DURATION\n", 1)[1].splitlines()[1]
     assert "default: 3600" in timeout  # not set by the template: the built-in default
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from tests.e2e import helpers
 from tests.hosts import TestHosts
+from tests.hubserver import unreachable_url
 from tests.integration.ssh_support import (
     CLOUDTASK,
     KeysSnapshot,
@@ -30,6 +31,7 @@ from tests.integration.ssh_support import (
     starts,
     wait_until,
 )
+from tests.processes import watchdogs_of
 from tests.testcloud import APIKEY, Cloud
 
 
@@ -163,6 +165,7 @@ def test_a_worker_whose_setup_fails_is_destroyed_and_gets_no_jobs(
 
     assert result.returncode == 1
     assert helpers.counts(result) == (3, 3, 3, 0, 0, 0)  # all 3 still pending
+    assert "incomplete: the rest is pending; resume with: cloudtask --resume=" in result.stdout
     assert starts(tmp_path) == []
     assert len(cloud.backend.created) == 2
     assert cloud.backend.alive() == []
@@ -430,3 +433,133 @@ def test_a_worker_the_cloud_cannot_describe_is_destroyed_and_the_run_ends_cleanl
     cloud.hub.settle()
     assert cloud.backend.alive() == []
     assert all(destroyed for *_, destroyed in instances(helpers.summary(result).id))
+
+
+# -- cloud workers as users run them (issue 19) -----------------------------------------
+
+
+def run_with_identity(
+    cloud: Cloud, home: Path, identity: Path, jobs: bytes, *options: str, apikey: str = APIKEY
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """cloudtask on the test cloud logging in with `identity`; its result and how long it took."""
+    argv = [
+        CLOUDTASK,
+        "--force",
+        "--provider=hub",
+        f"--hub-url={cloud.hub.url}",
+        f"--ssh-identity={identity}",
+        "--keepalive=1",
+        *options,
+        "true",
+    ]
+    env = env_for(home) | {"CLOUDTASK_HUB_APIKEY": apikey}
+    started = time.monotonic()
+    result = helpers.run(argv, input=jobs, env=env, timeout=120)
+    helpers.assert_no_traceback(result)
+    return result, time.monotonic() - started
+
+
+def test_a_launched_worker_that_refuses_the_login_is_destroyed_at_once(
+    cloud: Cloud, tmp_path: Path, home: Path
+) -> None:
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+
+    result, took = run_with_identity(cloud, home, stranger, jobs_input(2), "--split=1")
+
+    assert result.returncode == 1
+    assert "permission denied" in result.stderr and "refused for good" in result.stderr
+    assert took < 90, f"a refused login was tried for {took:.0f} s (the boot limit is 600)"
+    assert helpers.counts(result) == (2, 2, 2, 0, 0, 0)
+    (only,) = instances(helpers.summary(result).id)
+    assert only[3] is not None  # destroyed, and recorded so
+    assert "hub1 destroyed" in result.stdout
+    assert cloud.backend.alive() == []
+
+
+def test_a_worker_that_never_answers_ssh_is_given_up_at_the_boot_timeout(
+    cloud: Cloud, tmp_path: Path, home: Path
+) -> None:
+    cloud.backend.sshd_down = True
+
+    result, took = run_with_identity(
+        cloud, home, cloud.backend.key, jobs_input(1), "--split=1", "--boot-timeout=6s"
+    )
+
+    assert result.returncode == 1
+    assert "hub1: no SSH after 6 s (--boot-timeout)" in result.stderr, result.stderr
+    # Said as it goes, not only at the end (a line each quarter of a short limit).
+    assert "hub1: waiting for SSH for " in result.stdout
+    assert took < 60
+    assert cloud.backend.alive() == []
+
+
+def test_a_destroy_the_cloud_refuses_is_not_reported_as_done(
+    cloud: Cloud, tmp_path: Path, home: Path
+) -> None:
+    # The worker's own destroy and the run's last sweep are refused; the
+    # watchdog's sweep, after the run, gets through.
+    cloud.hub.fail(403, count=2, endpoint="terminate")
+
+    result, _ = run_with_identity(cloud, home, cloud.backend.key, jobs_input(1), "--split=1")
+
+    assert result.returncode == 1  # every job ok, but a worker may still be billing
+    assert helpers.counts(result) == (0, 1, 0, 0, 0, 1)
+    assert "hub1 destroyed" not in result.stdout
+    assert "hub1 may still be running: the watchdog's sweep is under way" in result.stderr
+    wait_until(lambda: cloud.backend.alive() == [], 60, "the watchdog destroyed hub1")
+
+
+def test_a_wrong_api_key_is_refused_before_anything_runs(
+    cloud: Cloud, tmp_path: Path, home: Path
+) -> None:
+    result, _ = run_with_identity(
+        cloud, home, cloud.backend.key, jobs_input(2), "--split=1", apikey="not-the-key"
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("cloudtask: --provider=hub: "), result.stderr
+    assert "nothing can be launched" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert helpers.session_ids() == []  # nothing ran: no session
+    assert cloud.hub.requests["launch"] == 0
+
+
+def test_a_budget_below_one_worker_is_refused_before_anything_runs(
+    cloud: Cloud, tmp_path: Path, home: Path
+) -> None:
+    result, _ = run_with_identity(
+        cloud,
+        home,
+        cloud.backend.key,
+        jobs_input(2),
+        "--hourly-price=2",
+        "--budget=1.5",
+    )
+
+    assert result.returncode == 2
+    assert "--budget=$1.5: even one hub worker ($2 an hour" in result.stderr, result.stderr
+    assert helpers.session_ids() == []
+    assert cloud.hub.requests["launch"] == 0
+
+
+def test_a_run_that_launches_nothing_starts_no_watchdog(
+    make_hosts, tmp_path: Path, home: Path, authorized_keys: KeysSnapshot
+) -> None:
+    mine: TestHosts = make_hosts(1)
+    env = env_for(home) | {"CLOUDTASK_HUB_APIKEY": APIKEY}
+    argv = [
+        CLOUDTASK,
+        "--force",
+        f"--hub-url={unreachable_url()}",
+        f"--workers={mine[0].login}",
+        f"--ssh-identity={mine.client_key}",
+        "true",
+    ]
+    result = helpers.run(argv, input=b"x\n", env=env, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    session = helpers.sessions_dir() / str(helpers.summary(result).id)
+    assert not (session / "watchdog.log").exists()
+    assert watchdogs_of(helpers.sessions_dir()) == []
+    authorized_keys.assert_unchanged()

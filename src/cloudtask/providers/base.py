@@ -58,8 +58,9 @@ class Provider(ABC):
         """A transport that runs commands on the worker."""
 
     @abstractmethod
-    async def destroy(self, instance: Instance) -> None:
-        """Let the worker go; nothing of it keeps running or billing."""
+    async def destroy(self, instance: Instance) -> bool:
+        """Let the worker go; nothing of it keeps running or billing. False
+        when the cloud did not confirm it (it may still run: said already)."""
 
     def spares(self, started: int) -> int:
         """How many failed workers may be replaced, `started` being in use."""

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from ..addresses import Address
 from ..errors import WorkerError
 from ..session import SessionDir
-from ..ssh import HostKeyRefused, HostKeys, SessionKey, SSHOptions, Target, connect
+from ..ssh import HostKeyRefused, HostKeys, LoginRefused, SessionKey, SSHOptions, Target, connect
 from ..store import Store
 from ..transport import Transport
 from .base import Instance, Provider
@@ -34,8 +34,15 @@ from .cloud import (
     with_retries,
 )
 
-# From the launch call to SSH answering: past this, the instance is given up.
+# From the launch call to SSH answering: past this, the instance is given up
+# (--boot-timeout).
 BOOT_LIMIT = 600.0
+# sshd may refuse the login for a moment after it first answers, until the
+# cloud's agent (cloud-init) has put the key in place; past this it is refused
+# for good and the instance is given up at once.
+LOGIN_GRACE = 15.0
+# While a worker boots, a line says so this often (the live view says it all along).
+BOOT_NOTE_EVERY = 60.0
 # Polls of a booting instance start often and slow down (seconds).
 POLL_FIRST, POLL_MOST = 0.5, 5.0
 # How long after a launch call with an unknown outcome (a timeout, a lost
@@ -75,15 +82,31 @@ class LaunchedWorkers(Provider):
         # Names go on from the session's earlier runs: worker logs never mix.
         self._numbers = itertools.count(len(store.instances()) + 1)
         self._host_keys: dict[str, tuple[str, ...]] = {}
+        self._boot_started: dict[str, float] = {}  # instance id -> monotonic time
+        self._noted: dict[str, int] = {}  # worker -> the last minute of booting noted
         # Asked before each launch (--budget): why not to launch, or None.
         self.admit: Callable[[float | None], str | None] | None = None
+        # Told what a worker does while it boots (name, a few words), and
+        # None once it is no longer booting: for the live view.
+        self.status: Callable[[str, str | None], None] = lambda name, what: None
+        # Told a line now and then while a worker boots long: for the log.
+        self.note: Callable[[str], None] = lambda text: None
 
     async def launch(self) -> Instance:
         # Checked and recorded with no await between: launches starting at the
         # same moment each see the ones before them.
         if self.admit is not None and (why := self.admit(self.price)):
             raise WorkerError(f"{why}: not launched")
-        name = f"{self.cloud.name}{next(self._numbers)}"
+        # hub1, libcloud2; ec2-3 (a name that ends in a digit gets a dash).
+        dash = "-" if self.cloud.name[-1:].isdigit() else ""
+        name = f"{self.cloud.name}{dash}{next(self._numbers)}"
+        self.status(name, "launching")
+        try:
+            return await self._launch(name)
+        finally:
+            self.status(name, None)  # the worker says what it does from now on
+
+    async def _launch(self, name: str) -> Instance:
         token = secrets.token_hex(8)
         self.store.intend_instance(
             token, self.cloud.name, name, self.cloud.size, self.price, time.time()
@@ -125,6 +148,7 @@ class LaunchedWorkers(Provider):
             # Otherwise the record stays open: sweeps by tag make sure nothing was made.
             raise WorkerError(str(exc)) from None
         instance = Instance(instance_id, name, "", token)
+        self._boot_started[instance_id] = time.monotonic()
         try:
             # A record that cannot be written (a full disk) fails the launch:
             # the instance it made is destroyed all the same.
@@ -140,8 +164,11 @@ class LaunchedWorkers(Provider):
         return dataclasses.replace(instance, address=address)
 
     async def _wait_running(self, instance: Instance) -> str:
+        def booting(elapsed: float, state: str) -> None:
+            self._booting(instance.name, elapsed, f"booting ({state})")
+
         running = await wait_running(
-            self.cloud, instance.id, instance.name, self.boot_limit, self.warn
+            self.cloud, instance.id, instance.name, self.boot_limit, self.warn, booting
         )
         self._host_keys[instance.id] = running.host_keys
         assert running.address is not None
@@ -156,19 +183,48 @@ class LaunchedWorkers(Provider):
         if reported and host_keys.pins is None:
             host_keys.pin(instance.address, 22, reported)
         options = dataclasses.replace(self.options, host_keys=host_keys)
-        deadline = time.monotonic() + self.boot_limit
+        started = self._boot_started.get(instance.id, time.monotonic())
+        refused_since: float | None = None
         while True:
             try:
-                return await connect(target, options, self.session_key, launched=True)
+                transport = await connect(target, options, self.session_key, launched=True)
             except HostKeyRefused:
                 raise
-            except WorkerError:
-                if time.monotonic() > deadline:
-                    raise
+            except LoginRefused as exc:
+                now = time.monotonic()
+                refused_since = refused_since or now
+                if now - refused_since > LOGIN_GRACE:
+                    raise WorkerError(f"{exc}: refused for good; given up") from None
+                why = str(exc)
+            except WorkerError as exc:
+                refused_since = None
+                why = str(exc)
+                if time.monotonic() - started > self.boot_limit:
+                    raise WorkerError(
+                        f"{instance.name}: no SSH after {self.boot_limit:g} s "
+                        f"(--boot-timeout): {exc}"
+                    ) from None
+            else:
+                self._boot_started.pop(instance.id, None)
+                return transport
+            self._booting(instance.name, time.monotonic() - started, "waiting for SSH", why)
             await asyncio.sleep(1.0)
 
-    async def destroy(self, instance: Instance) -> None:
+    def _booting(self, name: str, elapsed: float, what: str, why: str = "") -> None:
+        """Say what a booting worker waits for: in the live view, and a line each minute."""
+        self.status(name, f"{what}, {elapsed:.0f} s")
+        # A line a minute, or four in all for a short --boot-timeout.
+        minute = int(elapsed // min(BOOT_NOTE_EVERY, self.boot_limit / 4))
+        if minute and minute != self._noted.get(name):
+            self._noted[name] = minute
+            limit = f"gives up after {self.boot_limit:g} s (--boot-timeout)"
+            self.note(
+                f"{name}: {what} for {elapsed:.0f} s" + (f" ({why})" if why else "") + f"; {limit}"
+            )
+
+    async def destroy(self, instance: Instance) -> bool:
         assert instance.token is not None
+        self._boot_started.pop(instance.id, None)
         try:
             await with_retries(
                 lambda: self.cloud.destroy(instance.id),
@@ -180,18 +236,26 @@ class LaunchedWorkers(Provider):
                 f"{exc}: it may still be running; the watchdog tries again, or run "
                 f"cloudtask-destroy-workers --session={self.session.id}"
             )
-            return
+            return False
         self.store.instance_destroyed(instance.token, time.time())
+        return True
 
     async def close(self) -> None:
         await self.cloud.close()
 
 
 async def wait_running(
-    cloud: Cloud, instance_id: str, name: str, limit: float, warn: Callable[[str], None]
+    cloud: Cloud,
+    instance_id: str,
+    name: str,
+    limit: float,
+    warn: Callable[[str], None],
+    booting: Callable[[float, str], None] | None = None,
 ) -> CloudInstance:
-    """Poll until the instance runs and has an address; what the cloud says of it then."""
-    deadline = time.monotonic() + limit
+    """Poll until the instance runs and has an address; what the cloud says of it
+    then. `booting` is told the seconds so far and the state at each poll."""
+    started = time.monotonic()
+    deadline = started + limit
     pause = POLL_FIRST
     while True:
         described = await with_retries(
@@ -202,7 +266,11 @@ async def wait_running(
         if described.state is InstanceState.RUNNING and described.address:
             return described
         if time.monotonic() > deadline:
-            raise WorkerError(f"{name}: instance {instance_id} not running after {limit:.0f} s")
+            raise WorkerError(
+                f"{name}: instance {instance_id} not running after {limit:g} s (--boot-timeout)"
+            )
+        if booting is not None:
+            booting(time.monotonic() - started, described.state.value)
         await asyncio.sleep(pause)
         pause = min(pause * 2, POLL_MOST)
 

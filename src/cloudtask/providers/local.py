@@ -36,5 +36,5 @@ class LocalProvider(Provider):
     async def connect(self, instance: Instance) -> Transport:
         return LocalTransport(self.environ)
 
-    async def destroy(self, instance: Instance) -> None:
-        return None
+    async def destroy(self, instance: Instance) -> bool:
+        return True

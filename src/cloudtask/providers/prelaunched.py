@@ -43,5 +43,5 @@ class Prelaunched(Provider):
     async def connect(self, instance: Instance) -> Transport:
         return await connect(self._targets[instance.name], self.options, self.session_key)
 
-    async def destroy(self, instance: Instance) -> None:
-        return None  # pre-launched workers are the user's: never destroyed
+    async def destroy(self, instance: Instance) -> bool:
+        return True  # pre-launched workers are the user's: never destroyed
