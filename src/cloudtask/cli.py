@@ -366,11 +366,11 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
         nothing_left_to_interrupt()
         out(summary_line(session.id, 0, store.counts()))
         return ExitStatus.OK
-    kept = store.config()
-    store.set_config(stored_config(config))
     split = min(config.split or len(targets) or 1, pending)
     fit_open_files(split)
     refuse_unlaunchable(config, targets, split, store, session.id)
+    kept = store.config()
+    store.set_config(stored_config(config))
     plan = Plan(config, session, store, targets, cloud, split, pending, joblog, keys_left, kept)
     return _drive(plan, console)
 
@@ -468,7 +468,7 @@ def _drive_run(plan: Plan, console: Console) -> int:
         )
         summary = asyncio.run(alongside(running, removal, session))
         # Recorded now: an interrupt in what follows leaves the jobs' outcome read right.
-        after_the_run(session, lambda: store.end_run(time.time(), summary.state))
+        after_the_run(session, lambda: store.end_run(time.time(), summary.state, summary.halted))
         kept = plan.kept_config
         if kept is not None and not summary.started and kept != store.config():
             after_the_run(session, lambda: store.set_config(kept))

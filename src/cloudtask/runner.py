@@ -108,6 +108,7 @@ async def run_session(
             store.instances(),
             time.time(),
             starting,
+            run.config.budget,
         )
 
     view = LiveView(console, take())

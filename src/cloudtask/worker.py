@@ -103,15 +103,18 @@ class Run:
         """Past the budget at the present rate: start no new job (the rest stays pending)."""
         if self.config.budget is None or self.halted:
             return
-        projected = cost.projected(self.store.instances(), time.time(), self.seconds_left())
-        if projected is not None and projected > self.config.budget:
-            self.halted = f"--budget=${self.config.budget:g}"
-            self.scheduler.stop()
-            self.changed()
-            self.console.warn(
-                f"--budget=${self.config.budget:g}: the projected cost ${projected:.2f} passes "
-                "it: no new job starts; running jobs finish and the session stays resumable"
-            )
+        figures = cost.projection(self.store.instances(), time.time(), self.seconds_left())
+        if figures is None or not figures.passes(self.config.budget):
+            return
+        self.halted = f"--budget=${self.config.budget:g}"
+        self.store.budget_passed(figures.budget_figure)
+        self.scheduler.stop()
+        self.changed()
+        what = "cost so far" if figures.projected is None else "projected cost"
+        self.console.warn(
+            f"--budget=${self.config.budget:g}: the {what} ${figures.budget_figure:.2f} passes "
+            "it: no new job starts; running jobs finish and the session stays resumable"
+        )
 
     def abort(self) -> None:
         """Start nothing new and stop what runs; workers then clean up."""

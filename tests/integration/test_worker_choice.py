@@ -138,7 +138,7 @@ def test_a_worker_on_another_port_is_named_host_colon_port(
         result = cloudtask(
             home,
             f"--workers={host.login}:{SECOND_PORT} {host.login}",
-            "echo",
+            "sleep 1; echo",  # a job each: both workers are at work at once
             input=b"a\nb\n",
             identity=hosts.client_key,
         )
