@@ -222,3 +222,35 @@ def test_destroy_session_destroys_what_a_killed_controller_and_watchdog_left(
     assert backend.alive() == []
     again = fleet(DESTROY, hub, home, f"--session={session}")
     assert again.returncode == 0 and again.stdout == ""
+
+
+def test_an_interrupted_launch_says_it_destroyed_what_it_launched(
+    cloud: tuple[HubServer, HostsBackend], tmp_path: Path, home: Path
+) -> None:
+    hub, backend = cloud
+    # The instance is made, but the Hub cannot say it runs: the launch waits.
+    hub.fail(503, count=1000, endpoint="instance")
+    env = env_for(home) | {"CLOUDTASK_HUB_APIKEY": APIKEY}
+    launch = subprocess.Popen(
+        [LAUNCH, "--provider=hub", f"--hub-url={hub.url}", "1", "-"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: len(backend.alive()) == 1, 30, "the instance made")
+        launch.send_signal(signal.SIGINT)
+        out, err = launch.communicate(timeout=60)
+    finally:
+        if launch.poll() is None:
+            launch.kill()
+
+    assert launch.returncode == 1, err
+    assert out == ""
+    assert "stopped: destroyed 1 of the 1 instances launched so far (" in err, err
+    assert "no address was written" in err
+    assert "Traceback" not in err and APIKEY not in err
+    hub.settle()
+    assert backend.alive() == []

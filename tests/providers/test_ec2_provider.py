@@ -59,6 +59,10 @@ from cloudtask.providers.ec2 import (
     parse_host_keys,
     translate_error,
 )
+from cloudtask.providers.launched import LaunchedWorkers
+from cloudtask.session import SessionDir
+from cloudtask.ssh import HostKeys, SessionKey, SSHOptions
+from cloudtask.store import Store
 
 FAST = (0.01, 0.01, 0.01)  # with_retries delays: the backoff is not under test
 
@@ -767,3 +771,34 @@ def test_from_config_unknown_profile(
     monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
     with pytest.raises(UsageError, match=r"AWS configuration: .*no-such-profile"):
         EC2Cloud.from_config(Config(ami_id=ami, ec2_region=region))
+
+
+# -- launched workers on EC2 ----------------------------------------------------------
+
+
+def test_launched_ec2_workers_are_named_ec2_dash_n_and_destroyed_when_the_cloud_says_so(
+    ami: str, client: Any, tmp_path: Path
+) -> None:
+    """`ec21`, `ec22` read as one number; and "destroyed" means the cloud said so."""
+    session = SessionDir.create(tmp_path)
+    store = Store.create(session.path)
+    options = SSHOptions(None, 5.0, HostKeys(session.path / "known_hosts", known_hosts=()))
+    warnings: list[str] = []
+    workers = LaunchedWorkers(
+        make_cloud(ami), store, session, options, SessionKey(session.id), "root", None,
+        warnings.append,
+    )  # fmt: skip
+
+    async def launch_and_destroy() -> tuple[str, bool]:
+        instance = await workers.launch()
+        try:
+            return instance.name, await workers.destroy(instance)
+        finally:
+            await workers.close()
+
+    name, destroyed = run(launch_and_destroy())
+
+    assert name == "ec2-1"
+    assert destroyed and warnings == []
+    (record,) = store.instances()
+    assert (record.name, record.destroyed is not None) == ("ec2-1", True)
