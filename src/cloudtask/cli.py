@@ -356,7 +356,9 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
         if is_cloud(config.provider) and not settled(store, time.time()):
             # Not all is known to be gone yet: a watchdog goes on after this process.
             with Watchdog.started(session, config):
-                console.warn("launched instances may still be running: a watchdog sweeps on")
+                console.warn(
+                    "launched instances may still be running: the watchdog's sweep is under way"
+                )
         if store.get("state") != "finished":
             # Its last controller died after the last job ended (or was stopped
             # then): the session ended when its last job did.
