@@ -420,6 +420,28 @@ def test_a_launch_whose_answer_was_lost_makes_no_second_instance(
     assert cloud.backend.alive() == []
 
 
+def test_a_launch_retried_after_an_error_leaves_nothing_uncertain_at_the_end(
+    cloud: Cloud, tmp_path: Path, home: Path, job_script: Path
+) -> None:
+    """The Hub's launch looks for its token before it tries again, so a retried
+    launch makes no stray instance: a clean run ends clean, with no sweep to wait for."""
+    cloud.hub.fail(503, count=1, endpoint="launch")
+
+    started = time.monotonic()
+    result = run(cloud, home, job_script, jobs_input(2), "--split=1")
+    took = time.monotonic() - started
+
+    assert result.returncode == 0, result.stderr
+    assert "trying again" in result.stderr  # the error was met, and retried
+    assert "may still be running" not in result.stderr
+    assert took < 60, f"{took:.0f} s: the run waited on a sweep"
+    session = helpers.sessions_dir() / str(helpers.summary(result).id)
+    assert not watchdogs_of(helpers.sessions_dir())
+    assert "the controller destroyed every instance" in (session / "watchdog.log").read_text()
+    assert len(cloud.backend.created) == 1
+    assert cloud.backend.alive() == []
+
+
 def test_a_worker_the_cloud_cannot_describe_is_destroyed_and_the_run_ends_cleanly(
     cloud: Cloud, tmp_path: Path, home: Path, job_script: Path
 ) -> None:

@@ -83,6 +83,10 @@ class Cloud(ABC):
     # Seconds during which a new instance may still be missing from listings
     # (and "not found" may not mean gone): clouds with eventually consistent APIs.
     listing_lag: ClassVar[float] = 0.0
+    # A launch tried again with the same token makes no second instance (EC2's
+    # ClientToken; the Hub provider looks for the token first). Else a try
+    # that failed midway may have left one that only the session's tag finds.
+    idempotent_launch: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod

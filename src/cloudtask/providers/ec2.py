@@ -290,6 +290,7 @@ def _subnet(value: str | None) -> str | None:
 class EC2Cloud(Cloud):
     name = "ec2"
     listing_lag = VISIBILITY_GRACE
+    idempotent_launch = True  # ClientToken
 
     @classmethod
     def from_config(cls, config: Config) -> EC2Cloud:

@@ -198,6 +198,7 @@ class HubCloud(Cloud):
     """A TurnKey Hub account, and what launched workers are made of."""
 
     name: ClassVar[str] = "hub"
+    idempotent_launch: ClassVar[bool] = True  # launch() looks for its token first
 
     def __init__(
         self,

@@ -122,8 +122,11 @@ class LaunchedWorkers(Provider):
             except ProviderError as exc:
                 if exc.transient:
                     uncertain = True
-                    # Sweeps by tag go on until such an instance would be listed.
-                    self.store.sweep_until(time.time() + UNCERTAIN_FOR + self.cloud.listing_lag)
+                    if not self.cloud.idempotent_launch:
+                        # A retry may make a second instance: sweeps by tag go
+                        # on until one made by this try would be listed.
+                        lag = UNCERTAIN_FOR + self.cloud.listing_lag
+                        self.store.sweep_until(time.time() + lag)
                 raise
 
         call = asyncio.ensure_future(
