@@ -47,6 +47,7 @@ from .providers.launched import LaunchedWorkers, settled, sweep_and_close
 from .providers.local import LocalProvider
 from .providers.prelaunched import Prelaunched
 from .providers.prices import hourly_price
+from .report.digest import left_running
 from .report.run import report
 from .runner import run_session
 from .scheduler import JobState
@@ -279,6 +280,7 @@ def _run(
             "no jobs: give them on standard input, one per line",
             USAGE.format(prog=prog, command="" if has_command else "COMMAND "),
         )
+    warn_left_running(config, console)
     session = SessionDir.create(config.sessions)
     joblog = None
     try:
@@ -314,6 +316,7 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
         raise UsageError(f"{option}: the session has its command; give no other")
     session = SessionDir.find(given.sessions, session_id, f"{option}={session_id}")
     session.lock()
+    warn_left_running(given, console)  # of other sessions: this one is held now
     store = Store.open(session.path)
     if store.get("command") is None:  # set once every input line was stored
         raise SessionError(
@@ -592,6 +595,17 @@ def cloud_of(config: Config) -> Cloud | None:
     if not is_cloud(config.provider):
         return None
     return get_cloud(config.provider).from_config(config)
+
+
+def warn_left_running(config: Config, console: Console) -> None:
+    """Say so when earlier sessions here launched servers that may still run
+    with nobody left to destroy them (their controller and watchdog died)."""
+    for session_id, count in left_running(config.sessions):
+        console.warn(
+            f"session {session_id}: {plural(count, 'launched server')} may still be running, "
+            "and no controller or watchdog is left to destroy them: "
+            f"cloudtask-destroy-workers --session={session_id}" + sessions_option(config)
+        )
 
 
 def refuse_unlaunchable(

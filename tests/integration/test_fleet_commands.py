@@ -214,12 +214,24 @@ def test_destroy_session_destroys_what_a_killed_controller_and_watchdog_left(
     assert len(backend.alive()) == 2
     session = helpers.session_ids()[0]
 
+    # The next run in that sessions directory, of anything, says so.
+    later = helpers.run(
+        [CLOUDTASK, "--force", "--split=1", "echo"], input=b"x\n", env=env_for(home)
+    )
+    assert later.returncode == 0, later.stderr
+    assert f"session {session}: 2 launched servers may still be running" in later.stderr
+    assert f"cloudtask-destroy-workers --session={session}" in later.stderr
+
     result = fleet(DESTROY, hub, home, f"--session={session}")
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("destroyed ") == 2
     hub.settle()
     assert backend.alive() == []
+    quiet = helpers.run(
+        [CLOUDTASK, "--force", "--split=1", "echo"], input=b"x\n", env=env_for(home)
+    )
+    assert "may still be running" not in quiet.stderr
     again = fleet(DESTROY, hub, home, f"--session={session}")
     assert again.returncode == 0 and again.stdout == ""
 

@@ -462,6 +462,29 @@ def load_summary(session_dir: Path) -> Summary:
         return Summary(info, reader.counts(), reader.not_destroyed())
 
 
+def left_running(sessions: Path, recent: int = 50) -> list[tuple[int, int]]:
+    """(session id, launched instances not recorded destroyed) of the `recent`
+    newest sessions under `sessions` that no controller or watchdog holds:
+    whoever could destroy them is gone. A session that cannot be read is skipped."""
+    try:
+        ids = sorted((int(e.name) for e in sessions.iterdir() if e.name.isdigit()), reverse=True)
+    except OSError:
+        return []
+    found = []
+    for session_id in ids[:recent]:
+        session_dir = sessions / str(session_id)
+        if not (session_dir / STORE_NAME).is_file() or lock_held(session_dir):
+            continue
+        try:
+            with _reading(session_dir) as db:
+                count = _Reader(db, False, time.time()).not_destroyed()
+        except (DigestError, sqlite3.Error):
+            continue
+        if count:
+            found.append((session_id, count))
+    return sorted(found)
+
+
 def iter_jobs(digest: Digest) -> Iterator[Job]:
     """Every job of the digest's session with its attempts, in id order, streamed.
 
