@@ -451,6 +451,13 @@ class Store:
             )
         return int(cursor.lastrowid or 0)
 
+    def attempt_number(self, job_id: int, attempt: int) -> int:
+        """Which attempt at the job this one is: 1 for the first (lost ones count)."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM attempts WHERE job = ? AND id <= ?", (job_id, attempt)
+        ).fetchone()
+        return int(row[0])
+
     def end_attempt(
         self, attempt: int, job_id: int, state: JobState, end: AttemptEnd, ended: float
     ) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TextIO, TypeVar
@@ -170,6 +170,15 @@ class Worker:
                 self.run.doing.pop(self.name, None)
                 log.close()
 
+    def _env(self, **more: str) -> dict[str, str]:
+        """What a command on this worker finds in its environment: the session
+        and the worker (and for a job, its number and attempt)."""
+        return {
+            "CLOUDTASK_SESSION": str(self.run.session.id),
+            "CLOUDTASK_WORKER": self.name,
+            **more,
+        }
+
     def _doing(self, what: str) -> None:
         self.run.doing[self.name] = what
 
@@ -270,7 +279,7 @@ class Worker:
         # An abort stops --pre (the worker gets no jobs then); --post, the
         # cleanup, runs to its end.
         stop = self.run.stop if label == "pre" else None
-        result = await self._execute(transport, log, label, command, stop)
+        result = await self._execute(transport, log, label, command, stop, env=self._env())
         if result.ok:
             return True
         self._warn(
@@ -329,7 +338,11 @@ class Worker:
         started_at = time.time()
         started = time.monotonic()
         lines = OutputLines()
-        result = await self._execute(transport, log, job_id, command, run.stop, lines)
+        env = self._env(
+            CLOUDTASK_JOB=str(job_id),
+            CLOUDTASK_ATTEMPT=str(run.store.attempt_number(job_id, attempt)),
+        )
+        result = await self._execute(transport, log, job_id, command, run.stop, lines, env)
         elapsed = time.monotonic() - started
         tail = lines.tail_text()
         if result.stopped:
@@ -376,6 +389,7 @@ class Worker:
         command: str,
         stop: asyncio.Event | None,
         lines: OutputLines | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> RunResult:
         """Run one command, its output streamed to the console and the worker log.
 
@@ -397,6 +411,7 @@ class Worker:
             timeout=self.run.config.timeout,
             output=lambda data: show(lines.feed(data)),
             stop=stop,
+            env=env,
         )
         show(lines.flush())
         if result.held_open:

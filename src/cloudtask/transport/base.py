@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,8 +47,10 @@ class Transport(Protocol):
         timeout: float | None,
         output: Callable[[bytes], None],
         stop: asyncio.Event | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> RunResult:
-        """Run `command` in a shell; stream its stdout and stderr to `output`.
+        """Run `command` in a shell, with `env` added to its environment; stream
+        its stdout and stderr to `output`.
 
         Returns when the command and every process it started are gone.
         """

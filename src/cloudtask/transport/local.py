@@ -34,6 +34,7 @@ class LocalTransport:
         timeout: float | None,
         output: Callable[[bytes], None],
         stop: asyncio.Event | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> RunResult:
         loop = asyncio.get_running_loop()
         # A session of its own makes the job a process group we can kill whole,
@@ -45,7 +46,7 @@ class LocalTransport:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=self.environ,
+                env={**self.environ, **(env or {})},
             )
         except OSError as exc:
             raise WorkerError(f"cannot start a process: {exc.strerror or exc}") from exc

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +37,15 @@ exit "$status"
 _READ_SIZE = 65536
 
 
-def wrapped(command: str) -> str:
-    """The remote command line that runs `command` under the wrapper, whatever the login shell."""
-    return f"exec /bin/sh -c {shlex.quote(_WRAPPER)} cloudtask-job {shlex.quote(command)}"
+def wrapped(command: str, env: Mapping[str, str] | None = None) -> str:
+    """The remote command line that runs `command` under the wrapper, whatever
+    the login shell; `env` goes through env(1): sshd passes no variables on
+    (workers need not AcceptEnv)."""
+    assignments = "".join(
+        f"{shlex.quote(f'{name}={value}')} " for name, value in (env or {}).items()
+    )
+    prefix = f"env {assignments}" if assignments else ""
+    return f"exec {prefix}/bin/sh -c {shlex.quote(_WRAPPER)} cloudtask-job {shlex.quote(command)}"
 
 
 class SSHTransport:
@@ -65,10 +71,11 @@ class SSHTransport:
         timeout: float | None,
         output: Callable[[bytes], None],
         stop: asyncio.Event | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> RunResult:
         try:
             process = await self.conn.create_process(
-                wrapped(command), stderr=asyncssh.STDOUT, encoding=None
+                wrapped(command, env), stderr=asyncssh.STDOUT, encoding=None
             )
         except (asyncssh.Error, OSError) as exc:
             raise WorkerError(self._why(exc)) from exc
