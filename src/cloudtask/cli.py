@@ -827,12 +827,12 @@ def confirm(config: Config, store: Store, jobs: int, split: int) -> None:
             open("/dev/tty", "w", encoding="utf-8") as out,
             open("/dev/tty", encoding="utf-8") as tty,
         ):
-            out.write("\n".join(text) + "\nType yes to run it (or use --force): ")
+            out.write("\n".join(text) + "\nType yes or y to run it (or use --force): ")
             out.flush()
             answer = tty.readline().strip().lower()
     except OSError:
         raise UsageError("cannot ask for confirmation without a terminal; use --force") from None
-    if answer != "yes":
+    if answer not in ("yes", "y"):
         raise NotConfirmed("not confirmed: nothing ran")
 
 

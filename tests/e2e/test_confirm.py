@@ -13,6 +13,7 @@ import shlex
 from pathlib import Path
 
 import pexpect
+import pytest
 from tests.e2e.helpers import CLOUDTASK, SUMMARY, TIMEOUT, session_ids, sessions_dir, work_dir
 
 PROMPT = "Type yes"
@@ -125,15 +126,27 @@ def test_no_runs_nothing() -> None:
         assert all(not log.read_text() for log in workers.iterdir()), "a job ran"
 
 
-def test_only_an_explicit_yes_confirms(tmp_path: Path) -> None:
+@pytest.mark.parametrize("answer", ["ye", "yep", "", "yes please", "oui"])
+def test_only_an_explicit_yes_or_y_confirms(tmp_path: Path, answer: str) -> None:
     marker = tmp_path / "ran"
     child, _ = ask(f"seq 1 | {{ct}} touch {shlex.quote(str(marker))}")
-    child.sendline("y")
+    child.sendline(answer)
     output, status = finish(child)
 
     assert status == 1, output
     assert "not confirmed" in output
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("answer", ["y", "Y", " yes "])
+def test_y_confirms_as_yes_does(tmp_path: Path, answer: str) -> None:
+    marker = tmp_path / "ran"
+    child, _ = ask(f"seq 1 | {{ct}} touch {shlex.quote(str(marker))}")
+    child.sendline(answer)
+    output, status = finish(child)
+
+    assert status == 0, output
+    assert marker.exists()
 
 
 def test_force_does_not_ask() -> None:
