@@ -14,6 +14,29 @@ from dataclasses import dataclass, field
 from .config import suggest
 from .errors import UsageError
 
+# Options GNU parallel and xargs users type, and what cloudtask has instead.
+FOREIGN = {
+    "-j": "--split=N, jobs at once",
+    "--jobs": "--split=N, jobs at once",
+    "-P": "--split=N, jobs at once",
+    "--max-procs": "--split=N, jobs at once",
+    "-S": "--workers=LIST",
+    "--sshlogin": "--workers=LIST",
+    "-a": "standard input: cloudtask COMMAND < FILE",
+    "--arg-file": "standard input: cloudtask COMMAND < FILE",
+    "-I": "--replace=STR",
+    "-i": "--replace",
+}
+
+
+def foreign(arg: str) -> str:
+    """What cloudtask has for a GNU parallel or xargs option (`-j4`, `--jobs=4`), or ""."""
+    name = arg.partition("=")[0]
+    for option, ours in FOREIGN.items():
+        if name == option or (len(option) == 2 and name.startswith(option)):
+            return f" (as in GNU parallel or xargs; here: {ours})"
+    return ""
+
 
 @dataclass
 class Argv:
@@ -57,10 +80,10 @@ def scan(argv: Sequence[str], known: Mapping[str, str | None], *, interleaved: b
             parsed.positional.append(arg)
             continue
         if not arg.startswith("--"):
-            raise UsageError(f"unknown option {arg}")
+            raise UsageError(f"unknown option {arg}{foreign(arg)}")
         name, has_value, value = arg[2:].partition("=")
         if name not in known:
-            hint = suggest(name, list(known)).replace("mean ", "mean --")
+            hint = foreign(arg) or suggest(name, list(known)).replace("mean ", "mean --")
             raise UsageError(f"unknown option --{name}{hint}")
         metavar = known[name]
         if metavar is None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NoReturn, TypeVar
 
-from . import __version__
+from . import __version__, environment
 from .addresses import Address
 from .argv import Argv, scan
 from .config import (
@@ -24,6 +24,7 @@ from .config import (
     Option,
     TemplateValues,
     check_combinations,
+    pointless_options,
     resolve,
     template_text,
 )
@@ -48,6 +49,7 @@ from .providers.local import LocalProvider
 from .providers.prelaunched import Prelaunched
 from .providers.prices import hourly_price
 from .report.digest import left_running
+from .report.hooks import mail_problem, parse_hook
 from .report.run import report
 from .runner import run_session
 from .scheduler import JobState
@@ -291,6 +293,8 @@ def _run(
         split = min(config.split or len(targets) or 1, jobs)
         fit_open_files(split)
         refuse_unlaunchable(config, targets, split, store, session.id)
+        warn_pointless(config, targets, split, console)
+        refuse_unsendable_report(config)
         if sys.stderr is not None and sys.stderr.isatty() and not config.force:
             confirm(config, store, jobs, split)
     except BaseException:
@@ -374,6 +378,8 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
     split = min(config.split or len(targets) or 1, pending)
     fit_open_files(split)
     refuse_unlaunchable(config, targets, split, store, session.id)
+    warn_pointless(config, targets, split, console)
+    refuse_unsendable_report(config)
     kept = store.config()
     store.set_config(stored_config(config))
     plan = Plan(config, session, store, targets, cloud, split, pending, joblog, keys_left, kept)
@@ -606,6 +612,33 @@ def warn_left_running(config: Config, console: Console) -> None:
             "and no controller or watchdog is left to destroy them: "
             f"cloudtask-destroy-workers --session={session_id}" + sessions_option(config)
         )
+
+
+def refuse_unsendable_report(config: Config) -> None:
+    """A mail report that could not be sent at all is refused before the batch,
+    not found after it."""
+    if config.report is None:
+        return
+    problem = mail_problem(parse_hook(config.report), environment.full())
+    if problem is not None:
+        raise UsageError(f"--report: mail: {problem}")
+
+
+def warn_pointless(config: Config, targets: Sequence[Target], split: int, console: Console) -> None:
+    """One warning naming the options given that do nothing for this run."""
+    launching = is_cloud(config.provider) and split > len(targets)
+    kinds = {"ssh"} if targets or launching else set()
+    if launching:
+        kinds |= {"launch", config.provider}
+        run = f"its servers are launched by {config.provider}"
+    elif targets:
+        run = "it launches no server"
+    else:
+        run = "its jobs run on this machine"
+    names = pointless_options(config, kinds)
+    if names:
+        verb = "does" if len(names) == 1 else "do"
+        console.warn(f"{', '.join(names)} {verb} nothing for this run ({run}): ignored")
 
 
 def refuse_unlaunchable(

@@ -397,6 +397,51 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+
+# The runs an option acts on (any other option acts on every run): "ssh" when
+# there are SSH workers (listed or launched), "launch" when servers are
+# launched, and a provider's name when it is the one launching them.
+_SSH, _LAUNCH = frozenset({"ssh"}), frozenset({"launch"})
+ONLY_FOR: dict[str, frozenset[str]] = {
+    "user": _SSH,
+    "keepalive": _SSH,
+    "connect-timeout": _SSH,
+    "ssh-identity": _SSH,
+    "overlay": _SSH,
+    "boot-timeout": _LAUNCH,
+    "hourly-price": _LAUNCH,
+    "budget": _LAUNCH,
+    "hub-apikey": frozenset({"hub"}),
+    "hub-url": frozenset({"hub"}),
+    "backup-id": frozenset({"hub"}),
+    "snapshot-id": frozenset({"hub"}),
+    "ami-id": frozenset({"hub", "ec2"}),
+    "ec2-region": frozenset({"hub", "ec2"}),
+    "ec2-size": frozenset({"hub", "ec2"}),
+    "ec2-type": frozenset({"hub", "ec2"}),
+    "ec2-subnet": frozenset({"ec2"}),
+    "ec2-security-group": frozenset({"ec2"}),
+    **{
+        option.name: frozenset({"libcloud"})
+        for option in OPTIONS
+        if option.name.startswith("libcloud-")
+    },
+}
+
+
+def pointless_options(config: Config, kinds: set[str]) -> list[str]:
+    """The options given on the command line or in a template that act on none
+    of these kinds of run (see ONLY_FOR); the environment's are left alone,
+    as settings kept for other runs."""
+    return [
+        f"--{name}"
+        for name, source in config.sources.items()
+        if source in ("command line", "template")
+        and name in ONLY_FOR
+        and not ONLY_FOR[name] & kinds
+    ]
+
+
 BY_ATTR: dict[str, Option] = {option.attr: option for option in OPTIONS}
 
 # Template attributes that are not options.

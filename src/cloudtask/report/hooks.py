@@ -39,6 +39,7 @@ import os
 import selectors
 import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import textwrap
@@ -359,6 +360,29 @@ class SmtpSettings:
     @property
     def where(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+def mail_problem(
+    hook: Hook, environ: Mapping[str, str], sendmail: Path = DEFAULT_SENDMAIL
+) -> str | None:
+    """Why a mail hook could not send at all, found before the batch runs: no
+    sendmail and no SMTP server set, bad SMTP settings, or an SMTP host whose
+    name is unknown. None when it can try (the server may still refuse)."""
+    if not isinstance(hook, MailHook):
+        return None
+    try:
+        settings = smtp_settings(environ)
+    except ValueError as exc:
+        return str(exc)
+    if settings is None:
+        if os.access(sendmail, os.X_OK):
+            return None
+        return f"no {sendmail} on this machine, and CLOUDTASK_SMTP_HOST is not set"
+    try:
+        socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return f"CLOUDTASK_SMTP_HOST: unknown host {settings.host!r}"
+    return None
 
 
 def smtp_settings(environ: Mapping[str, str]) -> SmtpSettings | None:
