@@ -384,7 +384,10 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "halt",
-        "stop early when failures pass fail=N or fail=P% of finished jobs",
+        "stop early: [now|soon,](fail|success|done)=(N|P%), GNU parallel's grammar; "
+        "soon (the default) lets running jobs finish, now stops them (pending again); "
+        "fail counts jobs not ok, success ok ones, done both; P% is of the jobs "
+        "finished, from 3 on",
         halt,
         metavar="SPEC",
     ),

@@ -46,6 +46,7 @@ class Run:
     joblog: Joblog | None = None
     halt: Halt | None = None
     halted: str | None = None  # why no new job starts: the --halt or --budget reached
+    stopped_by: str = "the abort"  # what stops the running jobs once `stop` is set
     # Workers whose cleanup (the session key's removal) could not run yet.
     unclosed: dict[str, Transport] = field(default_factory=dict)
     # What each worker is doing now, for the live view: worker -> a few words.
@@ -115,6 +116,23 @@ class Run:
             f"--budget=${self.config.budget:g}: the {what} ${figures.budget_figure:.2f} passes "
             "it: no new job starts; running jobs finish and the session stays resumable"
         )
+
+    def check_halt(self) -> None:
+        """Past --halt: start no new job; with `now`, stop the running ones too
+        (pending again, as by an abort, but the run is halted, not aborted)."""
+        if self.halt is None or self.halted or not self.halt.reached(self.outcomes()):
+            return
+        self.halted = f"--halt={self.halt}"
+        if not self.halt.now:
+            self.scheduler.stop()
+            self.console.warn(f"{self.halted} reached: no new job starts; running jobs finish")
+            return
+        if not self.stop.is_set():  # else an abort stops them already
+            self.stopped_by = self.halted
+        self.console.warn(
+            f"{self.halted} reached: no new job starts; running jobs are stopped (pending again)"
+        )
+        self.abort()
 
     def abort(self) -> None:
         """Start nothing new and stop what runs; workers then clean up."""
@@ -349,7 +367,7 @@ class Worker:
             run.scheduler.interrupt(self.name, job_id)
             end = AttemptEnd("stopped", result.exit_status, result.signal, tail)
             run.store.end_attempt(attempt, job_id, JobState.PENDING, end, time.time())
-            console.line(f"{self.name} job {job_id} stopped by the abort: pending again")
+            console.line(f"{self.name} job {job_id} stopped by {run.stopped_by}: pending again")
             return
         outcome = outcome_of(result)
         ended = run.scheduler.end_attempt(self.name, job_id, outcome)
@@ -372,10 +390,7 @@ class Worker:
             + ended_text(result, ended, elapsed, ended.attempts, run.config.retries)
         )
         run.check_budget()
-        if run.halt is not None and not run.halted and run.halt.reached(run.outcomes()):
-            run.halted = f"--halt={run.halt}"
-            run.scheduler.stop()
-            console.warn(f"--halt={run.halt} reached: no new job starts; running jobs finish")
+        run.check_halt()
         if ended.worker_retired:
             console.line(
                 f"{self.name} retired after {plural(run.config.strikes, 'failure')} in a row"
