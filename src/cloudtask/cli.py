@@ -45,7 +45,7 @@ from .limits import fit_open_files
 from .providers import Cloud, Provider, get_cloud, is_cloud
 from .providers.cloud import ProviderError
 from .providers.launched import LaunchedWorkers, settled, sweep_and_close
-from .providers.local import LocalProvider
+from .providers.local import LocalProvider, usable_cpus
 from .providers.prelaunched import Prelaunched
 from .providers.prices import hourly_price
 from .report.digest import left_running
@@ -290,7 +290,7 @@ def _run(
         store = Store.create(session.path)
         joblog = open_joblog(config)  # before the input: a bad one wastes no reading
         jobs = store_jobs(store, command, stdin)
-        split = min(config.split or len(targets) or 1, jobs)
+        split = split_of(config, targets, jobs)
         fit_open_files(split)
         refuse_unlaunchable(config, targets, split, store, session.id)
         warn_pointless(config, targets, split, console)
@@ -375,7 +375,7 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
         nothing_left_to_interrupt()
         out(summary_line(session.id, 0, store.counts()))
         return ExitStatus.OK
-    split = min(config.split or len(targets) or 1, pending)
+    split = split_of(config, targets, pending)
     fit_open_files(split)
     refuse_unlaunchable(config, targets, split, store, session.id)
     warn_pointless(config, targets, split, console)
@@ -835,6 +835,25 @@ def stored_config(config: Config) -> dict[str, str]:
     }
 
 
+def split_of(config: Config, targets: Sequence[Target], jobs: int) -> int:
+    """--split, else the default that fits the provider; never more than the jobs."""
+    return min(config.split or len(targets) or local_split(config) or 1, jobs)
+
+
+def local_split(config: Config) -> int | None:
+    """With no --split nor --workers, the local provider runs a job per CPU."""
+    return usable_cpus() if config.provider == "local" and not config.workers else None
+
+
+def split_default(config: Config) -> str:
+    """Where a split that was not given comes from, for the confirmation."""
+    if config.workers:
+        return "default: the number of --workers"
+    if (cpus := local_split(config)) is not None:
+        return f"default: the {plural(cpus, 'CPU')} this process may use, at most the jobs"
+    return "default"
+
+
 def confirm(config: Config, store: Store, jobs: int, split: int) -> None:
     """Show what will run and ask for an explicit yes, on the terminal."""
     given = [str(address) for address in (config.workers or ())[:split]]
@@ -842,18 +861,21 @@ def confirm(config: Config, store: Store, jobs: int, split: int) -> None:
     if split > len(given):
         what = "to launch on" if is_cloud(config.provider) else "on"
         workers = [*given, f"{split - len(given)} {what} {config.provider}"]
+    options = [
+        row
+        for row in config.shown()
+        # An SSH run launches nothing: "provider local" would say it runs here.
+        if not (row[0] == "provider" and config.workers and not is_cloud(config.provider))
+    ]
+    if config.split is None:
+        options.insert(0, ("split", str(split), split_default(config)))
     text = plan_text(
         jobs=jobs,
         first=store.command(1),
         last=store.command(jobs),
         workers=workers,
         split=split,
-        options=[
-            row
-            for row in config.shown()
-            # An SSH run launches nothing: "provider local" would say it runs here.
-            if not (row[0] == "provider" and config.workers and not is_cloud(config.provider))
-        ],
+        options=options,
     )
     try:
         with (

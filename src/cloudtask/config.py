@@ -209,7 +209,8 @@ OPTIONS: tuple[Option, ...] = (
         "split",
         "number of workers running jobs in parallel (capped at the number of jobs)",
         whole(1),
-        default_help="the number of --workers, else 1",
+        default_help="the number of --workers; else, on the local provider, the CPUs this "
+        "process may use; else 1",
         metavar="N",
     ),
     Option(

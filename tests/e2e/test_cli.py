@@ -346,11 +346,13 @@ def test_job_stderr_is_shown_too() -> None:
 # -- precedence end to end: command line > environment > default ---------------
 
 
-def test_split_default_is_1() -> None:
+def test_split_default_is_the_cpus_this_process_may_use_at_most_the_jobs() -> None:
     result = cloudtask("echo", input=b"1\n2\n3\n")
 
-    assert split_shown(result.stdout) == 1
-    assert sorted(p.name for p in (sessions_dir() / "1" / "workers").iterdir()) == ["local1"]
+    split = min(len(os.sched_getaffinity(0)), 3)
+    assert split_shown(result.stdout) == split
+    workers = sorted(p.name for p in (sessions_dir() / "1" / "workers").iterdir())
+    assert workers == [f"local{n}" for n in range(1, split + 1)]
 
 
 def test_split_from_the_environment_beats_the_default() -> None:

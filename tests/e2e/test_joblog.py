@@ -68,7 +68,9 @@ def test_gnu_parallel_reads_it_to_resume_failed_jobs(tmp_path: Path) -> None:
 
 
 def test_halt_stops_new_jobs_and_the_session_stays_resumable(tmp_path: Path) -> None:
-    result = cloudtask("--halt=fail=2", "false", input=b"".join(b"%d\n" % n for n in range(10)))
+    result = cloudtask(
+        "--split=1", "--halt=fail=2", "false", input=b"".join(b"%d\n" % n for n in range(10))
+    )
     assert result.returncode == 1
     assert "halted" in result.stdout and "--resume=" in result.stdout
     assert result.stdout.splitlines()[-1].endswith("8 pending, 0 timeouts, 2 errors, 0 OK")

@@ -499,7 +499,7 @@ def test_a_second_process_on_a_running_session_is_refused(background: list[Backg
 
 
 def test_resumes_started_together_run_each_job_once(background: list[Background]) -> None:
-    session, _ = aborted_session(background, [], slow_jobs=6, running=1)
+    session, _ = aborted_session(background, ["--split=1"], slow_jobs=6, running=1)
     (work_dir() / "hold").unlink()
 
     together = [Background([f"--resume={session}", "--split=2"], "", work_dir()) for _ in range(3)]
@@ -843,7 +843,9 @@ def test_a_session_killed_after_its_last_job_reads_finished_once_resumed(
 
 
 def test_an_empty_option_on_resume_drops_the_stored_one() -> None:
-    first = cloudtask("--halt=fail=1", "--timeout=600", "sh", "-c", "exit $0", input=b"1\n0\n0\n")
+    first = cloudtask(
+        "--split=1", "--halt=fail=1", "--timeout=600", "sh", "-c", "exit $0", input=b"1\n0\n0\n"
+    )
     session = summary(first).id
     assert states(session) == {1: "failed", 2: "pending", 3: "pending"}
 
@@ -925,7 +927,7 @@ def test_a_halted_session_resumed_counts_only_its_new_outcomes() -> None:
 
 def test_a_resumed_session_halts_again_on_new_failures() -> None:
     """The neighbour: --halt still holds for the resume's own failures."""
-    first = cloudtask("--halt=fail=1", "sh", "-c", "exit $0", input=b"1\n0\n1\n1\n0\n")
+    first = cloudtask("--split=1", "--halt=fail=1", "sh", "-c", "exit $0", input=b"1\n0\n1\n1\n0\n")
     session = summary(first).id
     assert states(session)[1] == "failed"
 

@@ -38,3 +38,11 @@ class LocalProvider(Provider):
 
     async def destroy(self, instance: Instance) -> bool:
         return True
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, where the system has
+    one: a container or `taskset` may allow fewer than the machine has)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1

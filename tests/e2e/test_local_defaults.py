@@ -1,0 +1,121 @@
+"""Defaults that fit the provider (SPEC section 13): on the local provider
+--split defaults to the CPUs this process may use, capped at the jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+
+import pytest
+from tests.e2e.helpers import (
+    CLOUDTASK,
+    PYTHON,
+    cloudtask,
+    counts,
+    run,
+    sessions_dir,
+    split_shown,
+    summary,
+)
+from tests.e2e.test_confirm import ask, finish, plain
+
+
+def usable_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def stored_options(session: int) -> dict[str, str]:
+    db = sqlite3.connect(sessions_dir() / str(session) / "store.sqlite")
+    try:
+        ((text,),) = db.execute("SELECT value FROM meta WHERE key = 'config'").fetchall()
+    finally:
+        db.close()
+    return dict(json.loads(str(text)))
+
+
+# -- --split -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3, 10, 50])
+def test_the_local_split_is_the_usable_cpus_capped_at_the_jobs(jobs: int) -> None:
+    result = cloudtask("true", input=b"x\n" * jobs)
+
+    assert result.returncode == 0, result.stderr
+    assert split_shown(result.stdout) == min(usable_cpus(), jobs)
+    assert counts(result) == (0, jobs, 0, 0, 0, jobs)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+def test_the_local_split_follows_the_cpus_this_process_may_use() -> None:
+    """As under `taskset -c 0`: one CPU allowed, whatever the machine has."""
+    (cpu, *_) = sorted(os.sched_getaffinity(0))
+    pinned = (
+        f"import os, sys; os.sched_setaffinity(0, {{{cpu}}}); os.execv(sys.argv[1], sys.argv[1:])"
+    )
+
+    result = run([PYTHON, "-c", pinned, CLOUDTASK, "true"], input=b"x\n" * 10)
+
+    assert result.returncode == 0, result.stderr
+    assert split_shown(result.stdout) == 1
+
+
+@pytest.mark.parametrize("split", ["1", "3"])
+def test_a_split_given_is_kept(split: str) -> None:
+    result = cloudtask(f"--split={split}", "true", input=b"x\n" * 10)
+
+    assert split_shown(result.stdout) == int(split)
+
+
+def test_a_resume_takes_the_default_again_capped_at_what_is_left() -> None:
+    first = cloudtask("--split=1", "--halt=fail=1", "sh", "-c", "exit $0", input=b"1\n0\n0\n0\n")
+    session = summary(first).id
+    assert stored_options(session)["split"] == "1"
+
+    resumed = cloudtask(f"--resume={session}", "--split=")
+
+    assert split_shown(resumed.stdout) == min(usable_cpus(), 3)
+    assert counts(resumed) == (1, 4, 0, 0, 1, 3)
+
+
+def test_the_plan_says_where_the_split_comes_from() -> None:
+    child, shown = ask("seq 50 | {ct} echo")
+    child.sendline("no")
+    finish(child)
+    cpus = usable_cpus()
+
+    text = plain(shown)
+    assert any(f"about to run 50 jobs on {cpus} worker" in line for line in text), shown
+    pattern = (
+        rf"\s*split\s+{cpus}\s+default: the {cpus} CPUs? this process may use, at most the jobs"
+    )
+    assert any(re.fullmatch(pattern, line) for line in text), shown
+
+
+def test_the_plan_of_a_split_given_says_so() -> None:
+    child, shown = ask("seq 50 | {ct} --split=3 echo")
+    child.sendline("no")
+    finish(child)
+
+    assert any(re.fullmatch(r"\s*split\s+3\s+command line", line) for line in plain(shown)), shown
+
+
+def test_with_workers_the_split_is_their_number() -> None:
+    """Nothing is contacted before the answer: addresses that no host has are fine."""
+    child, shown = ask("seq 5 | {ct} --workers=198.18.0.2,198.18.0.6 echo")
+    child.sendline("no")
+    finish(child)
+    text = plain(shown)
+
+    assert any("about to run 5 jobs on 2 workers (198.18.0.2, 198.18.0.6)" in line for line in text)
+    pattern = r"\s*split\s+2\s+default: the number of --workers"
+    assert any(re.fullmatch(pattern, line) for line in text), shown
+
+
+def test_help_says_the_split_default() -> None:
+    result = cloudtask("--help", input=None)
+
+    assert "on the local provider, the CPUs this process may use" in result.stdout
