@@ -51,6 +51,24 @@ UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 def seconds(text: str) -> float:
     """A positive duration: seconds (`90`, `1.5`), or with a unit (`90s`, `15m`, `2h`, `1d`)."""
+    value = _duration(text, "")
+    if value == 0:
+        raise ValueError(f"must be a positive duration, got {text.strip()}")
+    return value
+
+
+# How a time limit of 0 (none) is shown and stored; it is read back as such.
+NO_LIMIT = "no limit"
+
+
+def time_limit(text: str) -> float | None:
+    """A duration as `seconds` reads it, or 0 (or "no limit"): None, no limit at all."""
+    if text.strip().lower() == NO_LIMIT:
+        return None
+    return _duration(text, ", or 0 for no limit") or None
+
+
+def _duration(text: str, zero: str) -> float:
     number = text.strip()
     unit = UNITS.get(number[-1:].lower()) if number else None
     if unit is not None:
@@ -58,9 +76,9 @@ def seconds(text: str) -> float:
     try:
         value = float(number) * (unit or 1.0)
     except ValueError:
-        raise ValueError(f"not a duration (90, 90s, 15m, 2h, 1d): {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"must be a positive duration, got {text.strip()}")
+        raise ValueError(f"not a duration (90, 90s, 15m, 2h, 1d{zero}): {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"must be a positive duration{zero}, got {text.strip()}")
     return value
 
 
@@ -222,8 +240,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "timeout",
-        "per-job time limit; on expiry every process of the job is killed",
-        seconds,
+        "per-job time limit; on expiry every process of the job is killed; 0: no limit",
+        time_limit,
         default=3600.0,
         metavar="DURATION",
     ),
@@ -466,7 +484,7 @@ class Config:
 
     split: int | None = None
     workers: tuple[Address, ...] | None = None
-    timeout: float = 3600.0
+    timeout: float | None = 3600.0  # None: no limit (--timeout=0)
     retries: int = 0
     strikes: int = 0
     user: str = "root"
@@ -514,7 +532,8 @@ class Config:
         rows = []
         for option in OPTIONS:
             value = self.value(option)
-            if value is None or (option.flag and not value):
+            # None is no value, but for --timeout=0 (no limit), given as such.
+            if (value is None and option.name not in self.sources) or (option.flag and not value):
                 continue
             shown = "********" if option.secret else shown_value(value)
             rows.append((option.name, shown, self.sources.get(option.name, "default")))
@@ -522,6 +541,8 @@ class Config:
 
 
 def shown_value(value: object) -> str:
+    if value is None:
+        return NO_LIMIT
     if isinstance(value, tuple):
         return " ".join(str(item) for item in value)
     return str(value)

@@ -1,5 +1,6 @@
 """Defaults that fit the provider (SPEC section 13): on the local provider
---split defaults to the CPUs this process may use, capped at the jobs."""
+--split defaults to the CPUs this process may use, capped at the jobs;
+--timeout=0 is no limit."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from tests.e2e.helpers import (
     CLOUDTASK,
     PYTHON,
+    assert_usage_error,
     cloudtask,
     counts,
     run,
@@ -119,3 +121,73 @@ def test_help_says_the_split_default() -> None:
     result = cloudtask("--help", input=None)
 
     assert "on the local provider, the CPUs this process may use" in result.stdout
+
+
+# -- --timeout=0 -----------------------------------------------------------------
+
+
+def test_timeout_zero_is_no_limit() -> None:
+    result = cloudtask("--timeout=0", "sleep", input=b"2\n")
+
+    assert result.returncode == 0, result.stderr
+    assert counts(result) == (0, 1, 0, 0, 0, 1)
+    assert stored_options(summary(result).id)["timeout"] == "no limit"
+
+
+def test_a_short_timeout_still_ends_the_same_job() -> None:
+    """The neighbour: 0 is not a limit of no time, and a limit still holds."""
+    result = cloudtask("--timeout=1", "sleep", input=b"2\n")
+
+    assert counts(result) == (1, 1, 0, 1, 0, 0)
+
+
+@pytest.mark.parametrize("given", ["0", "0s", "0m"])
+def test_timeout_zero_in_any_unit_and_from_the_environment(given: str) -> None:
+    env = dict(os.environ, CLOUDTASK_TIMEOUT=given)
+
+    result = cloudtask("sleep", input=b"1.5\n", env=env)
+
+    assert counts(result) == (0, 1, 0, 0, 0, 1)
+    assert stored_options(summary(result).id)["timeout"] == "no limit"
+
+
+def test_a_resume_keeps_no_limit() -> None:
+    first = cloudtask(
+        "--split=1",
+        "--timeout=0",
+        "--halt=fail=1",
+        "sh",
+        "-c",
+        "sleep $0; exit $1",
+        input=b"0 1\n1.5 0\n",
+    )
+    session = summary(first).id
+    assert counts(first) == (2, 2, 1, 0, 1, 0)
+
+    resumed = cloudtask(f"--resume={session}")
+
+    assert counts(resumed) == (1, 2, 0, 0, 1, 1)
+    assert stored_options(session)["timeout"] == "no limit"
+
+
+def test_the_plan_shows_no_limit() -> None:
+    child, shown = ask("seq 2 | {ct} --timeout=0 echo")
+    child.sendline("no")
+    finish(child)
+
+    pattern = r"\s*timeout\s+no limit\s+command line"
+    assert any(re.fullmatch(pattern, line) for line in plain(shown)), shown
+
+
+@pytest.mark.parametrize(
+    "option", ["--keepalive=0", "--connect-timeout=0", "--boot-timeout=0s", "--timeout=-1"]
+)
+def test_zero_stays_refused_for_the_other_durations(option: str) -> None:
+    name = option.split("=")[0]
+    assert_usage_error(cloudtask(option, "true", input=b"1\n"), name, "positive duration")
+
+
+def test_help_says_timeout_zero_is_no_limit() -> None:
+    result = cloudtask("--help", input=None)
+
+    assert "0: no limit" in result.stdout

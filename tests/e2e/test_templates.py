@@ -351,7 +351,8 @@ def test_an_unknown_attribute_is_refused_even_for_help(tmp_path: Path) -> None:
     [
         ("SPLIT = -1", "SPLIT"),
         ("SPLIT = 'many'", "SPLIT"),
-        ("TIMEOUT = 0", "TIMEOUT"),
+        ("TIMEOUT = -1", "TIMEOUT"),
+        ("KEEPALIVE = 0", "KEEPALIVE"),
         ("TIMEOUT = float('nan')", "TIMEOUT"),
         ("RETRIES = -2", "RETRIES"),
         ("STRIKES = True", "STRIKES"),

@@ -212,7 +212,9 @@ BAD_VALUES = [
     ("split", ""),
     ("timeout", "abc"),
     ("timeout", "-1"),
-    ("timeout", "0"),
+    ("timeout", "-0.5s"),
+    ("keepalive", "0"),
+    ("connect-timeout", "0m"),
     ("timeout", "inf"),
     ("timeout", "-inf"),
     ("timeout", "nan"),
@@ -348,6 +350,33 @@ def test_workers_file_or_addresses(tmp_path: Path) -> None:
         Address("b"),
         Address("c"),
     )
+
+
+@pytest.mark.parametrize("text", ["0", "0s", "0m", " 0h ", "0.0", "no limit", "No Limit"])
+def test_a_timeout_of_0_is_no_limit_shown_and_read_back_as_such(text: str) -> None:
+    config = resolve({"timeout": text}, None, {})
+
+    assert config.timeout is None
+    rows = {name: (value, source) for name, value, source in config.shown()}
+    assert rows["timeout"] == ("no limit", "command line")
+    stored = TemplateValues({"TIMEOUT": rows["timeout"][0]}, None, stored_in=Path("store"))
+    assert resolve({}, stored, {}).timeout is None  # a resume keeps it
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("90", 90), ("90s", 90), ("15m", 900), ("2h", 7200), ("1d", 86400), ("1.5", 1.5)],
+)
+def test_durations_take_a_unit(text: str, expected: float) -> None:
+    for name in ("timeout", "keepalive", "connect-timeout", "boot-timeout"):
+        assert resolve({name: text}, None, {}).value(BY_NAME[name]) == expected
+
+
+def test_no_timeout_given_is_the_default_hour_not_no_limit() -> None:
+    config = resolve({}, None, {})
+
+    assert config.timeout == 3600.0
+    assert ("timeout", "3600.0", "default") in config.shown()
 
 
 # -- template paths -------------------------------------------------------------
