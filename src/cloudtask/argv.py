@@ -1,9 +1,10 @@
 """Command lines split into options and positional arguments: one scanner for
 cloudtask, its fleet commands and the logalyzer.
 
-Options are GNU style long options only: `--name=value`, `--name value`, or
-`--name` for a flag; `-h`/`--help` and `--version` everywhere; `--` ends the
-options.
+Options are GNU style long options: `--name=value`, `--name value`, or
+`--name` for a flag (or for an option whose value is optional: then only
+`--name=value` gives one); a flag may have a short form of its own (`-0`);
+`-h`/`--help` and `--version` everywhere; `--` ends the options.
 """
 
 from __future__ import annotations
@@ -48,13 +49,24 @@ class Argv:
     version: bool = False
 
 
-def scan(argv: Sequence[str], known: Mapping[str, str | None], *, interleaved: bool) -> Argv:
+def scan(
+    argv: Sequence[str],
+    known: Mapping[str, str | None],
+    *,
+    interleaved: bool,
+    short: Mapping[str, str] | None = None,
+    bare: Mapping[str, str] | None = None,
+) -> Argv:
     """Split argv by `known` (option name: its metavar, None for a flag).
 
     `interleaved`: options may follow positional arguments (the fleet commands,
     the logalyzer); otherwise the first positional argument ends the options
     (cloudtask: everything after it is the job's command, options included).
+    `short`: one-letter forms of flags (`-0`: `null`); `bare`: options whose
+    value is optional, and their value when `--NAME` comes alone.
     """
+    short = short or {}
+    bare = bare or {}
     parsed = Argv()
     args = list(argv)
     index = 0
@@ -79,6 +91,11 @@ def scan(argv: Sequence[str], known: Mapping[str, str | None], *, interleaved: b
                 return parsed
             parsed.positional.append(arg)
             continue
+        if flag in short:
+            if has_value:
+                raise UsageError(f"{flag} takes no value")
+            parsed.options[short[flag]] = True
+            continue
         if not arg.startswith("--"):
             raise UsageError(f"unknown option {arg}{foreign(arg)}")
         name, has_value, value = arg[2:].partition("=")
@@ -91,7 +108,9 @@ def scan(argv: Sequence[str], known: Mapping[str, str | None], *, interleaved: b
                 raise UsageError(f"--{name} takes no value")
             parsed.options[name] = True
             continue
-        if not has_value:
+        if not has_value and name in bare:
+            value = bare[name]
+        elif not has_value:
             if index >= len(args):
                 raise UsageError(f"--{name} needs a value ({metavar})")
             value = args[index]
