@@ -2,7 +2,7 @@
 
     CloudtaskError            anything cloudtask reports as a one-line error
     ├── UsageError            bad option, bad template, bad command line   (exit 2)
-    ├── InputError            bad job input: names the line and the reason (exit 2)
+    ├── InputError            bad job input: names the line (record) and the reason (exit 2)
     ├── SessionError          the session directory cannot be made or written (exit 2)
     │   └── SessionWriteError a write under it failed mid-run: a full disk  (exit 1)
     ├── WorkerError           a worker cannot run commands: the worker failed, not the job
@@ -41,10 +41,11 @@ class UsageError(CloudtaskError):
 
 
 class InputError(CloudtaskError):
-    """Bad job input, refused before anything runs."""
+    """Bad job input, refused before anything runs. `unit` is what the input is
+    made of: lines, or NUL-ended records (--null)."""
 
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(f"input line {line}: {reason}")
+    def __init__(self, line: int, reason: str, unit: str = "line") -> None:
+        super().__init__(f"input {unit} {line}: {reason}")
         self.line = line
         self.reason = reason
 

@@ -22,7 +22,7 @@ from typing import ClassVar, NoReturn
 
 from .config import BY_ATTR, TEMPLATE_ONLY, TemplateValues, suggest
 from .errors import UsageError, error_text
-from .jobs import Command, quote_words
+from .jobs import Command
 
 
 class Task:
@@ -78,13 +78,13 @@ def template_command(command: object, where: str) -> Command | None:
     if command is None:
         return None
     if isinstance(command, str) and command.strip():
-        return Command(command)
+        return Command.from_shell(command)
     if (
         isinstance(command, list | tuple)
         and command
         and all(isinstance(word, str) for word in command)
     ):
-        return Command(quote_words(command))
+        return Command.from_words(command)
     raise UsageError(
         f"template attribute COMMAND{where}: expected a command string or a "
         f"list of words, got {command!r}"

@@ -1,4 +1,4 @@
-"""Job input (SPEC section 2): splitting lines into words, reading jobs, commands."""
+"""Job input (SPEC sections 2 and 13): words, lines or NUL records; reading jobs; commands."""
 
 from __future__ import annotations
 
@@ -12,8 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudtask.errors import ExitStatus, InputError
-from cloudtask.jobs import Command, Job, quote_words, read_jobs, split_words
+from cloudtask.errors import ExitStatus, InputError, UsageError
+from cloudtask.jobs import (
+    CHUNK,
+    MAX_ARGUMENT,
+    Command,
+    Job,
+    null_records,
+    quote_words,
+    read_jobs,
+    split_words,
+)
 
 # Characters that stress quoting: shell syntax, blanks that do and do not split
 # words, and some unicode.
@@ -300,3 +309,189 @@ def test_generated_commands_survive_the_shell(words: list[str], extra: list[str]
     command = Command.from_argv(["printf", "%s\\n"]).with_extra(extra)
     out = _sh(command.for_job(words)).decode()
     assert out.split("\n") == [*extra, *words, ""]
+
+
+# -- --lines: each line, as it is, one argument (issue 13) ---------------------
+
+
+def test_lines_mode_takes_each_line_as_it_is() -> None:
+    lines = [
+        b"file 1.txt\n",
+        b"don't.txt\n",
+        b"\n",  # an empty line is a job with one empty argument, as in GNU parallel
+        b"  # not a comment \n",
+        b'$HOME \\ `x` "q"\n',
+        b"-n\n",
+        b"crlf\r\n",  # only the newline ends a line: the CR is the argument's
+        b"\x01\x7f\xc3\xa9\n",
+        b"last",  # no final newline
+    ]
+    assert list(read_jobs(lines, "lines")) == [
+        Job(1, 1, ("file 1.txt",)),
+        Job(2, 2, ("don't.txt",)),
+        Job(3, 3, ("",)),
+        Job(4, 4, ("  # not a comment ",)),
+        Job(5, 5, ('$HOME \\ `x` "q"',)),
+        Job(6, 6, ("-n",)),
+        Job(7, 7, ("crlf\r",)),
+        Job(8, 8, ("\x01\x7fé",)),
+        Job(9, 9, ("last",)),
+    ]
+
+
+def test_lines_mode_from_a_binary_file() -> None:
+    data = b"a b\n'c\n\n"
+    assert list(read_jobs(io.BytesIO(data), "lines")) == [
+        Job(1, 1, ("a b",)),
+        Job(2, 2, ("'c",)),
+        Job(3, 3, ("",)),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [(b"a\0b\n", "NUL byte"), (b"\xff.txt\n", "invalid UTF-8 at byte 1")],
+)
+def test_lines_mode_refuses_what_the_default_refuses_naming_the_line(
+    bad: bytes, reason: str
+) -> None:
+    jobs = read_jobs([b"ok\n", b"\n", bad, b"never\n"], "lines")
+    assert [next(jobs), next(jobs)] == [Job(1, 1, ("ok",)), Job(2, 2, ("",))]
+    with pytest.raises(InputError) as info:
+        next(jobs)
+    assert str(info.value) == f"input line 3: {reason}"
+
+
+def test_lines_mode_streams() -> None:
+    pulled = [0]
+    endless = (f"job {n}\n".encode() for n in itertools.count(1))
+    jobs = read_jobs(_counting(endless, pulled), "lines")
+    assert next(itertools.islice(jobs, 999, None)) == Job(1000, 1000, ("job 1000",))
+    assert pulled[0] == 1000
+
+
+# -- --null: records ended by NUL, each one argument ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("chunks", "records"),
+    [
+        ([b""], []),
+        ([b"a\0b\0"], [b"a", b"b"]),
+        ([b"a\0b"], [b"a", b"b"]),  # a last record without its NUL counts
+        ([b"\0"], [b""]),
+        ([b"a\0\0b\0"], [b"a", b"", b"b"]),
+        ([b"a", b"b\0c", b"", b"d", b"\0"], [b"ab", b"cd"]),  # records across chunks
+        ([b"a\nb\0"], [b"a\nb"]),
+        ([b"x" * 10, b"\0"], [b"x" * 10]),
+    ],
+)
+def test_null_records(chunks: list[bytes], records: list[bytes]) -> None:
+    assert list(null_records(chunks)) == records
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=20), max_size=10), st.integers(1, 7))
+def test_null_records_from_a_file_whatever_the_chunks(records: list[bytes], size: int) -> None:
+    data = b"".join(record.replace(b"\0", b"") + b"\0" for record in records)
+    expected = [record.replace(b"\0", b"") for record in records]
+    assert list(null_records(io.BytesIO(data))) == expected
+    chunks = [data[i : i + size] for i in range(0, len(data), size)]
+    assert list(null_records(chunks)) == expected
+
+
+def test_null_mode_jobs_and_their_record_numbers() -> None:
+    data = b"file 1.txt\0don't\n.txt\0\0-n\0# x\0last"
+    assert list(read_jobs(io.BytesIO(data), "null")) == [
+        Job(1, 1, ("file 1.txt",)),
+        Job(2, 2, ("don't\n.txt",)),
+        Job(3, 3, ("",)),
+        Job(4, 4, ("-n",)),
+        Job(5, 5, ("# x",)),
+        Job(6, 6, ("last",)),
+    ]
+
+
+def test_null_mode_names_the_record_of_bad_utf8() -> None:
+    with pytest.raises(InputError) as info:
+        list(read_jobs([b"ok\0\0ab\xff\0"], "null"))
+    assert str(info.value) == "input record 3: invalid UTF-8 at byte 3"
+
+
+def test_an_input_without_nul_is_not_read_whole() -> None:
+    pulled = [0]
+
+    def endless() -> Iterator[bytes]:
+        yield b"a\0b\0"
+        while True:
+            pulled[0] += 1
+            yield b"x" * CHUNK
+
+    with pytest.raises(InputError) as info:
+        list(read_jobs(endless(), "null"))
+    assert str(info.value).startswith(f"input record 3: over {MAX_ARGUMENT} bytes without a NUL")
+    assert pulled[0] <= MAX_ARGUMENT // CHUNK + 1
+
+
+def test_null_mode_streams() -> None:
+    data = itertools.chain.from_iterable([f"r {n}".encode(), b"\0"] for n in itertools.count(1))
+    pulled = [0]
+    jobs = read_jobs(_counting(data, pulled), "null")
+    assert next(itertools.islice(jobs, 99, None)) == Job(100, 100, ("r 100",))
+    assert pulled[0] <= 201
+
+
+# -- --replace: the arguments in place of a placeholder ------------------------
+
+
+def test_replace_in_words_quotes_the_text_around_the_placeholder() -> None:
+    command = Command.from_argv(["cp", "{}", "{}.bak", "it's {}"]).replacing("{}")
+    assert command.shell == "cp '{}' '{}.bak' 'it'\"'\"'s {}'"
+    assert command.for_job(["a b"]) == "cp 'a b' 'a b'.bak 'it'\"'\"'s ''a b'"
+    assert command.for_job(["a", "b c"]) == "cp a 'b c' a 'b c'.bak 'it'\"'\"'s 'a 'b c'"
+
+
+def test_replace_in_a_shell_string() -> None:
+    command = Command.from_argv(["gzip < @ > @.gz"]).replacing("@")
+    assert command.for_job(["x y"]) == "gzip < 'x y' > 'x y'.gz"
+
+
+def test_replace_appends_nothing_and_a_template_s_extra_words_are_replaced_too() -> None:
+    command = Command.from_shell("echo start;").with_extra(["echo", "<{}>"]).replacing("{}")
+    assert command.for_job(["a"]) == "echo start; echo '<'a'>'"
+    assert Command.from_argv(["echo", "{}"]).with_extra(["{}"]).replacing("{}").for_job(["x"]) == (
+        "echo x x"
+    )
+
+
+def test_replace_without_the_placeholder_is_a_usage_error() -> None:
+    with pytest.raises(UsageError) as info:
+        Command.from_argv(["echo", "{ }"]).replacing("{}")
+    assert str(info.value) == (
+        "--replace: the command has no {} for the job's arguments to go in: echo '{ }'"
+    )
+
+
+def test_without_replace_braces_are_words_like_any_other() -> None:
+    command = Command.from_argv(["echo", "{}"])
+    assert command.for_job(["a"]) == "echo '{}' a"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(_SHELL_WORD, min_size=1, max_size=4),
+    st.lists(_SHELL_WORD, min_size=1, max_size=3),
+    st.sampled_from(["{}", "@", "X"]),
+)
+def test_generated_replacements_survive_the_shell(
+    words: list[str], args: list[str], placeholder: str
+) -> None:
+    words = [word.replace(placeholder, "_") for word in words]  # "_" makes no new one
+    template = ["printf", "%s\\n", *words, f"<{placeholder}>", placeholder]
+    command = Command.from_argv(template).replacing(placeholder)
+    out = _sh(command.for_job(args)).decode()
+    # <{}> holds every argument: the first glued to "<", the last to ">".
+    around = list(args)
+    around[0] = "<" + around[0]
+    around[-1] += ">"
+    assert out.split("\n") == [*words, *around, *args, ""]
