@@ -40,7 +40,7 @@ from .errors import (
     error_text,
 )
 from .joblog import Joblog
-from .jobs import Command, check_length, read_jobs
+from .jobs import Command, Mode, check_length, read_jobs, unit_of
 from .limits import fit_open_files
 from .providers import Cloud, Provider, get_cloud, is_cloud
 from .providers.cloud import ProviderError
@@ -73,11 +73,13 @@ USAGE = "usage: {prog} [OPTIONS] {command}[ARG...] < JOBS"
 
 # Every cloudtask option: its metavar, None for a flag.
 KNOWN_OPTIONS = {option.name: None if option.flag else option.metavar for option in OPTIONS}
+SHORT_FLAGS = {option.short: option.name for option in OPTIONS if option.short}
+BARE_VALUES = {option.name: option.bare for option in OPTIONS if option.bare is not None}
 
 
 def parse_argv(argv: Sequence[str]) -> Argv:
     """Options up to the first positional argument; everything after is the command."""
-    return scan(argv, KNOWN_OPTIONS, interleaved=False)
+    return scan(argv, KNOWN_OPTIONS, interleaved=False, short=SHORT_FLAGS, bare=BARE_VALUES)
 
 
 def help_text(
@@ -100,8 +102,7 @@ def help_text(
         "options (each also CLOUDTASK_<NAME> in the environment, or NAME in a task template):",
     ]
     for option in OPTIONS:
-        flag = option.flag_name if option.flag else f"{option.flag_name}={option.metavar}"
-        lines.append(f"  {flag}")
+        lines.append(f"  {help_flag(option)}")
         lines.append(f"      {option.help}")
         default = option.default_help or (
             None if option.default in (None, False) else str(option.default)
@@ -121,6 +122,15 @@ def help_text(
         "exit status: 0 every job ok, 1 some job not ok or aborted, 2 usage or input error",
     ]
     return "\n".join(lines)
+
+
+def help_flag(option: Option) -> str:
+    """How --help names an option: --split=N, --null, -0, --replace[=STR]."""
+    if option.flag:
+        return option.flag_name + (f", {option.short}" if option.short else "")
+    if option.bare is not None:
+        return f"{option.flag_name}[={option.metavar}]"
+    return f"{option.flag_name}={option.metavar}"
 
 
 def _help_value(option: Option, value: object) -> str:
@@ -269,19 +279,7 @@ def _run(
     check_combinations(config)
     targets = worker_targets(config, console)
     cloud = cloud_of(config)  # an unknown provider or a bad option is refused before input
-    command = task_command(template, parsed.positional)
-    if command is None:
-        raise UsageError("no command given", USAGE.format(prog=prog, command="COMMAND "))
-    if stdin is None:
-        raise UsageError(
-            "no jobs: standard input is closed; give the jobs on it, one per line",
-            USAGE.format(prog=prog, command="" if has_command else "COMMAND "),
-        )
-    if stdin.isatty():
-        raise UsageError(
-            "no jobs: give them on standard input, one per line",
-            USAGE.format(prog=prog, command="" if has_command else "COMMAND "),
-        )
+    command, stdin = job_source(config, template, parsed.positional, prog, stdin)
     warn_left_running(config, console)
     session = SessionDir.create(config.sessions)
     joblog = None
@@ -289,7 +287,7 @@ def _run(
         session.lock()
         store = Store.create(session.path)
         joblog = open_joblog(config)  # before the input: a bad one wastes no reading
-        jobs = store_jobs(store, command, stdin)
+        jobs = store_jobs(store, command, stdin, input_mode(config))
         split = split_of(config, targets, jobs)
         fit_open_files(split)
         refuse_unlaunchable(config, targets, split, store, session.id)
@@ -318,6 +316,12 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
     assert session_id is not None
     if parsed.positional:
         raise UsageError(f"{option}: the session has its command; give no other")
+    for name in INPUT_OPTIONS:
+        if name in parsed.options:
+            raise UsageError(
+                f"--{name}: {option} runs the jobs the session made from its input when it "
+                "started; give it to a new session"
+            )
     session = SessionDir.find(given.sessions, session_id, f"{option}={session_id}")
     session.lock()
     warn_left_running(given, console)  # of other sessions: this one is held now
@@ -334,7 +338,8 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
     dropped = {name for name, value in cli_options.items() if value == ""}
     stored = TemplateValues(
         {
-            BY_NAME[name].attr: value
+            # A flag is stored as it is shown: True.
+            BY_NAME[name].attr: value == "True" if BY_NAME[name].flag else value
             for name, value in store.config().items()
             if name in BY_NAME and name not in dropped
         },
@@ -798,6 +803,41 @@ def worker_targets(config: Config, console: Console) -> list[Target]:
     raise UsageError(f"--workers: unknown host {', '.join(map(repr, names))}: no worker is left")
 
 
+def job_source(
+    config: Config,
+    template: Template | None,
+    positional: list[str],
+    prog: str,
+    stdin: IO[bytes] | None,
+) -> tuple[Command, IO[bytes]]:
+    """The command the jobs' arguments go into, and the input they come from."""
+    has_command = template is not None and template.command is not None
+    command = task_command(template, positional)
+    if command is None:
+        raise UsageError("no command given", USAGE.format(prog=prog, command="COMMAND "))
+    if config.replace is not None:
+        command = command.replacing(config.replace)
+    if stdin is None:
+        raise UsageError(
+            "no jobs: standard input is closed; give the jobs on it, one per line",
+            USAGE.format(prog=prog, command="" if has_command else "COMMAND "),
+        )
+    if stdin.isatty():
+        raise UsageError(
+            "no jobs: give them on standard input, one per line",
+            USAGE.format(prog=prog, command="" if has_command else "COMMAND "),
+        )
+    return command, stdin
+
+
+# Options that say how the input becomes jobs: they mean nothing to a resume.
+INPUT_OPTIONS = ("lines", "null", "replace")
+
+
+def input_mode(config: Config) -> Mode:
+    return "null" if config.null else "lines" if config.lines else "words"
+
+
 def task_command(template: Template | None, positional: list[str]) -> Command | None:
     for number, word in enumerate(positional, 1):
         try:
@@ -812,14 +852,15 @@ def task_command(template: Template | None, positional: list[str]) -> Command | 
     return Command.from_argv(positional) if positional else None
 
 
-def store_jobs(store: Store, command: Command, stdin: Iterable[bytes]) -> int:
+def store_jobs(store: Store, command: Command, stdin: Iterable[bytes], mode: Mode) -> int:
     """Stream the jobs into the store, every line validated before anything runs."""
+    unit = unit_of(mode)
     count = store.add_jobs(
-        (job.id, job.line, check_length(command.for_job(job.args), job.line))
-        for job in read_jobs(stdin)
+        (job.id, job.line, check_length(command.for_job(job.args), job.line, unit))
+        for job in read_jobs(stdin, mode)
     )
     if not count:
-        raise UsageError("no jobs: standard input has no job lines")
+        raise UsageError(f"no jobs: standard input has no job {unit}s")
     return count
 
 

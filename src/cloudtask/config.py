@@ -208,6 +208,8 @@ class Option:
     flag: bool = False  # takes no value: given means true
     secret: bool = False  # masked when shown, never stored
     relative_to_template: bool = False  # a relative path in a template is beside it
+    short: str | None = None  # a flag's one-letter form on the command line (-0)
+    bare: str | None = None  # the value of --NAME given without one (--replace: {})
 
     @property
     def attr(self) -> str:
@@ -323,6 +325,26 @@ OPTIONS: tuple[Option, ...] = (
         metavar="ID",
     ),
     Option("force", "do not ask for confirmation", flag=True, default=False),
+    Option(
+        "lines",
+        "each input line, as it is, is one argument (no quote processing; no line is skipped)",
+        flag=True,
+        default=False,
+    ),
+    Option(
+        "null",
+        "input records end with a NUL byte (find -print0); each, as it is, is one argument",
+        flag=True,
+        default=False,
+        short="-0",
+    ),
+    Option(
+        "replace",
+        "the job's arguments replace every STR in the command ({} if given alone), "
+        "instead of being appended",
+        metavar="STR",
+        bare="{}",
+    ),
     Option(
         "report",
         "hook run when the session ends: 'mail: FROM TO...', 'sh: CMD', 'py: CODE|FILE'",
@@ -499,6 +521,9 @@ class Config:
     resume: int | None = None
     retry: int | None = None
     force: bool = False
+    lines: bool = False
+    null: bool = False
+    replace: str | None = None
     report: str | None = None
     provider: str = "local"
     hub_apikey: str | None = None
@@ -618,7 +643,23 @@ def resolve(
         raise UsageError(f"--sessions: {exc}") from None
     if "provider" not in sources:
         values["provider"] = "hub" if values.get("hub_apikey") else "local"
+    one_input_mode(values, sources)
     return Config(**values, sources=sources)
+
+
+LAYERS = ("command line", "template", "environment")
+
+
+def one_input_mode(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """--lines and --null from different layers: the higher one wins; from one, refused."""
+    if not (values.get("lines") and values.get("null")):
+        return
+    lines, null = sources["lines"], sources["null"]
+    if lines == null:
+        raise UsageError(f"--lines and --null ({lines}): give one of them")
+    lower = "null" if LAYERS.index(lines) < LAYERS.index(null) else "lines"
+    values[lower] = False
+    del sources[lower]
 
 
 def _parse(option: Option, raw: str, where: str, *, env: bool = False) -> Any:

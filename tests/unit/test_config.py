@@ -565,3 +565,42 @@ def test_every_secret_option_is_hidden_from_child_processes() -> None:
 
     assert {option.env for option in OPTIONS if option.secret} <= SECRET_NAMES
     assert "CLOUDTASK_SMTP_PASSWORD" in SECRET_NAMES
+
+
+# -- input modes: --lines and --null (issue 13) ----------------------------------
+
+
+def test_lines_and_null_from_one_layer_are_refused() -> None:
+    with pytest.raises(UsageError, match=r"^--lines and --null \(command line\): give one"):
+        resolve({"lines": True, "null": True}, None, {})
+    with pytest.raises(UsageError, match=r"^--lines and --null \(environment\): give one"):
+        resolve({}, None, {"CLOUDTASK_LINES": "1", "CLOUDTASK_NULL": "yes"})
+
+
+@pytest.mark.parametrize(
+    ("cli", "template", "environ", "lines", "null"),
+    [
+        ({"null": True}, {"LINES": True}, {}, False, True),
+        ({"lines": True}, {}, {"CLOUDTASK_NULL": "1"}, True, False),
+        ({}, {"NULL": True}, {"CLOUDTASK_LINES": "1"}, False, True),
+        ({}, {"NULL": False}, {"CLOUDTASK_LINES": "1"}, True, False),
+    ],
+)
+def test_lines_and_null_from_two_layers_the_higher_one_wins(
+    cli: dict[str, str | bool],
+    template: dict[str, object],
+    environ: dict[str, str],
+    lines: bool,
+    null: bool,
+) -> None:
+    got = resolve(cli, TemplateValues(template, None), environ)
+    assert (got.lines, got.null) == (lines, null)
+    shown = {name for name, _, _ in got.shown()}
+    assert ("lines" in shown, "null" in shown) == (lines, null)
+
+
+def test_replace_takes_any_non_empty_text() -> None:
+    assert resolve({"replace": "{}"}, None, {}).replace == "{}"
+    assert resolve({}, None, {"CLOUDTASK_REPLACE": "@@"}).replace == "@@"
+    with pytest.raises(UsageError, match=r"^--replace: must not be empty"):
+        resolve({"replace": " "}, None, {})
