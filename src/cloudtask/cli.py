@@ -42,6 +42,7 @@ from .errors import (
 from .joblog import Joblog
 from .jobs import Command, Mode, check_length, read_jobs, unit_of
 from .limits import fit_open_files
+from .output import printable
 from .providers import Cloud, Provider, get_cloud, is_cloud
 from .providers.cloud import ProviderError
 from .providers.launched import LaunchedWorkers, settled, sweep_and_close
@@ -219,10 +220,15 @@ def say_error(text: str) -> None:
 def out(text: str) -> None:
     """Print a line on stdout, now. A stdout that cannot take it (/dev/full) is
     an OutputError; one whose reader is gone (| head) a BrokenPipeError."""
+    write_stdout(text + "\n")
+
+
+def write_stdout(text: str) -> None:
+    """Write on stdout, now; its errors as out() says."""
     if sys.stdout is None:
         return  # closed from the start: nobody is reading
     try:
-        sys.stdout.write(text + "\n")
+        sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:
         raise
@@ -277,6 +283,8 @@ def _run(
     if given != parsed.options:
         resolve(parsed.options, template.values if template else None)
     check_combinations(config)
+    if config.dry_run:  # nothing is contacted: neither the workers nor the cloud
+        return dry_run(config, *job_source(config, template, parsed.positional, prog, stdin))
     targets = worker_targets(config, console)
     cloud = cloud_of(config)  # an unknown provider or a bad option is refused before input
     command, stdin = job_source(config, template, parsed.positional, prog, stdin)
@@ -316,8 +324,8 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
     assert session_id is not None
     if parsed.positional:
         raise UsageError(f"{option}: the session has its command; give no other")
-    for name in INPUT_OPTIONS:
-        if name in parsed.options:
+    for name in ("dry-run", *INPUT_OPTIONS):
+        if name in parsed.options or (name == "dry-run" and given.dry_run):
             raise UsageError(
                 f"--{name}: {option} runs the jobs the session made from its input when it "
                 "started; give it to a new session"
@@ -838,6 +846,37 @@ def input_mode(config: Config) -> Mode:
     return "null" if config.null else "lines" if config.lines else "words"
 
 
+DRY_RUN_BATCH = 1000  # lines
+
+
+def dry_run(config: Config, command: Command, stdin: IO[bytes]) -> int:
+    """--dry-run: each job's command line on stdout, in input order, as the input
+    is read (a bad line stops it there, exit status 2); nothing runs, no session.
+
+    Control characters (a newline in a --null record too) are shown escaped, as
+    in the session's output: each job is one line."""
+    mode = input_mode(config)
+    unit = unit_of(mode)
+    # Written a batch at a time (stdout may be unbuffered: PYTHONUNBUFFERED), a
+    # line at a time to a terminal.
+    batch = 1 if sys.stdout is not None and sys.stdout.isatty() else DRY_RUN_BATCH
+    lines: list[str] = []
+    count = 0
+    try:
+        for job in read_jobs(stdin, mode):
+            line = printable(check_length(command.for_job(job.args), job.line, unit))
+            lines.append(line.replace("\n", "\\x0a") + "\n")
+            count += 1
+            if len(lines) >= batch:
+                write_stdout("".join(lines))
+                lines.clear()
+    finally:  # before a bad line's error too: the lines before it were good
+        write_stdout("".join(lines))
+    if not count:
+        raise UsageError(f"no jobs: standard input has no job {unit}s")
+    return ExitStatus.OK
+
+
 def task_command(template: Template | None, positional: list[str]) -> Command | None:
     for number, word in enumerate(positional, 1):
         try:
@@ -867,7 +906,8 @@ def store_jobs(store: Store, command: Command, stdin: Iterable[bytes], mode: Mod
 def stored_config(config: Config) -> dict[str, str]:
     """The effective options as stored with the session: never a secret."""
     # Secrets are never stored; nor what only this invocation means.
-    secret = {option.name for option in OPTIONS if option.secret} | {"force", "resume", "retry"}
+    secret = {option.name for option in OPTIONS if option.secret}
+    secret |= {"force", "dry-run", "resume", "retry"}
     # Defaults are not stored, so the environment of a resumed run still counts.
     return {
         name: value

@@ -326,6 +326,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("force", "do not ask for confirmation", flag=True, default=False),
     Option(
+        "dry-run",
+        "print each job's command line, in input order, and exit: nothing runs",
+        flag=True,
+        default=False,
+    ),
+    Option(
         "lines",
         "each input line, as it is, is one argument (no quote processing; no line is skipped)",
         flag=True,
@@ -521,6 +527,7 @@ class Config:
     resume: int | None = None
     retry: int | None = None
     force: bool = False
+    dry_run: bool = False
     lines: bool = False
     null: bool = False
     replace: str | None = None

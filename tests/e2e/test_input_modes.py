@@ -1,8 +1,9 @@
-"""Input modes and the command's placeholder (SPEC section 13, issue 13).
+"""Input modes, the command's placeholder and dry runs (SPEC section 13, issue 13).
 
 `--lines` and `--null` / `-0` make each input line or NUL-ended record one
 argument, as it is; `--replace[=STR]` puts the job's quoted arguments in place
-of every `{}` (or STR) instead of appending them. Every test runs the installed command and looks
+of every `{}` (or STR) instead of appending them; `--dry-run` prints each job's
+command line and runs nothing. Every test runs the installed command and looks
 at what the jobs actually received: a job that prints `ascii(sys.argv[1:])`
 shows its exact arguments, whatever bytes they hold.
 """
@@ -11,21 +12,30 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import select
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
+import pexpect
 import pytest
 from tests.e2e.helpers import (
     CLOUDTASK,
     PYTHON,
+    TIMEOUT,
     assert_no_traceback,
     assert_usage_error,
     cloudtask,
     counts,
     env_with,
+    lines,
     outputs_by_job,
     run,
     session_ids,
+    sessions_dir,
+    work_dir,
 )
 
 # A job that prints the arguments it received, exactly (ascii() escapes
@@ -329,3 +339,234 @@ def test_replace_refuses_a_command_too_long_for_a_worker_naming_the_line() -> No
     result = cloudtask("--replace", "echo" + " {}" * 80, input=b"short\n" + long + b"\n")
 
     assert_usage_error(result, "input line 2: the job's command is")
+
+
+# -- --dry-run -----------------------------------------------------------------
+
+
+def test_dry_run_prints_each_command_in_input_order_and_makes_no_session() -> None:
+    result = cloudtask("--dry-run", "--split=4", "echo", input=b"1\n# c\n'a b' $x\n3\n")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert lines(result.stdout) == ["echo 1", "echo 'a b' '$x'", "echo 3"]
+    assert not sessions_dir().exists()
+
+
+def test_dry_run_shows_the_modes_and_the_placeholder() -> None:
+    result = cloudtask(
+        "--dry-run", "-0", "--replace", "cp", "--", "{}", "{}.bak", input=b"a b\0-n\0it's"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert lines(result.stdout) == [
+        "cp -- 'a b' 'a b'.bak",
+        "cp -- -n -n.bak",
+        "cp -- 'it'\"'\"'s' 'it'\"'\"'s'.bak",
+    ]
+
+
+def test_dry_run_prints_the_commands_the_run_runs() -> None:
+    data = "".join(name + "\n" for name in NAMES).encode()
+    dry = cloudtask("--dry-run", "--lines", "--replace", *ARGV, "-", "{}", input=data)
+    ran = cloudtask("--lines", "--replace", *ARGV, "-", "{}", input=data)
+
+    assert ran.returncode == 0, ran.stderr
+    started = [line.split(" started: ", 1)[1] for line in lines(ran.stdout) if " started: " in line]
+    assert len(started) == len(NAMES)
+    # Both show control characters escaped (the bell and the delete of one name).
+    assert lines(dry.stdout) == started
+
+
+def test_dry_run_shows_a_newline_in_a_record_escaped_one_job_a_line() -> None:
+    result = cloudtask("--dry-run", "-0", "echo", input=b"new\nline\0tab\tcr\r\0")
+
+    assert lines(result.stdout) == ["echo 'new\\x0aline'", "echo 'tab\tcr\\x0d'"]
+
+
+@pytest.mark.parametrize(
+    ("args", "data", "error"),
+    [
+        ([], b"ok\n'bad\n", "input line 2: unbalanced quote"),
+        (["--lines"], b"ok\nbad\0\n", "input line 2: NUL byte"),
+        (["-0"], b"ok\0\xff", "input record 2: invalid UTF-8"),
+        ([], b"# nothing\n\n", "no jobs: standard input has no job lines"),
+        (["--replace"], b"a\n", "--replace: the command has no {}"),
+    ],
+)
+def test_dry_run_refuses_bad_input_with_exit_2(args: list[str], data: bytes, error: str) -> None:
+    result = cloudtask("--dry-run", *args, "echo", input=data)
+
+    assert_no_traceback(result)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"cloudtask: {error}")
+    assert len(result.stderr.splitlines()) == 1
+    assert not sessions_dir().exists()
+
+
+def test_dry_run_prints_the_lines_before_a_bad_one() -> None:
+    data = b"".join(b"%d\n" % n for n in range(2500)) + b"'bad\n" + b"never\n"
+
+    result = cloudtask("--dry-run", "echo", input=data)
+
+    assert_usage_error(result, "input line 2501: unbalanced quote")
+    assert lines(result.stdout) == [f"echo {n}" for n in range(2500)]
+
+
+def test_dry_run_contacts_no_worker_and_no_cloud() -> None:
+    # A Hub URL where something listens: any API call would connect to it.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.setblocking(False)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/api/"
+        result = cloudtask(
+            "--dry-run",
+            "--provider=hub",
+            f"--hub-url={url}",
+            "--hub-apikey=key-of-no-account",
+            "--workers=no-such-host.invalid",
+            "--split=5",
+            "echo",
+            input=b"1\n2\n",
+        )
+        with pytest.raises(BlockingIOError):
+            server.accept()
+
+    assert result.returncode == 0, result.stderr
+    assert lines(result.stdout) == ["echo 1", "echo 2"]
+    assert result.stderr == ""
+    assert not sessions_dir().exists()
+
+
+def test_dry_run_from_the_environment() -> None:
+    result = cloudtask("echo", input=b"1\n", env=env_with(CLOUDTASK_DRY_RUN="yes"))
+
+    assert result.returncode == 0
+    assert lines(result.stdout) == ["echo 1"]
+    assert not sessions_dir().exists()
+
+
+def test_dry_run_with_resume_is_refused() -> None:
+    assert cloudtask("echo", input=b"1\n").returncode == 0
+
+    result = cloudtask("--resume=1", "--dry-run")
+
+    assert_usage_error(result, "--dry-run: --resume runs the jobs the session made")
+
+
+def test_dry_run_on_a_terminal_asks_nothing() -> None:
+    child = pexpect.spawn(
+        "bash",
+        ["-c", f"printf 'a\\nb\\n' | {CLOUDTASK} --dry-run echo"],
+        env=dict(os.environ),
+        encoding="utf-8",
+        timeout=TIMEOUT,
+        cwd=str(work_dir()),
+    )
+    child.expect(pexpect.EOF)
+    child.close()
+
+    assert child.exitstatus == 0
+    assert child.before.replace("\r", "").splitlines() == ["echo a", "echo b"]
+    assert not sessions_dir().exists()
+
+
+def test_dry_run_into_a_closed_pipe_ends_quietly() -> None:
+    data = b"".join(b"%d\n" % n for n in range(100_000))
+    result = run(["bash", "-c", f"{CLOUDTASK} --dry-run echo | head -n 2"], input=data)
+
+    assert_no_traceback(result)
+    assert result.returncode == 0
+    assert lines(result.stdout) == ["echo 0", "echo 1"]
+    assert result.stderr == ""
+
+
+def test_dry_run_into_a_full_disk_is_an_error() -> None:
+    result = run(["bash", "-c", f"{CLOUDTASK} --dry-run echo > /dev/full"], input=b"1\n")
+
+    assert_no_traceback(result)
+    assert result.returncode == 1
+    assert "cannot write standard output" in result.stderr
+
+
+# -- a million lines: streamed, in bounded time and memory --------------------
+
+MILLION = 1_000_000
+# CPU seconds allowed: about 5 on an idle machine; the bound leaves room for a busy one.
+CPU_LIMIT = 60.0
+MEMORY_LIMIT_KB = 150_000  # far below what a million jobs held at once would take
+
+
+def measured(args: list[str], data: bytes, out: Path) -> tuple[int, float, int]:
+    """Run cloudtask from a fresh Python, stdout to `out`: its exit status, the
+    CPU seconds and the peak memory (KiB) of cloudtask alone."""
+    script = (
+        "import resource, subprocess, sys\n"
+        "with open(sys.argv[1], 'wb') as out:\n"
+        "    status = subprocess.run(sys.argv[2:], stdout=out).returncode\n"
+        "used = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "print(status, used.ru_utime + used.ru_stime, used.ru_maxrss)\n"
+    )
+    result = run(
+        [sys.executable, "-c", script, str(out), CLOUDTASK, *args], input=data, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    status, cpu, peak = result.stdout.split()
+    return int(status), float(cpu), int(peak)
+
+
+@pytest.mark.parametrize(
+    ("mode", "line", "shown"),
+    [
+        # Lines without quotes: the words mode's quick path (a line with quotes
+        # goes through shlex, some 10 times slower: 40 s for a million here).
+        ([], b"file %d of a.txt", "gzip file %d of a.txt"),
+        (["--lines"], b"file %d of don't.txt", "gzip 'file %d of don'\"'\"'t.txt'"),
+    ],
+    ids=["words", "lines"],
+)
+def test_dry_run_of_a_million_lines(
+    tmp_path: Path, mode: list[str], line: bytes, shown: str
+) -> None:
+    out = tmp_path / "out"
+    data = b"".join(line % n + b"\n" for n in range(MILLION))
+
+    status, cpu, peak = measured(["--dry-run", *mode, "gzip"], data, out)
+
+    assert status == 0
+    with out.open("rb") as printed:
+        assert printed.readline().decode() == shown % 0 + "\n"
+        count = 1 + sum(1 for _ in printed)
+    assert count == MILLION
+    assert out.read_bytes().endswith((shown % (MILLION - 1)).encode() + b"\n")
+    assert cpu < CPU_LIMIT, f"{cpu:.1f} CPU seconds"
+    assert peak < MEMORY_LIMIT_KB, f"{peak} KiB at its peak"
+    assert not sessions_dir().exists()
+
+
+def test_dry_run_prints_while_its_input_is_still_coming() -> None:
+    proc = subprocess.Popen(
+        [CLOUDTASK, "--dry-run", "--lines", "echo"],
+        bufsize=0,  # the first line read leaves the rest for communicate()
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=work_dir(),
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        # More than one batch of output (less than a pipe holds), then the input stays open.
+        proc.stdin.write(b"".join(b"line %d\n" % n for n in range(2000)))
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], TIMEOUT)
+        assert ready, "nothing printed while the input is open"
+        assert proc.stdout.readline() == b"echo 'line 0'\n"
+        assert proc.poll() is None  # still reading
+        rest, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert rest.count(b"\n") == 1999
+    assert rest.endswith(b"echo 'line 1999'\n")
+    assert proc.returncode == 0, err
