@@ -47,3 +47,25 @@ def test_each_job_on_an_ssh_worker_sees_its_session_number_attempt_and_worker(
         3: [f"session={session} job=3 attempt=1 {where} arg=c"],
     }
     authorized_keys.assert_unchanged()
+
+
+def test_lines_and_replace_reach_an_ssh_worker_as_given(
+    hosts: TestHosts, home: Path, tmp_path: Path, authorized_keys: KeysSnapshot
+) -> None:
+    """Input modes and --replace are the controller's: over SSH the job gets
+    exactly the arguments a local one does (issue 13, items 1 and 2)."""
+    names = ["file 1.txt", "don't.txt", "$HOME `x`", "-n"]
+    result = cloudtask(
+        home,
+        f"--workers={hosts[0].login}",
+        "--lines",
+        "--replace",
+        "printf '<%s>' {} end",
+        input="".join(f"{name}\n" for name in names).encode(),
+        identity=hosts.client_key,
+    )
+
+    assert result.returncode == 0, result.stderr
+    seen = helpers.outputs_by_job(result.stdout)
+    assert seen == {n: [f"<{name}><end>"] for n, name in enumerate(names, 1)}
+    authorized_keys.assert_unchanged()
