@@ -41,7 +41,7 @@ from .errors import (
 )
 from .joblog import Joblog
 from .jobs import Command, Mode, check_length, read_jobs, unit_of
-from .limits import fit_open_files
+from .limits import fit_open_files, most_workers
 from .output import printable
 from .providers import Cloud, Provider, get_cloud, is_cloud
 from .providers.cloud import ProviderError
@@ -288,7 +288,6 @@ def _run(
     targets = worker_targets(config, console)
     cloud = cloud_of(config)  # an unknown provider or a bad option is refused before input
     command, stdin = job_source(config, template, parsed.positional, prog, stdin)
-    warn_left_running(config, console)
     session = SessionDir.create(config.sessions)
     joblog = None
     try:
@@ -299,8 +298,10 @@ def _run(
         split = split_of(config, targets, jobs)
         fit_open_files(split)
         refuse_unlaunchable(config, targets, split, store, session.id)
-        warn_pointless(config, targets, split, console)
         refuse_unsendable_report(config)
+        # Said once nothing is refused, before the question.
+        warn_pointless(config, targets, split, console)
+        warn_left_running(config, console)
         if sys.stderr is not None and sys.stderr.isatty() and not config.force:
             confirm(config, store, jobs, split)
     except BaseException:
@@ -332,7 +333,6 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
             )
     session = SessionDir.find(given.sessions, session_id, f"{option}={session_id}")
     session.lock()
-    warn_left_running(given, console)  # of other sessions: this one is held now
     store = Store.open(session.path)
     if store.get("command") is None:  # set once every input line was stored
         raise SessionError(
@@ -391,8 +391,9 @@ def _resume(parsed: Argv, given: Config, console: Console) -> int:
     split = split_of(config, targets, pending)
     fit_open_files(split)
     refuse_unlaunchable(config, targets, split, store, session.id)
-    warn_pointless(config, targets, split, console)
     refuse_unsendable_report(config)
+    warn_pointless(config, targets, split, console)
+    warn_left_running(config, console)  # of other sessions: this one is held now
     kept = store.config()
     store.set_config(stored_config(config))
     plan = Plan(config, session, store, targets, cloud, split, pending, joblog, keys_left, kept)
@@ -922,8 +923,11 @@ def split_of(config: Config, targets: Sequence[Target], jobs: int) -> int:
 
 
 def local_split(config: Config) -> int | None:
-    """With no --split nor --workers, the local provider runs a job per CPU."""
-    return usable_cpus() if config.provider == "local" and not config.workers else None
+    """With no --split nor --workers, the local provider runs a job per CPU
+    (as many as the open files allow: a default is never refused)."""
+    if config.provider != "local" or config.workers:
+        return None
+    return min(usable_cpus(), most_workers() or usable_cpus())
 
 
 def split_default(config: Config) -> str:

@@ -49,6 +49,12 @@ def fit_open_files(split: int) -> None:
         ) from None
 
 
+def most_workers() -> int | None:
+    """The largest split the hard limit on open files allows (None: no limit)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if hard == resource.RLIM_INFINITY else max_split(hard)
+
+
 def max_split(limit: int) -> int:
     """The largest split that fits in `limit` open files."""
     return max(1, (limit - FILES_BESIDES) // FILES_PER_WORKER)

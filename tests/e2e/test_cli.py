@@ -323,7 +323,9 @@ def test_a_success_resets_the_strikes(tmp_path: Path) -> None:
 
 
 def test_job_stdin_is_empty() -> None:
-    result = cloudtask("--timeout=10", "sh", "-c", 'cat; echo "done $0"', input=b"x\ny\n")
+    result = cloudtask(
+        "--split=1", "--timeout=10", "sh", "-c", 'cat; echo "done $0"', input=b"x\ny\n"
+    )
 
     assert result.returncode == 0, result.stderr
     assert summary(result).seconds < 5

@@ -191,3 +191,17 @@ def test_help_says_timeout_zero_is_no_limit() -> None:
     result = cloudtask("--help", input=None)
 
     assert "0: no limit" in result.stdout
+
+
+def test_the_default_split_fits_the_open_files_a_given_one_is_refused_past_them() -> None:
+    """With a hard limit of 70 open files one local worker fits (64 + 4 each):
+    the default takes 1 whatever the CPUs; a given --split=2 is refused."""
+    if usable_cpus() < 2:
+        pytest.skip("one CPU: the default split is 1 whatever the open files allow")
+    command = f"ulimit -n 70 && seq 3 | {CLOUDTASK} --force true"
+    result = run(["bash", "-c", command], input=None)
+
+    assert result.returncode == 0, result.stderr
+    assert split_shown(result.stdout) == 1
+    refused = run(["bash", "-c", command.replace("--force", "--force --split=2")], input=None)
+    assert_usage_error(refused, "--split: 2 workers need about 72 open files")
