@@ -795,14 +795,15 @@ def worker_targets(config: Config, console: Console) -> list[Target]:
     its worker out, said once; when no worker is left, nothing runs."""
     user_given = "user" in config.sources
     targets = [resolve_target(address, config.user, user_given) for address in config.workers or ()]
-    unknown = [target for target in targets if not resolvable(target)]
+    known = [target for target in targets if resolvable(target)]
+    unknown = [target for target in targets if target not in known]
     if not unknown:
         return targets
     names = list(dict.fromkeys(target.address.host for target in unknown))
-    if len(unknown) < len(targets):
+    if known:
         for name in names:
             console.warn(f"--workers: unknown host {name!r}: its worker is left out")
-        return [target for target in targets if target not in unknown]
+        return known
     (first, *_) = unknown
     if len(targets) == 1 and first.address.user is None and first.address.port is None:
         # A lone word may be a workers file's name, mistyped.

@@ -228,6 +228,7 @@ class LaunchedWorkers(Provider):
     async def destroy(self, instance: Instance) -> bool:
         assert instance.token is not None
         self._boot_started.pop(instance.id, None)
+        self._noted.pop(instance.name, None)
         try:
             await with_retries(
                 lambda: self.cloud.destroy(instance.id),
