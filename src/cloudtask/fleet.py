@@ -25,17 +25,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from . import __version__
 from .addresses import parse_address
 from .argv import scan
-from .cli import KNOWN_OPTIONS, cloud_of
+from .cli import KNOWN_OPTIONS
 from .config import Config, resolve
 from .errors import CloudtaskError, ExitStatus, UsageError, error_text
 from .providers import Cloud
 from .providers.cloud import LaunchSpec, ProviderError, with_retries
 from .providers.launched import BOOT_LIMIT, sweep_and_close, wait_running
-from .session import SessionDir
+from .session.cleanup import cloud_of
+from .session.directory import SessionDir
 from .store import Store
+from .version import __version__
 
 NO_SESSION = 0  # the session tag of workers launched outside a session
 

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from . import __version__
 from .argv import scan
 from .config import BY_NAME, resolve
 from .console import plural
@@ -49,7 +48,8 @@ from .report.digest import (
 )
 from .report.html import html
 from .report.timeline import svg
-from .session import PRIVATE_FILE, existing_ids
+from .session.directory import PRIVATE_FILE, existing_ids
+from .version import __version__
 
 PROG = "cloudtask-logalyzer"
 MOST_ROWS = 2**62

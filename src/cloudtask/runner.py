@@ -21,7 +21,7 @@ from .live import LiveView, Snapshot, keep_drawing, snapshot
 from .providers import Provider
 from .providers.launched import LaunchedWorkers
 from .scheduler import JobState, Scheduler
-from .session import SessionDir
+from .session.directory import SessionDir
 from .store import Store
 from .worker import Run, Worker
 

@@ -34,7 +34,7 @@ from .config import Config, resolve
 from .errors import CloudtaskError
 from .providers import get_cloud, is_cloud
 from .providers.launched import settled, sweep_and_close
-from .session import SessionDir
+from .session.directory import SessionDir
 from .store import Store
 
 LOG_NAME = "watchdog.log"

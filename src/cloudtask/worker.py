@@ -23,7 +23,7 @@ from .joblog import Joblog, joblog_line
 from .output import OutputLines
 from .providers import Instance, Provider
 from .scheduler import Ended, JobState, Outcome, Scheduler, Wait
-from .session import SessionDir
+from .session.directory import SessionDir
 from .store import AttemptEnd, Store
 from .transport import RunResult, Transport
 

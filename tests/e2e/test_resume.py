@@ -39,8 +39,8 @@ from tests.e2e.helpers import (
 )
 from tests.hubserver import HubServer
 
-from cloudtask.cli import stored_config
 from cloudtask.config import resolve
+from cloudtask.session.plan import stored_config
 from cloudtask.store import INGEST_BATCH
 
 SECRET = "s3cret-9f1c2e7d-never-stored"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from cloudtask import store as store_module
-from cloudtask.cli import stored_config
 from cloudtask.config import resolve
 from cloudtask.errors import SessionError
 from cloudtask.scheduler import JobState
+from cloudtask.session.plan import stored_config
 from cloudtask.store import INGEST_BATCH, AttemptEnd, Store
 
 

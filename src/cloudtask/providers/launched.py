@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from ..addresses import Address
 from ..errors import WorkerError
-from ..session import SessionDir
+from ..session.directory import SessionDir
 from ..ssh import HostKeyRefused, HostKeys, LoginRefused, SessionKey, SSHOptions, Target, connect
 from ..store import Store
 from ..transport import Transport

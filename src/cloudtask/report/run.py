@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import CloudtaskError
-from ..session import PRIVATE_FILE, SessionDir
+from ..session.directory import PRIVATE_FILE, SessionDir
 from . import digest as digests
 from .hooks import HookContext, parse_hook, run_hook
 from .timeline import svg

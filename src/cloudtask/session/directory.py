@@ -12,19 +12,32 @@ import io
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from .errors import SessionError
-from .paths import cannot_write, os_reason
+from ..errors import SessionError
+from ..paths import cannot_write, os_reason
 
 # Session locks this process holds: kept open (and so held) until it exits.
 _held_locks: list[int] = []
 
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
+
+
+@contextlib.contextmanager
+def locks_released() -> Iterator[None]:
+    """Session locks taken within are let go at its end: a program that runs
+    several sessions through the API would otherwise hold each until it exits
+    (as the command does, which ends when its session does)."""
+    before = len(_held_locks)
+    try:
+        yield
+    finally:
+        while len(_held_locks) > before:
+            os.close(_held_locks.pop())
 
 
 class WriteTrouble:
