@@ -19,6 +19,7 @@ from typing import Any
 
 from . import environment
 from .addresses import Address, read_addresses
+from .environment import SECRET_NAMES
 from .errors import UsageError
 from .halt import Halt
 from .paths import named_file, os_reason, user_path
@@ -186,7 +187,7 @@ def report_hook(value: str) -> str:
 
 
 def provider(value: str) -> str:
-    from .providers import provider_names
+    from .providers.registry import provider_names
 
     name = value.strip()
     if name not in (names := provider_names()):
@@ -206,10 +207,14 @@ class Option:
     default_help: str | None = None  # how --help states a derived default
     metavar: str = "VALUE"
     flag: bool = False  # takes no value: given means true
-    secret: bool = False  # masked when shown, never stored
     relative_to_template: bool = False  # a relative path in a template is beside it
     short: str | None = None  # a flag's one-letter form on the command line (-0)
     bare: str | None = None  # the value of --NAME given without one (--replace: {})
+
+    @property
+    def secret(self) -> bool:
+        """Masked when shown, never stored: the variables environment.py hides."""
+        return self.env in SECRET_NAMES
 
     @property
     def attr(self) -> str:
@@ -224,226 +229,215 @@ class Option:
         return "--" + self.name
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option(
-        "split",
+OPTION = "cloudtask.option"  # a Config field's metadata key for its table entry
+
+
+def option(
+    help: str, parse: Callable[[str], Any] = text, *, default: Any = None, **table: Any
+) -> Any:
+    """A Config field that is an option: its default, and its entry in the
+    option table (the other fields of Option: metavar, flag, short, ...)."""
+    entry = {"help": help, "parse": parse, "default": default, **table}
+    return field(default=default, metadata={OPTION: entry})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every option's effective value, and where each came from.
+
+    Each field that is an option is declared here once, with its table entry
+    (`option()`): OPTIONS, --help, the CLOUDTASK_* variables and template
+    attributes all come from these fields, in this order.
+    """
+
+    split: int | None = option(
         "number of workers running jobs in parallel (capped at the number of jobs)",
         whole(1),
         default_help="the number of --workers; else, on the local provider, the CPUs this "
         "process may use; else 1",
         metavar="N",
-    ),
-    Option(
-        "workers",
+    )
+    workers: tuple[Address, ...] | None = option(
         "pre-launched workers: a file with one address per line, or addresses "
         "separated by spaces or commas (user@host:port)",
         workers,
         metavar="LIST",
-    ),
-    Option(
-        "timeout",
+    )
+    timeout: float | None = option(
         "per-job time limit; on expiry every process of the job is killed; 0: no limit",
         time_limit,
         default=3600.0,
         metavar="DURATION",
-    ),
-    Option(
-        "retries",
-        "times a failed or timed-out job is queued again",
-        whole(0),
-        default=0,
-        metavar="N",
-    ),
-    Option(
-        "strikes",
+    )  # None: no limit (--timeout=0)
+    retries: int = option(
+        "times a failed or timed-out job is queued again", whole(0), default=0, metavar="N"
+    )
+    strikes: int = option(
         "consecutive failures after which a worker is retired; 0: never",
         whole(0),
         default=0,
         metavar="N",
-    ),
-    Option(
-        "user",
+    )
+    user: str = option(
         "login user on workers, after an address's own user@ and before ~/.ssh/config's User",
         text,
         default="root",
         metavar="NAME",
-    ),
-    Option(
-        "keepalive",
+    )
+    keepalive: float = option(
         "time between liveness checks of a worker; after 3 unanswered it is failed",
         seconds,
         default=5.0,
         metavar="DURATION",
-    ),
-    Option(
-        "connect-timeout",
+    )
+    connect_timeout: float = option(
         "time to wait for a worker's SSH connection and login before it is failed",
         seconds,
         default=30.0,
         metavar="DURATION",
-    ),
-    Option(
-        "boot-timeout",
+    )
+    boot_timeout: float = option(
         "how long a launched worker may take to run and answer SSH before it is destroyed",
         seconds,
         default=600.0,
         metavar="DURATION",
-    ),
-    Option("pre", "setup command run on each worker before its first job", metavar="CMD"),
-    Option("post", "cleanup command run on each worker after its last job", metavar="CMD"),
-    Option(
-        "overlay",
+    )
+    pre: str | None = option("setup command run on each worker before its first job", metavar="CMD")
+    post: str | None = option(
+        "cleanup command run on each worker after its last job", metavar="CMD"
+    )
+    overlay: Path | None = option(
         "directory copied onto each worker's root file system at setup",
         existing_dir,
         metavar="DIR",
         relative_to_template=True,
-    ),
-    Option(
-        "ssh-identity",
+    )
+    ssh_identity: Path | None = option(
         "private key for the first login (else ssh-agent, default keys)",
         private_key_file,
         metavar="FILE",
-    ),
-    Option(
-        "sessions",
+    )
+    sessions: Path = option(
         "directory where sessions are kept",
         directory,
         default=Path("~/.cloudtask"),
         metavar="DIR",
         relative_to_template=True,
-    ),
-    Option(
-        "resume",
-        "resume the unfinished jobs of session ID",
-        whole(1),
-        metavar="ID",
-    ),
-    Option(
-        "retry",
-        "run the failed jobs of session ID again, then the unfinished ones",
-        whole(1),
-        metavar="ID",
-    ),
-    Option("force", "do not ask for confirmation", flag=True, default=False),
-    Option(
-        "dry-run",
+    )
+    resume: int | None = option("resume the unfinished jobs of session ID", whole(1), metavar="ID")
+    retry: int | None = option(
+        "run the failed jobs of session ID again, then the unfinished ones", whole(1), metavar="ID"
+    )
+    force: bool = option("do not ask for confirmation", flag=True, default=False)
+    dry_run: bool = option(
         "print each job's command line, in input order, and exit: nothing runs",
         flag=True,
         default=False,
-    ),
-    Option(
-        "lines",
+    )
+    lines: bool = option(
         "each input line, as it is, is one argument (no quote processing; no line is skipped)",
         flag=True,
         default=False,
-    ),
-    Option(
-        "null",
+    )
+    null: bool = option(
         "input records end with a NUL byte (find -print0); each, as it is, is one argument",
         flag=True,
         default=False,
         short="-0",
-    ),
-    Option(
-        "replace",
+    )
+    replace: str | None = option(
         "the job's arguments replace every STR in the command ({} if given alone), "
         "instead of being appended",
         metavar="STR",
         bare="{}",
-    ),
-    Option(
-        "report",
+    )
+    report: str | None = option(
         "hook run when the session ends: 'mail: FROM TO...', 'sh: CMD', 'py: CODE|FILE'",
         report_hook,
         metavar="HOOK",
-    ),
-    Option(
-        "provider",
+    )
+    provider: str = option(
         "what launches workers: local, hub, ec2, libcloud",
         provider,
         default_help="hub when a Hub API key is set, else local",
         metavar="NAME",
-    ),
-    Option("hub-apikey", "TurnKey Hub API key", credential, secret=True, metavar="KEY"),
-    Option("hub-url", "TurnKey Hub API base URL", metavar="URL"),
-    Option("backup-id", "TKLBAM backup restored on each launched worker", metavar="ID"),
-    Option("snapshot-id", "snapshot launched workers start from", metavar="ID"),
-    Option("ami-id", "AMI launched workers start from", metavar="ID"),
-    Option("ec2-region", "region launched workers run in", metavar="REGION"),
-    Option("ec2-size", "size (instance type) of launched workers", metavar="SIZE"),
-    Option(
-        "ec2-type",
-        "hub: s3 or ebs backed; ec2: spot or on-demand",
-        metavar="TYPE",
-    ),
-    Option("ec2-subnet", "ec2: subnet id launched workers join", metavar="ID"),
-    Option(
-        "ec2-security-group",
-        "ec2: security group ids of launched workers (comma-separated)",
-        metavar="IDS",
-    ),
-    Option(
-        "libcloud-driver",
+        default="local",
+    )
+    hub_apikey: str | None = option("TurnKey Hub API key", credential, metavar="KEY")
+    hub_url: str | None = option("TurnKey Hub API base URL", metavar="URL")
+    backup_id: str | None = option("TKLBAM backup restored on each launched worker", metavar="ID")
+    snapshot_id: str | None = option("snapshot launched workers start from", metavar="ID")
+    ami_id: str | None = option("AMI launched workers start from", metavar="ID")
+    ec2_region: str | None = option("region launched workers run in", metavar="REGION")
+    ec2_size: str | None = option("size (instance type) of launched workers", metavar="SIZE")
+    ec2_type: str | None = option("hub: s3 or ebs backed; ec2: spot or on-demand", metavar="TYPE")
+    ec2_subnet: str | None = option("ec2: subnet id launched workers join", metavar="ID")
+    ec2_security_group: str | None = option(
+        "ec2: security group ids of launched workers (comma-separated)", metavar="IDS"
+    )
+    libcloud_driver: str | None = option(
         "libcloud: the compute driver's name (digitalocean, linode, gce, openstack, ...)",
         metavar="NAME",
-    ),
-    Option(
-        "libcloud-key",
-        "libcloud: the driver's key (user or token)",
-        secret=True,
-        metavar="KEY",
-    ),
-    Option(
-        "libcloud-secret",
-        "libcloud: the driver's secret, where it takes one",
-        secret=True,
-        metavar="SECRET",
-    ),
-    Option(
-        "libcloud-options",
+    )
+    libcloud_key: str | None = option("libcloud: the driver's key (user or token)", metavar="KEY")
+    libcloud_secret: str | None = option(
+        "libcloud: the driver's secret, where it takes one", metavar="SECRET"
+    )
+    libcloud_options: str | None = option(
         "libcloud: more driver arguments, NAME=VALUE separated by commas (region=...); "
         "secret, as they may hold tokens",
-        secret=True,
         metavar="LIST",
-    ),
-    Option(
-        "libcloud-image",
-        "libcloud: image id launched workers start from",
-        metavar="ID",
-    ),
-    Option("libcloud-size", "libcloud: size id of launched workers", metavar="ID"),
-    Option(
-        "libcloud-location",
-        "libcloud: location id launched workers run in",
-        metavar="ID",
-    ),
-    Option(
-        "hourly-price",
+    )
+    libcloud_image: str | None = option(
+        "libcloud: image id launched workers start from", metavar="ID"
+    )
+    libcloud_size: str | None = option("libcloud: size id of launched workers", metavar="ID")
+    libcloud_location: str | None = option(
+        "libcloud: location id launched workers run in", metavar="ID"
+    )
+    hourly_price: float | None = option(
         "price per hour of one launched worker, instead of the shipped price table",
         dollars,
         metavar="DOLLARS",
-    ),
-    Option(
-        "joblog",
-        "also write a per-job log in GNU parallel's --joblog format",
-        output_file,
-        metavar="FILE",
-    ),
-    Option(
-        "halt",
+    )
+    joblog: str | None = option(
+        "also write a per-job log in GNU parallel's --joblog format", output_file, metavar="FILE"
+    )
+    halt: str | None = option(
         "stop early: [now|soon,](fail|success|done)=(N|P%), GNU parallel's grammar; "
         "soon (the default) lets running jobs finish, now stops them (pending again); "
         "fail counts jobs not ok, success ok ones, done both; P% is of the jobs "
         "finished, from 3 on",
         halt,
         metavar="SPEC",
-    ),
-    Option(
-        "budget",
+    )
+    budget: float | None = option(
         "stop launching, and drain, when the projected cost of launched workers would pass DOLLARS",
         dollars,
         metavar="DOLLARS",
-    ),
+    )
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def value(self, option: Option) -> Any:
+        return getattr(self, option.attr.lower())
+
+    def shown(self) -> list[tuple[str, str, str]]:
+        """(option, value, source) for every option with a value, secrets masked."""
+        rows = []
+        for option in OPTIONS:
+            value = self.value(option)
+            # None is no value, but for --timeout=0 (no limit), given as such.
+            if (value is None and option.name not in self.sources) or (option.flag and not value):
+                continue
+            shown = "********" if option.secret else shown_value(value)
+            rows.append((option.name, shown, self.sources.get(option.name, "default")))
+        return rows
+
+
+OPTIONS: tuple[Option, ...] = tuple(
+    Option(entry.name.replace("_", "-"), **entry.metadata[OPTION])
+    for entry in fields(Config)
+    if OPTION in entry.metadata
 )
 
 BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
@@ -504,72 +498,6 @@ def suggest(name: str, names: list[str]) -> str:
 
 
 # -- the resolved configuration ----------------------------------------------
-
-
-@dataclass(frozen=True)
-class Config:
-    """Every option's effective value, and where each came from."""
-
-    split: int | None = None
-    workers: tuple[Address, ...] | None = None
-    timeout: float | None = 3600.0  # None: no limit (--timeout=0)
-    retries: int = 0
-    strikes: int = 0
-    user: str = "root"
-    keepalive: float = 5.0
-    connect_timeout: float = 30.0
-    boot_timeout: float = 600.0
-    pre: str | None = None
-    post: str | None = None
-    overlay: Path | None = None
-    ssh_identity: Path | None = None
-    sessions: Path = Path("~/.cloudtask")
-    resume: int | None = None
-    retry: int | None = None
-    force: bool = False
-    dry_run: bool = False
-    lines: bool = False
-    null: bool = False
-    replace: str | None = None
-    report: str | None = None
-    provider: str = "local"
-    hub_apikey: str | None = None
-    hub_url: str | None = None
-    backup_id: str | None = None
-    snapshot_id: str | None = None
-    ami_id: str | None = None
-    ec2_region: str | None = None
-    ec2_size: str | None = None
-    ec2_type: str | None = None
-    ec2_subnet: str | None = None
-    ec2_security_group: str | None = None
-    libcloud_driver: str | None = None
-    libcloud_key: str | None = None
-    libcloud_secret: str | None = None
-    libcloud_options: str | None = None
-    libcloud_image: str | None = None
-    libcloud_size: str | None = None
-    libcloud_location: str | None = None
-    hourly_price: float | None = None
-    joblog: str | None = None
-    halt: str | None = None
-    budget: float | None = None
-    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
-
-    def value(self, option: Option) -> Any:
-        return getattr(self, option.attr.lower())
-
-    def shown(self) -> list[tuple[str, str, str]]:
-        """(option, value, source) for every option with a value, secrets masked."""
-        rows = []
-        for option in OPTIONS:
-            value = self.value(option)
-            # None is no value, but for --timeout=0 (no limit), given as such.
-            if (value is None and option.name not in self.sources) or (option.flag and not value):
-                continue
-            shown = "********" if option.secret else shown_value(value)
-            rows.append((option.name, shown, self.sources.get(option.name, "default")))
-        return rows
 
 
 def shown_value(value: object) -> str:

@@ -1,16 +1,17 @@
-"""The one exception tree of cloudtask, and the exit statuses it maps to.
+"""The one exception tree of cloudtask.
 
     CloudtaskError            anything cloudtask reports as a one-line error
-    ├── UsageError            bad option, bad template, bad command line   (exit 2)
-    ├── InputError            bad job input: names the line (record) and the reason (exit 2)
-    ├── SessionError          the session directory cannot be made or written (exit 2)
-    │   └── SessionWriteError a write under it failed mid-run: a full disk  (exit 1)
+    ├── UsageError            bad option, bad template, bad command line
+    ├── InputError            bad job input: names the line (record) and the reason
+    ├── SessionError          the session directory cannot be made, found or held
+    │   └── SessionWriteError a write under it failed mid-run: a full disk
     ├── WorkerError           a worker cannot run commands: the worker failed, not the job
-    └── OutputError           standard output cannot take what is written (/dev/full)  (exit 1)
+    └── OutputError           standard output cannot take what is written (/dev/full)
 
 Errors from the libraries underneath are translated into these once, where
-they are caught; the command line catches CloudtaskError in one place and
-prints its message, never a traceback.
+they are caught. Each program catches CloudtaskError in one place and prints
+its message, never a traceback; what exit status it ends with is one table
+(cli/exits.py). The Python API raises them as they are.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from .output import printable
 
 
 class ExitStatus(IntEnum):
+    """cloudtask's exit statuses (the other programs': cli/exits.py)."""
+
     OK = 0  # every job ok
     NOT_OK = 1  # some job is not ok, or the run was aborted
     USAGE = 2  # usage or input error: nothing ran
@@ -28,8 +31,6 @@ class ExitStatus(IntEnum):
 
 class CloudtaskError(Exception):
     """An error shown to the user as one line."""
-
-    exit_status = ExitStatus.USAGE
 
 
 class UsageError(CloudtaskError):
@@ -60,19 +61,13 @@ class SessionWriteError(SessionError):
     What was committed before stays; the run stops starting jobs and the
     session is resumable once there is space again. Not a usage error."""
 
-    exit_status = ExitStatus.NOT_OK
-
 
 class WorkerError(CloudtaskError):
     """A worker cannot run commands any more: it is failed, not the job."""
 
-    exit_status = ExitStatus.NOT_OK
-
 
 class OutputError(CloudtaskError):
     """Standard output cannot be written (a full disk, /dev/full, an I/O error)."""
-
-    exit_status = ExitStatus.NOT_OK
 
 
 def error_text(prog: str, exc: CloudtaskError) -> str:

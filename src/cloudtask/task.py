@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import ClassVar, NoReturn
 
 from .config import BY_ATTR, TEMPLATE_ONLY, TemplateValues, suggest
-from .errors import UsageError, error_text
+from .errors import ExitStatus, UsageError, error_text
 from .jobs import Command
+from .template import Template
 
 
 class Task:
@@ -30,10 +31,8 @@ class Task:
     COMMAND: ClassVar[str | list[str] | tuple[str, ...] | None] = None
 
     @classmethod
-    def template(cls) -> object:
-        """The template as the command line takes it (a cli.Template)."""
-        from .cli import Template
-
+    def template(cls) -> Template:
+        """The template as the command line takes it."""
         path = template_path(cls)
         where = f" ({path})" if path else ""
         values: dict[str, object] = {}
@@ -62,15 +61,17 @@ class Task:
 
     @classmethod
     def main(cls, argv: list[str] | None = None) -> NoReturn:
-        from .cli import Template, run
+        """The template's own command line: cloudtask with its defaults."""
+        # The one import of the command-line layer from below it: a template
+        # is a program of its own.
+        from .cli.main import run
 
         prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else cls.__name__
         try:
             template = cls.template()
         except UsageError as exc:
             sys.stderr.write(error_text(prog, exc))
-            sys.exit(int(exc.exit_status))
-        assert isinstance(template, Template)
+            sys.exit(ExitStatus.USAGE)
         sys.exit(run(sys.argv[1:] if argv is None else argv, template, prog=prog))
 
 

@@ -21,9 +21,9 @@ from tests.e2e.helpers import (
     template,
 )
 
-from cloudtask.cli import Template
 from cloudtask.config import TemplateValues, check_combinations, resolve
 from cloudtask.errors import UsageError
+from cloudtask.template import Template
 
 
 def write_template(path: Path, body: str, *, main: str | None = "Job") -> Path:

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cloudtask.cli.exits import Program, exit_status
 from cloudtask.errors import ExitStatus, InputError, UsageError
 from cloudtask.jobs import (
     CHUNK,
@@ -189,7 +190,7 @@ def test_bad_input_names_the_line_and_reason(bad: bytes, reason: str) -> None:
     assert str(error).startswith("input line 3: ")
     assert reason in str(error)
     assert error.reason.startswith(reason)
-    assert error.exit_status == ExitStatus.USAGE
+    assert exit_status(Program.CLOUDTASK, error) == ExitStatus.USAGE
 
 
 def test_invalid_utf8_names_the_byte() -> None:

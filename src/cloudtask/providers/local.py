@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import itertools
 import os
+from typing import TYPE_CHECKING
 
-from ..config import OPTIONS, Config
+from ..environment import SECRET_NAMES
 from ..transport import Transport
 from ..transport.local import RUN_TAG, LocalTransport
 from .base import Instance, Provider
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 
 class LocalProvider(Provider):
@@ -16,7 +20,7 @@ class LocalProvider(Provider):
 
     @classmethod
     def from_config(cls, config: Config) -> LocalProvider:
-        return cls(frozenset(option.env for option in OPTIONS if option.secret))
+        return cls(SECRET_NAMES)
 
     def __init__(self, hidden_env: frozenset[str] = frozenset()) -> None:
         # Secrets given in the environment are not passed on to jobs.

@@ -17,28 +17,22 @@ Exit status: 0 when all were launched (destroyed); 1 on a fatal error
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from .addresses import parse_address
-from .argv import scan
-from .cli import KNOWN_OPTIONS
-from .config import Config, resolve
-from .errors import CloudtaskError, ExitStatus, UsageError, error_text
-from .providers import Cloud
-from .providers.cloud import LaunchSpec, ProviderError, with_retries
-from .providers.launched import BOOT_LIMIT, sweep_and_close, wait_running
-from .session.cleanup import cloud_of
-from .session.directory import SessionDir
-from .store import Store
-from .version import __version__
-
-NO_SESSION = 0  # the session tag of workers launched outside a session
+from ..addresses import parse_address
+from ..argv import scan
+from ..config import Config, resolve
+from ..errors import CloudtaskError, ExitStatus, UsageError, error_text
+from ..providers import Cloud
+from ..session.cleanup import cloud_of
+from ..session.fleet import destroy_addresses, launch_all, sweep_session
+from ..version import __version__
+from .exits import Program, exit_status
+from .main import KNOWN_OPTIONS
 
 
 def parse(argv: Sequence[str], usage: str) -> tuple[Config, list[str], int | None]:
@@ -88,62 +82,13 @@ LAUNCH_USAGE = (
 )
 
 
-async def launch_all(cloud: Cloud, count: int, key: str | None) -> list[str | CloudtaskError]:
-    """Launch `count` workers at once; each one's address, or why it failed.
-
-    Interrupted (Ctrl-C), it destroys every instance it launched: their
-    addresses would never be written anywhere, so nobody would destroy them.
-    """
-    launched: list[str] = []
-
-    async def one(number: int) -> str:
-        name = f"{cloud.name}-w{number}"
-        spec = LaunchSpec(NO_SESSION, secrets.token_hex(8), name, key)
-        instance_id = await with_retries(
-            lambda: cloud.launch(spec), f"{name}: launch", on_retry=warn
-        )
-        launched.append(instance_id)
-        try:
-            running = await wait_running(cloud, instance_id, name, BOOT_LIMIT, warn)
-        except CloudtaskError:
-            await destroy_one(cloud, instance_id)
-            raise
-        assert running.address is not None
-        return running.address
-
-    try:
-        launches = (one(number) for number in range(1, count + 1))
-        results = await asyncio.gather(*launches, return_exceptions=True)
-    except BaseException:
-        destroyed = []
-        for instance_id in launched:
-            with contextlib.suppress(CloudtaskError):
-                await asyncio.shield(destroy_one(cloud, instance_id))
-                destroyed.append(instance_id)
-        if launched:
-            warn(
-                f"stopped: destroyed {len(destroyed)} of the {len(launched)} instances "
-                f"launched so far ({' '.join(destroyed) or 'none'}); no address was written"
-            )
-        raise
-    finally:
-        await cloud.close()
-    found: list[str | CloudtaskError] = []
-    for result in results:
-        if isinstance(result, CloudtaskError | str):
-            found.append(result)
-        elif isinstance(result, BaseException):
-            raise result
-    return found
-
-
 def launch(argv: Sequence[str]) -> int:
     config, positional, _ = parse(argv, LAUNCH_USAGE)
     if len(positional) != 2 or not positional[0].isdigit() or int(positional[0]) < 1:
         raise UsageError("expected N (at least 1) and FILE or -", LAUNCH_USAGE.splitlines()[0])
     count, target = int(positional[0]), positional[1]
     cloud = the_cloud(config)
-    results = asyncio.run(launch_all(cloud, count, login_key(config)))
+    results = asyncio.run(launch_all(cloud, count, login_key(config), warn))
     addresses = [result for result in results if isinstance(result, str)]
     text = "".join(f"{address}\n" for address in addresses)
     if target == "-":
@@ -169,29 +114,13 @@ DESTROY_USAGE = (
 )
 
 
-async def destroy_one(cloud: Cloud, instance_id: str) -> None:
-    await with_retries(lambda: cloud.destroy(instance_id), f"destroy {instance_id}")
-
-
-async def destroy_addresses(cloud: Cloud, addresses: list[str]) -> dict[str, str | None]:
-    """Each address: None when destroyed, else why not."""
-    try:
-        listed = await with_retries(lambda: cloud.instances(None), "list instances")
-        by_address = {found.address: found.id for found in listed if found.address}
-        outcome: dict[str, str | None] = {}
-        for address in addresses:
-            instance_id = by_address.get(parse_address(address).host)
-            if instance_id is None:
-                outcome[address] = "no instance of cloudtask's has this address"
-                continue
-            try:
-                await destroy_one(cloud, instance_id)
-                outcome[address] = None
-            except ProviderError as exc:
-                outcome[address] = str(exc)
-        return outcome
-    finally:
-        await cloud.close()
+def destroy_session(config: Config, session_id: int) -> int:
+    outcome = sweep_session(the_cloud(config), config.sessions, session_id, warn)
+    for instance_id in outcome.destroyed:
+        print(f"destroyed {instance_id}", flush=True)
+    for name in outcome.left:
+        warn(f"{name} may still be running")
+    return 2 if outcome.left else ExitStatus.OK
 
 
 def destroy(argv: Sequence[str]) -> int:
@@ -227,19 +156,6 @@ def destroy(argv: Sequence[str]) -> int:
     return 2 if any(problem is not None for problem in outcome.values()) else ExitStatus.OK
 
 
-def destroy_session(config: Config, session_id: int) -> int:
-    session = SessionDir.find(config.sessions, session_id, f"--session={session_id}")
-    session.lock()
-    store = Store.open(session.path)
-    destroyed = asyncio.run(sweep_and_close(the_cloud(config), store, session_id, warn))
-    for instance_id in destroyed:
-        print(f"destroyed {instance_id}", flush=True)
-    left = store.instances(open_only=True)
-    for record in left:
-        warn(f"{record.name} ({record.instance_id or 'no id'}) may still be running")
-    return 2 if left else ExitStatus.OK
-
-
 # -- entry points -----------------------------------------------------------------
 
 
@@ -258,7 +174,7 @@ def _main(command: str, run: object) -> NoReturn:
         status = run(sys.argv[1:])
     except CloudtaskError as exc:  # bad options included: for these commands, fatal
         sys.stderr.write(error_text(PROG, exc))
-        status = ExitStatus.NOT_OK
+        status = exit_status(Program.FLEET, exc)
     except KeyboardInterrupt:
         warn("interrupted")
         status = ExitStatus.NOT_OK
