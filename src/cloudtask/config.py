@@ -421,17 +421,31 @@ class Config:
     def value(self, option: Option) -> Any:
         return getattr(self, option.attr.lower())
 
-    def shown(self) -> list[tuple[str, str, str]]:
-        """(option, value, source) for every option with a value, secrets masked."""
+    def shown(self, masked: bool = True) -> list[tuple[str, str, str]]:
+        """(option, value, source) for every option with a value, as text the
+        option parses back (a flag as True); secrets masked unless not `masked`."""
         rows = []
         for option in OPTIONS:
             value = self.value(option)
             # None is no value, but for --timeout=0 (no limit), given as such.
             if (value is None and option.name not in self.sources) or (option.flag and not value):
                 continue
-            shown = "********" if option.secret else shown_value(value)
+            shown = "********" if option.secret and masked else shown_value(value)
             rows.append((option.name, shown, self.sources.get(option.name, "default")))
         return rows
+
+    def given(self, secrets: bool = False) -> dict[str, str]:
+        """The options given (not the defaults, so that the environment of a
+        later run still counts), as text: what a session stores (never a
+        secret) and what the watchdog is sent (secrets too). What only this
+        invocation means is left out."""
+        return {
+            name: text
+            for name, text, source in self.shown(masked=False)
+            if source != "default"
+            and name not in INVOCATION_ONLY
+            and (secrets or not BY_NAME[name].secret)
+        }
 
 
 OPTIONS: tuple[Option, ...] = tuple(
@@ -441,6 +455,9 @@ OPTIONS: tuple[Option, ...] = tuple(
 )
 
 BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+
+# Options that mean something to one invocation only: never stored nor passed on.
+INVOCATION_ONLY = frozenset({"force", "dry-run", "resume", "retry"})
 
 # The runs an option acts on (any other option acts on every run): "ssh" when
 # there are SSH workers (listed or launched), "launch" when servers are

@@ -75,7 +75,7 @@ class Watchdog:
         log.close()
         assert process.stdin is not None
         setup = {"sessions": str(session.path.parent), "session": session.id}
-        setup["options"] = option_texts(config)
+        setup["options"] = config.given(secrets=True)
         process.stdin.write(json.dumps(setup) + "\n")
         process.stdin.flush()
         dog = cls(process.stdin)
@@ -96,21 +96,6 @@ class Watchdog:
             with contextlib.suppress(OSError):
                 self.pipe.close()
             self.pipe = None
-
-
-def option_texts(config: Config) -> dict[str, str]:
-    """The options given (not defaults), as text the option table parses, secrets too."""
-    from .config import OPTIONS
-
-    texts = {}
-    for option in OPTIONS:
-        if option.name not in config.sources or option.name in ("resume", "retry", "force"):
-            continue
-        value = config.value(option)
-        if value is None or option.flag:
-            continue
-        texts[option.name] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-    return texts
 
 
 def log(text: str) -> None:

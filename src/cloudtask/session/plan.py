@@ -19,7 +19,6 @@ from .. import environment
 from ..addresses import Address
 from ..config import (
     BY_NAME,
-    OPTIONS,
     Config,
     TemplateValues,
     check_combinations,
@@ -250,15 +249,7 @@ def store_jobs(store: Store, command: Command, source: Iterable[bytes], mode: Mo
 
 def stored_config(config: Config) -> dict[str, str]:
     """The effective options as stored with the session: never a secret."""
-    # Secrets are never stored; nor what only this invocation means.
-    secret = {option.name for option in OPTIONS if option.secret}
-    secret |= {"force", "dry-run", "resume", "retry"}
-    # Defaults are not stored, so the environment of a resumed run still counts.
-    return {
-        name: value
-        for name, value, source in config.shown()
-        if name not in secret and source != "default"
-    }
+    return config.given(secrets=False)
 
 
 def split_of(config: Config, targets: Sequence[Target], jobs: int) -> int:
