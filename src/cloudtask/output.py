@@ -16,6 +16,10 @@ memory:
   incremental decoder carries a character cut by a piece's end to the next.
 
 The tail kept with each attempt (Tail) is bounded in lines and in bytes.
+
+Messages are made fit for one line of a terminal here too: printable() escapes
+control characters, one_line() also collapses the message to a line (and may
+cut it), scrub() masks the secret values in it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections import deque
+from collections.abc import Iterable
 
 # Control characters other than tab would let a job's output move the cursor,
 # recolour or retitle the user's terminal: they are shown escaped instead.
@@ -42,10 +47,34 @@ TAIL_LINES = 20  # lines kept as an attempt's tail
 TAIL_BYTES = 4096  # UTF-8 bytes of the whole tail text, at most
 TAIL_LINE_BYTES = 1024  # UTF-8 bytes of one line of the tail, at most (cut in the middle)
 
+MASK = "********"  # what a secret value is shown as
+
 
 def printable(text: str) -> str:
     # Most text has no control character: one regex search tells, at C speed.
     return text.translate(_ESCAPES) if _CONTROL.search(text) else text
+
+
+def one_line(text: str, limit: int | None = None) -> str:
+    """text as one printable line: each run of whitespace (line ends among them)
+    one space, none at either end, control characters escaped; longer than
+    `limit` characters, cut to that with "..." at the end."""
+    line = printable(" ".join(text.split()))
+    if limit is None or len(line) <= limit:
+        return line
+    return line[: max(0, limit - 3)] + "..."
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """text with every secret value in it shown as MASK.
+
+    The longest first, so a secret that holds another is masked whole. Scrub
+    before one_line(): a secret with line ends or control characters in it no
+    longer matches once they are collapsed or escaped, and a cut could leave
+    part of one."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
 
 
 def _decoder() -> codecs.IncrementalDecoder:

@@ -1,8 +1,14 @@
-"""Paths the user gives: `~` expanded, failures as ValueError with a reason."""
+"""Paths and files: `~` expanded in the paths the user gives, failures as
+ValueError with a reason; OSErrors as one line; private files written whole."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from pathlib import Path
+
+PRIVATE_FILE = 0o600  # a file only its owner may read: sessions hold commands and output
 
 
 def user_path(text: str) -> Path:
@@ -45,3 +51,21 @@ def cannot_write(directory: Path, name: str, reason: str) -> str:
     """A failed write under a session directory, as one line that names the
     directory in full (which disk is full is the point) and the file in it."""
     return f"cannot write in {directory} ({name}): {reason}"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text` (UTF-8) at once, readable by the user only.
+
+    Written to a temporary file beside it, then renamed over it: a reader sees
+    the old file or the new one, never part of one, a failed write leaves the
+    old file as it was, and the mode is 0600 whatever the old file's was."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with open(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(temporary, PRIVATE_FILE)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
