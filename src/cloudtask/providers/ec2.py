@@ -51,6 +51,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from ..errors import UsageError
+from ..output import one_line
 from .cloud import (
     TAG_NAME,
     TAG_SESSION,
@@ -134,10 +135,9 @@ class EC2Error(ProviderError):
         self.code = code
 
 
-def one_line(message: str) -> str:
+def redacted(message: str) -> str:
     """The message on one line, without anything that looks like a credential."""
-    text = SECRET_LIKE.sub("[redacted]", " ".join(message.split()))
-    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
+    return one_line(SECRET_LIKE.sub("[redacted]", message), MESSAGE_LIMIT)
 
 
 def translate_error(exc: ClientError | BotoCoreError, operation: str) -> EC2Error:
@@ -147,7 +147,7 @@ def translate_error(exc: ClientError | BotoCoreError, operation: str) -> EC2Erro
         code = error.get("Code") or "Error"
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         transient = code in TRANSIENT_CODES or status >= 500
-        message = one_line(f"EC2 {operation}: {code}: {error.get('Message') or 'no message'}")
+        message = redacted(f"EC2 {operation}: {code}: {error.get('Message') or 'no message'}")
         return EC2Error(message, transient=transient, code=code)
     # Connections refused, reset or timed out; a certificate problem will not
     # mend itself in seconds. Credentials, profile and parameter problems are
@@ -155,7 +155,7 @@ def translate_error(exc: ClientError | BotoCoreError, operation: str) -> EC2Erro
     transient = isinstance(exc, BotoConnectionError | HTTPClientError) and not isinstance(
         exc, SSLError
     )
-    return EC2Error(one_line(f"EC2 {operation}: {exc}"), transient=transient)
+    return EC2Error(redacted(f"EC2 {operation}: {exc}"), transient=transient)
 
 
 # -- pure parts: user data, descriptions, console output ---------------------
@@ -316,7 +316,7 @@ class EC2Cloud(Cloud):
         except BotoCoreError as exc:
             # An unknown profile, an unreadable config file, a credential
             # process that fails: nothing can run until it is fixed.
-            raise UsageError(f"AWS configuration: {one_line(str(exc))}") from None
+            raise UsageError(f"AWS configuration: {redacted(str(exc))}") from None
         return cls(
             client,
             image=config.ami_id.strip(),

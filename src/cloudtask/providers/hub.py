@@ -29,6 +29,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from ..errors import UsageError
+from ..output import one_line, scrub
 from .cloud import (
     TAG_SESSION,
     TAG_TOKEN,
@@ -163,11 +164,6 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
 
 
 def error_detail(response: httpx.Response) -> tuple[str | None, str]:
@@ -370,19 +366,19 @@ class HubCloud(Cloud):
         except httpx.TransportError as exc:
             raise HubAPIError(
                 f"{where}: cannot reach {self._client.base_url.host}: "
-                f"{self._scrub(str(exc) or type(exc).__name__)}",
+                f"{self._shown(str(exc) or type(exc).__name__)}",
                 transient=True,
             ) from None
         except httpx.HTTPError as exc:
             raise HubAPIError(
-                f"{where}: {self._scrub(str(exc) or type(exc).__name__)}", transient=False
+                f"{where}: {self._shown(str(exc) or type(exc).__name__)}", transient=False
             ) from None
         status = response.status_code
         if not 200 <= status < 300:
             name, description = error_detail(response)
             reason = f"{name}: {description}" if name else description
             raise HubAPIError(
-                f"{where}: {status} {self._scrub(reason)}",
+                f"{where}: {status} {self._shown(reason)}",
                 # 408 and 429 ask for a later try; a 5xx may pass.
                 transient=status in (408, 429) or status >= 500,
                 status=status,
@@ -395,8 +391,9 @@ class HubCloud(Cloud):
                 f"{where}: {status}, but the answer is not JSON", transient=False
             ) from None
 
-    def _scrub(self, text: str) -> str:
-        return _one_line(text.replace(self._apikey, "********"))
+    def _shown(self, text: str) -> str:
+        """text on one line, without the API key."""
+        return one_line(scrub(text, [self._apikey]), _MESSAGE_LIMIT)
 
 
 def _unknown_instance(exc: HubAPIError) -> bool:

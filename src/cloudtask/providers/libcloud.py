@@ -44,6 +44,7 @@ from libcloud.compute.providers import DRIVERS, get_driver
 from libcloud.compute.types import NodeState
 
 from ..errors import UsageError
+from ..output import one_line, scrub
 from .cloud import (
     TAG_SESSION,
     TAG_TOKEN,
@@ -163,8 +164,9 @@ def driver_class(name: str) -> type[NodeDriver]:
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
+            reason = one_line(str(exc), _MESSAGE_LIMIT)
             raise UsageError(
-                f"--libcloud-driver: cannot import {module_name!r}: {_one_line(str(exc))}"
+                f"--libcloud-driver: cannot import {module_name!r}: {reason}"
             ) from None
         found = getattr(module, class_name, None)
         if not (isinstance(found, type) and issubclass(found, NodeDriver)):
@@ -183,7 +185,9 @@ def driver_class(name: str) -> type[NodeDriver]:
             "or give module:Class"
         ) from None
     except Exception as exc:  # a retired provider, a driver's missing dependency
-        raise UsageError(f"--libcloud-driver: {name}: {_one_line(str(exc))}") from None
+        raise UsageError(
+            f"--libcloud-driver: {name}: {one_line(str(exc), _MESSAGE_LIMIT)}"
+        ) from None
     if not (isinstance(found, type) and issubclass(found, NodeDriver)):
         raise UsageError(f"--libcloud-driver: {name} is not a compute driver")
     return found
@@ -269,7 +273,7 @@ class LibcloudCloud(Cloud):
             driver = driver_type(*args, **options)
         except (TypeError, ValueError, LibcloudError) as exc:
             hint = "" if args else " (no --libcloud-key given)"
-            message = _scrub(str(exc) or type(exc).__name__, secrets)
+            message = _detail(exc, secrets)
             raise UsageError(
                 f"--libcloud-driver: cannot make a {driver_type.__name__}{hint}: {message}"
             ) from None
@@ -422,7 +426,7 @@ class LibcloudCloud(Cloud):
 
 def translate(exc: BaseException, what: str, secrets: Iterable[str] = ()) -> LibcloudAPIError:
     """The ProviderError for what a libcloud driver raised: transient when a retry may help."""
-    detail = _scrub(str(exc) or type(exc).__name__, secrets)
+    detail = _detail(exc, secrets)
     code = getattr(exc, "code", None) if isinstance(exc, BaseHTTPError) else None
     if isinstance(exc, LibcloudProviderError):
         code = exc.http_code
@@ -440,13 +444,6 @@ def translate(exc: BaseException, what: str, secrets: Iterable[str] = ()) -> Lib
     return LibcloudAPIError(f"{what}: {type(exc).__name__}: {detail}")
 
 
-def _scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "********")
-    return _one_line(text)
-
-
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
+def _detail(exc: BaseException, secrets: Iterable[str]) -> str:
+    """What exc says, on one line, without the key or secret."""
+    return one_line(scrub(str(exc) or type(exc).__name__, secrets), _MESSAGE_LIMIT)
