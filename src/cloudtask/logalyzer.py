@@ -20,7 +20,6 @@ import io
 import os
 import sqlite3
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,8 @@ from .argv import scan
 from .config import BY_NAME, resolve
 from .console import plural
 from .errors import CloudtaskError, UsageError
-from .output import printable
-from .paths import user_path
+from .output import one_line
+from .paths import user_path, write_private
 from .report.digest import (
     DEFAULT_LIMIT,
     DigestError,
@@ -48,7 +47,7 @@ from .report.digest import (
 )
 from .report.html import html
 from .report.timeline import svg
-from .session.directory import PRIVATE_FILE, existing_ids
+from .session.directory import existing_ids
 from .version import __version__
 
 PROG = "cloudtask-logalyzer"
@@ -175,20 +174,6 @@ def session_dir(session: str, sessions: Path) -> Path:
     return path
 
 
-def write_private(path: Path, text: str) -> None:
-    """Replace `path` with `text` at once, readable by the user only."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with open(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(temporary, PRIVATE_FILE)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-
-
 def list_sessions(sessions: Path) -> list[str]:
     if not sessions.is_dir():
         raise DigestError(f"no sessions directory {sessions}")
@@ -214,10 +199,6 @@ def left_running(summary: Summary) -> str:
     if summary.session.live or not summary.not_destroyed:
         return ""
     return f"WARNING: {plural(summary.not_destroyed, 'launched instance')} may still be running  "
-
-
-def one_line(message: str) -> str:
-    return printable(" ".join(message.split("\n")))
 
 
 def _run(argv: Sequence[str]) -> int:
