@@ -6,23 +6,16 @@ breaks is one warning line: the session's results and exit status stand.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 from ..errors import CloudtaskError
-from ..session.directory import PRIVATE_FILE, SessionDir
+from ..paths import write_private
+from ..session.directory import SessionDir
 from . import digest as digests
 from .hooks import HookContext, parse_hook, run_hook
 from .timeline import svg
 
 PICTURE = "timeline.svg"
-
-
-def write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
 
 
 def report(
