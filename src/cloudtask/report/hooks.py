@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import environment
-from ..output import OutputLines
+from ..output import OutputLines, one_line, scrub
 from ..scheduler import JobState
 
 DEFAULT_TIMEOUT = 600.0  # seconds a hook (command, sendmail, SMTP exchange) may take
@@ -64,9 +64,9 @@ PREFIX = "CLOUDTASK_"
 KINDS = ("mail", "sh", "py")
 CODE_NAME = "<--report py>"  # the file name tracebacks and syntax errors give for py: CODE
 
-# Secrets the controller may hold in its environment. No hook inherits them; the
-# options table adds every option it marks secret (secret_variables), so a new
-# secret option is covered without touching this list.
+# Secrets the controller may hold in its environment. No hook inherits them. Every
+# option the table marks secret is among them (a unit test keeps the two in step),
+# so hooks need not import the options table, which imports the hook parser.
 SECRET_VARIABLES = environment.SECRET_NAMES
 
 TLS_MODES = ("ssl", "starttls", "none")
@@ -221,14 +221,6 @@ class LazyJobs:
         return self._count()
 
 
-def secret_variables() -> frozenset[str]:
-    """Names of environment variables that hold secrets."""
-    # Imported here: config imports this module for the --report option's parser.
-    from ..config import OPTIONS
-
-    return SECRET_VARIABLES | {option.env for option in OPTIONS if option.secret}
-
-
 def session_variables(context: HookContext) -> dict[str, str]:
     """The CLOUDTASK_* variables that describe the session to an sh hook."""
     variables = {_variable(name): _text(value) for name, value in context.config.items()}
@@ -258,8 +250,7 @@ def hook_environment(context: HookContext, base: Mapping[str, str]) -> dict[str,
     """
     environment = {k: v for k, v in base.items() if not k.startswith(PREFIX)}
     environment.update(session_variables(context))
-    secrets = secret_variables()
-    return {k: v for k, v in environment.items() if k not in secrets}
+    return {k: v for k, v in environment.items() if k not in SECRET_VARIABLES}
 
 
 def _variable(name: str) -> str:
@@ -308,7 +299,7 @@ def run_hook(
         problem = _exception_text(exc)
     if problem is None:
         return None
-    return _scrub(_one_line(f"--report: {_kind(hook)}: {problem}"), environ)
+    return one_line(scrub(f"--report: {_kind(hook)}: {problem}", _secrets(environ)))
 
 
 def _kind(hook: Hook) -> str:
@@ -325,16 +316,10 @@ def _guarded(output: Callable[[str], None]) -> Callable[[str], None]:
     return say
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _scrub(line: str, environ: Mapping[str, str]) -> str:
-    for name in secret_variables():
-        secret = environ.get(name, "")
-        if len(secret) >= SCRUB_MINIMUM:
-            line = line.replace(secret, "********")
-    return line
+def _secrets(environ: Mapping[str, str]) -> list[str]:
+    """The secret values in environ worth scrubbing from a problem line."""
+    values = (environ.get(name, "") for name in SECRET_VARIABLES)
+    return [value for value in values if len(value) >= SCRUB_MINIMUM]
 
 
 def _exception_text(exc: BaseException) -> str:
@@ -415,7 +400,7 @@ def build_message(hook: MailHook, context: HookContext) -> tuple[EmailMessage, s
     message = EmailMessage()
     message["From"] = hook.sender
     message["To"] = ", ".join(hook.recipients)
-    message["Subject"] = _one_line(context.subject)
+    message["Subject"] = one_line(context.subject)
     message["Date"] = formatdate(localtime=True)
     # The sender's domain, not make_msgid's default: that looks the host up in DNS.
     message["Message-ID"] = make_msgid(domain=hook.sender.rpartition("@")[2])
@@ -461,8 +446,7 @@ def _send_sendmail(
     environ: Mapping[str, str],
     timeout: float,
 ) -> str | None:
-    secrets = secret_variables()
-    environment = {k: v for k, v in environ.items() if k not in secrets}
+    environment = {k: v for k, v in environ.items() if k not in SECRET_VARIABLES}
     try:
         done = subprocess.run(
             [str(sendmail), "-t", "-oi", "-f", sender],
@@ -716,7 +700,7 @@ def _secrets_hidden() -> Iterator[None]:
     Not a wall (the code shares the process), but a py hook, and any command it
     starts, sees the same environment as an sh hook would.
     """
-    hidden = {name: os.environ.pop(name) for name in secret_variables() if name in os.environ}
+    hidden = {name: os.environ.pop(name) for name in SECRET_VARIABLES if name in os.environ}
     try:
         yield
     finally:
