@@ -21,7 +21,7 @@ from cloudtask.output import (
     OutputLines,
     Tail,
 )
-from cloudtask.report import hooks
+from cloudtask.report.hooks import shell as hooks
 
 MB = 1_000_000
 
