@@ -7,12 +7,15 @@ check the exact line as well as what the hook did.
 
 from __future__ import annotations
 
+import ast
 import datetime
 import email
 import email.policy
+import importlib
 import ipaddress
 import json
 import os
+import pkgutil
 import signal
 import socket
 import ssl
@@ -907,6 +910,35 @@ def test_parse_hook_refuses(text: str, reason: str) -> None:
     with pytest.raises(ValueError) as caught:
         parse_hook(text)
     assert str(caught.value) == reason
+
+
+def imports(module: Any) -> list[str]:
+    """The modules a source file imports, relative ones with their leading dots."""
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names.append("." * node.level + (node.module or ""))
+    return names
+
+
+def test_the_hook_parser_imports_nothing_of_cloudtask() -> None:
+    """The options table imports it to check --report: a leaf, so no import cycle."""
+    from cloudtask.report.hooks import parse
+
+    assert imports(parse), "the parser imports the standard library at least"
+    assert not [name for name in imports(parse) if name.startswith((".", "cloudtask"))]
+
+
+def test_no_hook_module_imports_the_options_table() -> None:
+    """config imports the parser: hooks importing config would be a cycle again."""
+    import cloudtask.report.hooks as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        assert not [name for name in imports(module) if name.endswith("config")], info.name
 
 
 def test_a_py_hooks_endless_line_is_passed_on_in_pieces_in_bounded_memory() -> None:
