@@ -181,7 +181,7 @@ def halt(value: str) -> str:
 
 def report_hook(value: str) -> str:
     """A --report hook, checked now (a bad one is refused before anything runs)."""
-    from .report.hooks import parse_hook
+    from .report.hooks.parse import parse_hook
 
     return str(parse_hook(value))
 

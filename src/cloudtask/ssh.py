@@ -28,7 +28,7 @@ from asyncssh.config import SSHClientConfig
 
 from .addresses import Address
 from .errors import WorkerError
-from .session.directory import PRIVATE_FILE
+from .paths import PRIVATE_FILE
 from .transport.ssh import SSHTransport
 
 # asyncssh's own log lines would reach stderr through logging's last resort;

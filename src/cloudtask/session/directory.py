@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import TextIO
 
 from ..errors import SessionError
-from ..paths import cannot_write, os_reason
+from ..paths import PRIVATE_FILE, cannot_write, os_reason
 
 # Session locks this process holds: kept open (and so held) until it exits.
 _held_locks: list[int] = []
 
 PRIVATE_DIR = 0o700
-PRIVATE_FILE = 0o600
 
 
 @contextlib.contextmanager
