@@ -12,7 +12,7 @@ random moments: hosts and instances killed, sshd stopped, links cut and
 healed, the controller SIGKILLed or sent Ctrl-C twice, broken --report hooks.
 The session is resumed until it finishes; then the round checks the store,
 the jobs' own marks, the test cloud, the machine's processes and root's
-authorized_keys (tests/chaos.py has the rules). Round i uses seed N+i.
+authorized_keys (tests/support/chaos.py has the rules). Round i uses seed N+i.
 
 Prints one table of faults and outcomes, then every problem found with the
 seed that replays it; exits 1 if there is any.
@@ -30,8 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.chaos import RoundResult, Settings, run_round, table
-from tests.hosts import unavailable_reason
+from tests.support.chaos import RoundResult, Settings, run_round, table
+from tests.support.hosts import unavailable_reason
 
 
 def one_round(temporary: Path, number: int, seed: int, args: argparse.Namespace) -> RoundResult:

@@ -9,7 +9,7 @@ and times it until the first job's output line appears (the job is `echo`):
 - cloudtask on the local provider, and GNU parallel -j1 locally;
 - cloudtask on one SSH test host (--workers), and GNU parallel -S on it;
 - cloudtask launching one worker on the test cloud: the Hub API test server
-  on loopback, whose launch starts a real SSH test host (tests/testcloud.py),
+  on loopback, whose launch starts a real SSH test host (tests/support/testcloud.py),
   so the figure includes the launch call, booting (a network namespace and
   sshd, far quicker than a real cloud's minutes), SSH and the first job.
 
@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.hosts import TestHosts
-from tests.hubserver import HubServer
-from tests.testcloud import HostsBackend
+from tests.support.hosts import TestHosts
+from tests.support.hubserver import HubServer
+from tests.support.testcloud import HostsBackend
 
 CLOUDTASK = str(Path(sys.executable).with_name("cloudtask"))
 APIKEY = "benchmark-key"

@@ -5,7 +5,7 @@
                                                 [--parallel-jobs 1000]
 
 Needs root. For each size it starts that many test hosts (network namespaces
-with a lean sshd, tests/hosts.py), runs --jobs tiny `echo N` jobs through one
+with a lean sshd, tests/support/hosts.py), runs --jobs tiny `echo N` jobs through one
 cloudtask (one job at a time per host), and checks in the session store that
 every job ran exactly once and ended ok. It samples the controller's open
 file descriptors and resident memory while it runs. GNU parallel
@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.hosts import TestHosts
+from tests.support.hosts import TestHosts
 
 CLOUDTASK = str(Path(sys.executable).with_name("cloudtask"))
 CPU_GROWTH_LIMIT = 2.0

@@ -8,7 +8,7 @@
 
 Full sessions (issue 7), one per provider: `--split=N` on the local provider,
 and `--workers=FILE --ssh-identity=KEY` on `--hosts` SSH test hosts
-(tests/hosts.py; needs root). Each session runs --jobs `true N` jobs
+(tests/support/hosts.py; needs root). Each session runs --jobs `true N` jobs
 (--ssh-jobs on SSH, if given) to the end, in two real cloudtask processes:
 
 - ingest: `cloudtask true < FILE` reads every line into the session store;
@@ -62,7 +62,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.hosts import TestHosts, unavailable_reason
+from tests.support.hosts import TestHosts, unavailable_reason
 
 CLOUDTASK = str(Path(sys.executable).with_name("cloudtask"))
 FIRST_JOB = re.compile(rb" job \d+ started: ")

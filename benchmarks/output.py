@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/output.py [--mb 200] [--shapes lines,one-line,binary,redraws]
 
-Starts one test host (a network namespace with a lean sshd, tests/hosts.py;
+Starts one test host (a network namespace with a lean sshd, tests/support/hosts.py;
 needs root; it shares this machine's file system). For each shape it writes a
 file of --mb MB:
 
@@ -45,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.hosts import TestHosts
+from tests.support.hosts import TestHosts
 
 CLOUDTASK = str(Path(sys.executable).with_name("cloudtask"))
 MB = 1_000_000

@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/ssh_jobs.py [--jobs 2000] [--hosts 4] [--quick]
 
-Starts --hosts test hosts (network namespaces with a lean sshd, tests/hosts.py;
+Starts --hosts test hosts (network namespaces with a lean sshd, tests/support/hosts.py;
 needs root), then runs the same --jobs `echo N` jobs on them, one job at a time
 per host, through:
 
@@ -43,7 +43,7 @@ import asyncssh
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.hosts import TestHosts
+from tests.support.hosts import TestHosts
 
 CLOUDTASK = str(Path(sys.executable).with_name("cloudtask"))
 PR_SET_CHILD_SUBREAPER = 36

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.hosts import runs_of_this_process
+from tests.support.hosts import runs_of_this_process
 
 
 @pytest.fixture(autouse=True)

@@ -17,10 +17,10 @@ The pages are docs/*.md and docs/commands/*.md. In them:
   empty sessions directory, and no other CLOUDTASK_* variable (nor an SSH
   agent, AWS settings or PYTHON* variables of the caller's).
 - Words after `console` ask for an environment:
-    workers=N  N SSH test hosts (tests/hosts.py): the file `workers` has their
+    workers=N  N SSH test hosts (tests/support/hosts.py): the file `workers` has their
                addresses, one a line, and `key` the private key they accept;
-    cloud      the Hub API test server (tests/hubserver.py) whose launches
-               start real SSH test hosts (tests/testcloud.py):
+    cloud      the Hub API test server (tests/support/hubserver.py) whose launches
+               start real SSH test hosts (tests/support/testcloud.py):
                CLOUDTASK_HUB_URL and CLOUDTASK_HUB_APIKEY are set, and
                `cloud_key` is the key its instances accept (with workers=N
                too, those hosts accept it as well);
@@ -58,8 +58,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.hosts import TestHosts, unavailable_reason
-from tests.processes import stop_watchdogs
+from tests.support.hosts import TestHosts, unavailable_reason
+from tests.support.processes import stop_watchdogs
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -253,8 +253,8 @@ def smtp_server(directory: Path) -> Iterator[None]:
 @contextlib.contextmanager
 def cloud_environment(directory: Path, sessions: Path, env: dict[str, str]) -> Iterator[str]:
     """The Hub API test server; yields the public key its instances accept."""
-    from tests.hubserver import HubServer
-    from tests.testcloud import HostsBackend
+    from tests.support.hubserver import HubServer
+    from tests.support.testcloud import HostsBackend
 
     backend = HostsBackend(directory)
     hub = HubServer(HUB_APIKEY, backend).start()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from tests.e2e.helpers import CLOUDTASK, SUMMARY, TIMEOUT, session_ids, sessions_dir, work_dir
+from tests.support.helpers import CLOUDTASK, SUMMARY, TIMEOUT, session_ids, sessions_dir, work_dir
 
 PROMPT = "Type yes"
 

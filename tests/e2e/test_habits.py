@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from tests.e2e.helpers import (
+from tests.support.helpers import (
     assert_usage_error,
     cloudtask,
     counts,

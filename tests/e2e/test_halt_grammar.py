@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.e2e.helpers import (
+from tests.support.helpers import (
     assert_usage_error,
     cloudtask,
     counts,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from tests.e2e.helpers import (
+from tests.support.helpers import (
     CLOUDTASK,
     PYTHON,
     TIMEOUT,

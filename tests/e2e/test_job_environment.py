@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e.helpers import cloudtask, counts, outputs_by_job, summary
+from tests.support.helpers import cloudtask, counts, outputs_by_job, summary
 
 # Prints what the job sees; fails its first attempt at job 2 (a marker file says
 # it was tried), so its retry shows attempt 2.

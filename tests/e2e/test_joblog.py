@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.e2e.helpers import CLOUDTASK, cloudtask
+from tests.support.helpers import CLOUDTASK, cloudtask
 
 HEADER = [
     "Seq",

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.e2e.helpers import CLOUDTASK, cloudtask, sessions_dir, work_dir
+from tests.support.helpers import CLOUDTASK, cloudtask, sessions_dir, work_dir
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tmux") is None, reason="tmux is not installed (scripts/setup installs it)"

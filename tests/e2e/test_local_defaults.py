@@ -10,7 +10,8 @@ import re
 import sqlite3
 
 import pytest
-from tests.e2e.helpers import (
+from tests.e2e.test_confirm import ask, finish, plain
+from tests.support.helpers import (
     CLOUDTASK,
     PYTHON,
     assert_usage_error,
@@ -21,7 +22,6 @@ from tests.e2e.helpers import (
     split_shown,
     summary,
 )
-from tests.e2e.test_confirm import ask, finish, plain
 
 
 def usable_cpus() -> int:

@@ -17,7 +17,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import Envelope, Session
-from tests.e2e.helpers import (
+from tests.support.helpers import (
     assert_usage_error,
     cloudtask,
     counts,

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.e2e.helpers import (
+from tests.support.helpers import (
     CLOUDTASK,
     assert_no_traceback,
     assert_usage_error,
@@ -37,7 +37,7 @@ from tests.e2e.helpers import (
     summary,
     work_dir,
 )
-from tests.hubserver import HubServer
+from tests.support.hubserver import HubServer
 
 from cloudtask.config import resolve
 from cloudtask.session.plan import stored_config

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.e2e.helpers import sessions_dir
-from tests.hubserver import unreachable_url
-from tests.processes import live_processes_with, stop_watchdogs, watchdogs_of
+from tests.support.helpers import sessions_dir
+from tests.support.hubserver import unreachable_url
+from tests.support.processes import live_processes_with, stop_watchdogs, watchdogs_of
 
 CLOUDTASK = str(Path(sys.executable).with_name("cloudtask"))
 SUMMARY = re.compile(r"^session \d+ \(\d+ seconds?\): (\d+)/(\d+) !OK - (\d+) pending, ")

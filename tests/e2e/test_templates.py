@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tests.e2e.helpers import (
+from tests.support.helpers import (
     assert_usage_error,
     counts,
     env_with,

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.e2e.helpers import CLOUDTASK, sessions_dir, summary, work_dir
+from tests.support.helpers import CLOUDTASK, sessions_dir, summary, work_dir
 
 from cloudtask.output import LINE_LIMIT, TAIL_BYTES, TAIL_LINES
 

@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Callable
 
 import pytest
-from tests.e2e import helpers
+from tests.support import helpers
 
 from cloudtask.limits import files_needed
 

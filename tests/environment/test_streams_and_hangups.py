@@ -18,8 +18,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from tests.e2e import helpers
-from tests.processes import live_processes_with
+from tests.support import helpers
+from tests.support.processes import live_processes_with
 
 JOBS = 6
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.e2e.helpers import CLOUDTASK, SUMMARY, sessions_dir, work_dir
-from tests.processes import live_processes_with
+from tests.support.helpers import CLOUDTASK, SUMMARY, sessions_dir, work_dir
+from tests.support.processes import live_processes_with
 
 JOBS = 30
 SPLIT = 3

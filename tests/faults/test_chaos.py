@@ -1,6 +1,6 @@
 """Chaos, small: random faults while a session runs on SSH test hosts and launched workers.
 
-The suite's version of benchmarks/chaos.py (tests/chaos.py has the fault
+The suite's version of benchmarks/chaos.py (tests/support/chaos.py has the fault
 driver and the checks): each round runs a session of a few jobs on two
 --workers test hosts and two workers launched on the test cloud, kills hosts
 and instances, cuts links, SIGKILLs the controller or sends it Ctrl-C twice,
@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.chaos import OPEN_LAUNCH, Settings, run_round, table
-from tests.e2e import helpers
-from tests.hosts import TestHosts, unavailable_reason
-from tests.integration.ssh_support import CLOUDTASK, KeysSnapshot, env_for, wait_until
+from tests.support import helpers
+from tests.support.chaos import OPEN_LAUNCH, Settings, run_round, table
+from tests.support.hosts import TestHosts, unavailable_reason
+from tests.support.ssh import CLOUDTASK, KeysSnapshot, env_for, wait_until
 
 ROUNDS = 2
 BASE_SEED = int(os.environ.get("FAULT_SEED") or random.SystemRandom().randrange(10**9))

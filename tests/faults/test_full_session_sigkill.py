@@ -29,7 +29,7 @@ from benchmarks.million_jobs import (
     ssh_options,
     write_lines,
 )
-from tests.hosts import TestHosts, unavailable_reason
+from tests.support.hosts import TestHosts, unavailable_reason
 
 LOCAL_JOBS = 10_000
 SSH_JOBS = 4_000

@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.e2e.helpers import cloudtask, counts, summary
-from tests.sigkill_support import check_marks, check_store, kill_at_random, running_jobs
+from tests.support.helpers import cloudtask, counts, summary
+from tests.support.sigkill import check_marks, check_store, kill_at_random, running_jobs
 
 TRIALS = 20
 JOBS = 12

@@ -1,4 +1,7 @@
-"""Fixtures for tests against real OpenSSH servers in network namespaces (tests/hosts.py)."""
+"""Fixtures for tests against real OpenSSH servers in network namespaces.
+
+The hosts are tests/support/hosts.py's.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.hosts import TestHosts, TestHostsError, unavailable_reason
-from tests.integration.ssh_support import JOB_SCRIPT, KeysSnapshot
+from tests.support.hosts import TestHosts, TestHostsError, unavailable_reason
+from tests.support.ssh import JOB_SCRIPT, KeysSnapshot
 
 
 def _skip_unless_available() -> None:

@@ -1,8 +1,8 @@
 """Launched workers end to end, on a test cloud whose instances are real SSH hosts.
 
 cloudtask runs as a user runs it, with `--provider=hub` pointed at the Hub API
-test server (tests/hubserver.py) on loopback. Each launch there starts a real
-test host (tests/testcloud.py: a network namespace with its own sshd) and each
+test server (tests/support/hubserver.py) on loopback. Each launch there starts a real
+test host (tests/support/testcloud.py: a network namespace with its own sshd) and each
 destroy removes it, so launching, booting, SSH, jobs, destruction and the
 watchdog all run for real. After every test no test host of the cloud is left.
 """
@@ -19,10 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.e2e import helpers
-from tests.hosts import TestHosts
-from tests.hubserver import unreachable_url
-from tests.integration.ssh_support import (
+from tests.support import helpers
+from tests.support.hosts import TestHosts
+from tests.support.hubserver import unreachable_url
+from tests.support.processes import watchdogs_of
+from tests.support.ssh import (
     CLOUDTASK,
     KeysSnapshot,
     ends,
@@ -31,8 +32,7 @@ from tests.integration.ssh_support import (
     starts,
     wait_until,
 )
-from tests.processes import watchdogs_of
-from tests.testcloud import APIKEY, Cloud
+from tests.support.testcloud import APIKEY, Cloud
 
 
 @pytest.fixture
@@ -263,7 +263,7 @@ def test_a_batch_on_a_libcloud_driver_launches_runs_and_destroys(
         CLOUDTASK,
         "--force",
         "--provider=libcloud",
-        "--libcloud-driver=tests.libcloud_driver:CloudtaskTestDriver",
+        "--libcloud-driver=tests.support.libcloud_driver:CloudtaskTestDriver",
         f"--libcloud-options=url={cloud.hub.url}",
         "--libcloud-image=core",
         "--libcloud-size=small",

@@ -1,7 +1,7 @@
 """cloudtask-launch-workers and cloudtask-destroy-workers on the test cloud.
 
 The cloud is the Hub API test server whose instances are real SSH test hosts
-(tests/testcloud.py). Exit statuses as SPEC section 7 says: 0 all done, 1 a
+(tests/support/testcloud.py). Exit statuses as SPEC section 7 says: 0 all done, 1 a
 fatal error, 2 some could not be.
 """
 
@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.e2e import helpers
-from tests.hubserver import HubServer
-from tests.integration.ssh_support import (
+from tests.support import helpers
+from tests.support.hubserver import HubServer
+from tests.support.processes import stop_watchdogs
+from tests.support.ssh import (
     CLOUDTASK,
     KeysSnapshot,
     env_for,
@@ -25,8 +26,7 @@ from tests.integration.ssh_support import (
     starts,
     wait_until,
 )
-from tests.processes import stop_watchdogs
-from tests.testcloud import HostsBackend
+from tests.support.testcloud import HostsBackend
 
 BIN = Path(sys.executable).parent
 LAUNCH = str(BIN / "cloudtask-launch-workers")

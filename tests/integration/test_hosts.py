@@ -1,4 +1,4 @@
-"""The test hosts themselves (tests/hosts.py): reachable, clean, breakable, removable."""
+"""The test hosts themselves (tests/support/hosts.py): reachable, clean, breakable, removable."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.hosts import (
+from tests.support.hosts import (
     ROUTE_PROTOCOL,
     TEST_NETWORK,
     Host,
@@ -277,7 +277,7 @@ def test_hosts_of_a_killed_owner_are_reaped(tmp_path: Path) -> None:
     program = (
         "import sys, time\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from tests.hosts import TestHosts\n"
+        "from tests.support.hosts import TestHosts\n"
         "hosts = TestHosts(1)\n"
         "hosts.start()\n"
         "print(hosts[0].netns, *hosts[0].pids(), flush=True)\n"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e import helpers
-from tests.hosts import TestHosts
-from tests.integration.ssh_support import KeysSnapshot, cloudtask
+from tests.support import helpers
+from tests.support.hosts import TestHosts
+from tests.support.ssh import KeysSnapshot, cloudtask
 
 SHOW = """\
 #!/bin/sh

@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 
-from tests.processes import live_processes_with
+from tests.support.processes import live_processes_with
 
 from cloudtask.transport.local import LocalTransport
 

@@ -12,9 +12,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.e2e import helpers
-from tests.hosts import TestHosts
-from tests.integration.ssh_support import KeysSnapshot, cloudtask, session_dir
+from tests.support import helpers
+from tests.support.hosts import TestHosts
+from tests.support.ssh import KeysSnapshot, cloudtask, session_dir
 
 WORKERS = 50
 

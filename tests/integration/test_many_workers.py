@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.many_workers import bench_cloudtask
-from tests.hosts import TestHosts
+from tests.support.hosts import TestHosts
 
 WORKERS = 40
 JOBS = 1_200

@@ -1,8 +1,8 @@
 """Security properties of cloudtask, end to end, as a user (or an attacker) sees them.
 
 Each test checks one property on real processes: cloudtask run as a command,
-real sshd test hosts (tests/hosts.py), and the Hub API test server whose
-launches start real test hosts (tests/hubserver.py, tests/testcloud.py).
+real sshd test hosts (tests/support/hosts.py), and the Hub API test server whose
+launches start real test hosts (tests/support/hubserver.py, tests/support/testcloud.py).
 
 1. Session directories are 0700 and their files 0600, whatever the umask.
 2. No secret reaches the store, a log, a digest, a hook, the process table or a worker.
@@ -51,9 +51,10 @@ from pathlib import Path
 
 import asyncssh
 import pytest
-from tests.e2e import helpers
-from tests.hosts import Host, TestHosts
-from tests.integration.ssh_support import (
+from tests.support import helpers
+from tests.support.hosts import Host, TestHosts
+from tests.support.processes import stop_watchdogs
+from tests.support.ssh import (
     AUTHORIZED_KEYS,
     CLOUDTASK,
     KeysSnapshot,
@@ -61,8 +62,7 @@ from tests.integration.ssh_support import (
     starts,
     wait_until,
 )
-from tests.processes import stop_watchdogs
-from tests.testcloud import Cloud
+from tests.support.testcloud import Cloud
 
 LOGALYZER = str(Path(CLOUDTASK).with_name("cloudtask-logalyzer"))
 REPO = Path(__file__).resolve().parents[2]
@@ -412,7 +412,7 @@ SMTP_PASSWORD = "smtp-pw-" + secrets.token_hex(8)
 SECRET_DRIVER = """
 import hashlib
 
-from tests.libcloud_driver import CloudtaskTestDriver
+from tests.support.libcloud_driver import CloudtaskTestDriver
 
 
 def _digest(text):

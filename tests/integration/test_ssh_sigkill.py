@@ -23,15 +23,15 @@ import random
 from pathlib import Path
 
 import pytest
-from tests.e2e.helpers import counts, summary
-from tests.hosts import TestHosts
-from tests.integration.ssh_support import (
+from tests.support.helpers import counts, summary
+from tests.support.hosts import TestHosts
+from tests.support.sigkill import check_marks, check_store, kill_at_random, running_jobs
+from tests.support.ssh import (
     KeysSnapshot,
     assert_no_job_processes,
     cloudtask,
     env_for,
 )
-from tests.sigkill_support import check_marks, check_store, kill_at_random, running_jobs
 
 TRIALS = 20
 JOBS = 12

@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.e2e import helpers
-from tests.hosts import Host, TestHosts
-from tests.integration.ssh_support import (
+from tests.support import helpers
+from tests.support.hosts import Host, TestHosts
+from tests.support.ssh import (
     CLOUDTASK,
     RUN_TIMEOUT,
     KeysSnapshot,

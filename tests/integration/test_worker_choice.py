@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.e2e import helpers
-from tests.hosts import TestHosts
-from tests.integration.ssh_support import (
+from tests.integration.test_ssh_faults import MakeHosts
+from tests.integration.test_ssh_workers import SECOND_PORT, second_sshd
+from tests.support import helpers
+from tests.support.hosts import TestHosts
+from tests.support.ssh import (
     CLOUDTASK,
     KeysSnapshot,
     cloudtask,
@@ -17,8 +19,6 @@ from tests.integration.ssh_support import (
     session_dir,
     starts,
 )
-from tests.integration.test_ssh_faults import MakeHosts
-from tests.integration.test_ssh_workers import SECOND_PORT, second_sshd
 
 LOGALYZER = str(Path(CLOUDTASK).with_name("cloudtask-logalyzer"))
 

@@ -27,7 +27,7 @@ import moto.ec2.responses.general as moto_general
 import moto.settings
 import pytest
 import yaml
-from tests.motoserver import (
+from tests.support.motoserver import (
     ec2_client,
     isolate_aws,
     live_instances,

@@ -1,6 +1,6 @@
 """The hub provider against the test Hub: real HTTP on 127.0.0.1, real httpx.
 
-The test Hub (tests/hubserver.py) boots nothing: instances get addresses in
+The test Hub (tests/support/hubserver.py) boots nothing: instances get addresses in
 198.18.0.0/15 that are never contacted.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from tests.hubserver import FakeBackend, HubServer, silent_url, unreachable_url
+from tests.support.hubserver import FakeBackend, HubServer, silent_url, unreachable_url
 
 from cloudtask.config import Config
 from cloudtask.errors import UsageError

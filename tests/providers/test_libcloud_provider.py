@@ -1,6 +1,6 @@
 """The libcloud provider with a real libcloud driver whose cloud is the test Hub.
 
-tests/libcloud_driver.py makes libcloud calls over libcloud's own HTTP
+tests/support/libcloud_driver.py makes libcloud calls over libcloud's own HTTP
 connection to the test Hub on 127.0.0.1, so driver resolution, construction
 from options, create_node/list_nodes/destroy_node and libcloud's exceptions
 are the real ones. Instances get 198.18.0.0/15 addresses, never contacted.
@@ -21,8 +21,8 @@ from libcloud.compute.drivers.dummy import DummyNodeDriver
 from libcloud.compute.types import NodeState
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import InvalidURL, ReadTimeout
-from tests.hubserver import FakeBackend, HubServer, silent_url, unreachable_url
-from tests.libcloud_driver import CloudtaskTestDriver
+from tests.support.hubserver import FakeBackend, HubServer, silent_url, unreachable_url
+from tests.support.libcloud_driver import CloudtaskTestDriver
 
 from cloudtask.config import Config
 from cloudtask.errors import UsageError
@@ -44,8 +44,8 @@ from cloudtask.providers.libcloud import (
 )
 
 APIKEY = "libcloud-test-key-3d9e"
-DRIVER = "tests.libcloud_driver:CloudtaskTestDriver"
-NAME_ONLY = "tests.libcloud_driver:NameOnlyTestDriver"
+DRIVER = "tests.support.libcloud_driver:CloudtaskTestDriver"
+NAME_ONLY = "tests.support.libcloud_driver:NameOnlyTestDriver"
 BOOT = 0.2
 QUICK = (0.01, 0.01, 0.01)
 
@@ -423,12 +423,12 @@ def test_a_libcloud_provider_name_resolves(name: str) -> None:
         ({"libcloud_driver": "digitalocen"}, "--libcloud-driver: libcloud has no compute driver"),
         ({"libcloud_driver": "tests.no_such_module:Driver"}, "--libcloud-driver: cannot import"),
         (
-            {"libcloud_driver": "tests.libcloud_driver:Nope"},
-            "--libcloud-driver: tests.libcloud_driver has no",
+            {"libcloud_driver": "tests.support.libcloud_driver:Nope"},
+            "--libcloud-driver: tests.support.libcloud_driver has no",
         ),
         (
-            {"libcloud_driver": "tests.libcloud_driver:STATES"},
-            "--libcloud-driver: tests.libcloud_driver has no",
+            {"libcloud_driver": "tests.support.libcloud_driver:STATES"},
+            "--libcloud-driver: tests.support.libcloud_driver has no",
         ),
         ({"libcloud_driver": "os:path"}, "--libcloud-driver: os has no"),
         ({"libcloud_options": "url"}, "--libcloud-options: expected NAME=VALUE"),

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.hubserver import unreachable_url
+from tests.support.hubserver import unreachable_url
 
 from cloudtask import watchdog
 from cloudtask.session import SessionDir

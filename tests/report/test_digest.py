@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from tests.report.report_stores import (
+from tests.support.report_stores import (
     JOB,
     ONE_IN_THE_PLURAL,
     T0,

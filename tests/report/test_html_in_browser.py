@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.e2e.helpers import BIN, cloudtask, env_with, sessions_dir
+from tests.support.helpers import BIN, cloudtask, env_with, sessions_dir
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from tests.e2e.helpers import (
+from tests.support.helpers import (
     BIN,
     CLOUDTASK,
     assert_no_traceback,
@@ -22,7 +22,7 @@ from tests.e2e.helpers import (
     sessions_dir,
     work_dir,
 )
-from tests.report.report_stores import (
+from tests.support.report_stores import (
     ONE_IN_THE_PLURAL,
     T0,
     big_session,

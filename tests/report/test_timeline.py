@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from tests.report.report_stores import (
+from tests.support.report_stores import (
     ONE_IN_THE_PLURAL,
     T0,
     attempt,

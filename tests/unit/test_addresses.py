@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.e2e import helpers
+from tests.support import helpers
 
 from cloudtask.addresses import Address, parse_address, read_addresses
 

@@ -1,8 +1,8 @@
 """Chaos: a batch on SSH test hosts and launched workers, with random faults, checked after.
 
 One round runs one session of `jobs` jobs with `--workers` on `hosts` test
-hosts (tests/hosts.py) plus `launched` workers launched on the test cloud
-(tests/testcloud.py: the Hub API test server, each instance a real SSH test
+hosts (tests/support/hosts.py) plus `launched` workers launched on the test cloud
+(tests/support/testcloud.py: the Hub API test server, each instance a real SSH test
 host). While the session runs, faults come at random moments (seeded):
 
     kill host        SIGKILL every process of a --workers host, sshd too; it
@@ -22,7 +22,7 @@ Whenever the controller ends short of finishing, the session is resumed
 the last `calm_runs` runs start with every host repaired. Afterwards the round
 checks, and each failure is a line of `RoundResult.problems`:
 
-- the store is consistent (tests/storecheck.py): every job ok exactly once, no
+- the store is consistent (tests/support/storecheck.py): every job ok exactly once, no
   attempt left open, every instance record closed;
 - every job ended on a worker (the jobs append "start ID"/"end ID" to a marks
   file: launched hosts share this machine's file system); a job that ran more
@@ -55,12 +55,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e import helpers
-from tests.hosts import Host, TestHosts, TestHostsError
-from tests.integration.ssh_support import CLOUDTASK, KeysSnapshot, env_for
-from tests.processes import watchdogs_of
-from tests.storecheck import StoreReport, check_store
-from tests.testcloud import APIKEY, Cloud
+from tests.support import helpers
+from tests.support.hosts import Host, TestHosts, TestHostsError
+from tests.support.processes import watchdogs_of
+from tests.support.ssh import CLOUDTASK, KeysSnapshot, env_for
+from tests.support.storecheck import StoreReport, check_store
+from tests.support.testcloud import APIKEY, Cloud
 
 KINDS = (
     "kill host",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from tests.e2e.helpers import cloudtask, sessions_dir
+from tests.support.helpers import cloudtask, sessions_dir
 
 from cloudtask.scheduler import JobState
 from cloudtask.session import SessionDir

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e import helpers
-from tests.hosts import Host, TestHosts
+from tests.support import helpers
+from tests.support.hosts import Host, TestHosts
 
 CLOUDTASK = str(Path(sys.executable).with_name("cloudtask"))
 AUTHORIZED_KEYS = Path("/root/.ssh/authorized_keys")

@@ -1,4 +1,4 @@
-"""A libcloud compute driver whose cloud is the test Hub of tests/hubserver.py.
+"""A libcloud compute driver whose cloud is the test Hub of tests/support/hubserver.py.
 
 With it the libcloud provider runs its real code path (driver resolution by
 import path, construction from --libcloud-options, create_node, list_nodes,
@@ -8,7 +8,7 @@ is: a ConnectionKey that adds the key header, and a JsonResponse that turns
 an error answer into libcloud's exceptions (401 into InvalidCredsError, 429
 into RateLimitReachedError, any other into BaseHTTPError).
 
-    --libcloud-driver=tests.libcloud_driver:CloudtaskTestDriver
+    --libcloud-driver=tests.support.libcloud_driver:CloudtaskTestDriver
     --libcloud-key=APIKEY --libcloud-options=url=http://127.0.0.1:PORT/api/
 
 A node's name is the Hub label; the metadata create_node is given follows it

@@ -1,6 +1,6 @@
-"""A test cloud whose instances are real SSH test hosts (tests/hosts.py).
+"""A test cloud whose instances are real SSH test hosts (tests/support/hosts.py).
 
-`HostsBackend` is the backend of the Hub API test server (tests/hubserver.py):
+`HostsBackend` is the backend of the Hub API test server (tests/support/hubserver.py):
 launching an instance starts a network namespace with its own sshd, and
 destroying it removes them again. So the hub and libcloud providers' real
 code runs end to end: API calls, booting, SSH, jobs, destruction.
@@ -17,10 +17,10 @@ import threading
 import time
 from pathlib import Path
 
-from tests.e2e import helpers
-from tests.hosts import TestHosts
-from tests.hubserver import HubServer
-from tests.processes import stop_watchdogs
+from tests.support import helpers
+from tests.support.hosts import TestHosts
+from tests.support.hubserver import HubServer
+from tests.support.processes import stop_watchdogs
 
 APIKEY = "hub-key-7d1f0c2a-never-shown"
 

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.e2e.helpers import CLOUDTASK, sessions_dir
+from tests.support.helpers import CLOUDTASK, sessions_dir
 
 
 def kill_at_random(
