@@ -19,7 +19,7 @@ import stat
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +38,7 @@ from tests.support.helpers import (
     work_dir,
 )
 from tests.support.hubserver import HubServer
+from tests.support.wait import wait_until
 
 from cloudtask.config import resolve
 from cloudtask.session.plan import stored_config
@@ -203,17 +204,14 @@ def aborted_session(
     jobs = "".join(f"{n} slow\n" for n in range(1, slow_jobs + 1))
     proc = start(started, [*args, *command], jobs)
     proc.wait_for(*(rf"job {n} started" for n in range(1, running + 1)))
-    wait_until(lambda: all(marks(tmp)[f"start {n}"] for n in range(1, running + 1)))
+    wait_until(
+        lambda: all(marks(tmp)[f"start {n}"] for n in range(1, running + 1)),
+        10,
+        f"jobs 1-{running} marked as started",
+    )
     result = proc.ctrl_c()
     assert result.returncode == 1, (result.stdout, result.stderr)
     return summary(result).id, result
-
-
-def wait_until(condition: Callable[[], bool], limit: float = 10) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def resume_command(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -240,7 +238,11 @@ def test_an_abort_saves_the_session_and_resume_runs_only_the_unfinished_jobs(
     jobs = "1\n2\n3 slow\n4 slow\n5 slow\n6 slow\n"
     proc = start(background, ["--split=2", *command], jobs)
     proc.wait_for(r"job 1 ok", r"job 2 ok", r"job 3 started", r"job 4 started")
-    wait_until(lambda: marks(tmp)["start 3"] == marks(tmp)["start 4"] == 1)
+    wait_until(
+        lambda: marks(tmp)["start 3"] == marks(tmp)["start 4"] == 1,
+        10,
+        "jobs 3 and 4 marked as started once",
+    )
 
     if abort == "ctrl-c":
         aborted = proc.ctrl_c()
@@ -711,7 +713,7 @@ def test_a_session_killed_while_its_input_streamed_in_is_not_resumed_as_complete
             except sqlite3.Error:
                 return False
 
-        wait_until(first_batch_in)
+        wait_until(first_batch_in, 10, "the first batch of lines in the store")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -751,7 +753,7 @@ echo "end $1" >> {tmp}/marks
     (tmp / "first").touch()
     proc = start(background, ["--split=2", "sh", str(script)], "1\n2\n3\n")
     proc.wait_for(r"job 1 started", r"job 2 started")
-    wait_until(lambda: len(sleepers()) == 2)
+    wait_until(lambda: len(sleepers()) == 2, 10, "both jobs sleeping")
     session = session_ids()[0]
     os.killpg(proc.pid, signal.SIGKILL)
     proc.finish()

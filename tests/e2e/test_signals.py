@@ -9,13 +9,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from tests.support.helpers import sessions_dir
 from tests.support.hubserver import unreachable_url
 from tests.support.processes import live_processes_with, stop_watchdogs, watchdogs_of
+from tests.support.wait import wait_until
 
 CLOUDTASK = str(Path(sys.executable).with_name("cloudtask"))
 SUMMARY = re.compile(r"^session \d+ \(\d+ seconds?\): (\d+)/(\d+) !OK - (\d+) pending, ")
@@ -48,14 +48,6 @@ def wait_for_line(proc: subprocess.Popen[str], pattern: str) -> None:
     raise AssertionError(f"no line matching {pattern!r} in {seen}")
 
 
-def wait_until(condition: Callable[[], bool], limit: float = 10) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
-
-
 def marker() -> str:
     """A sleep duration unique to this test, to find its processes by command line."""
     return f"1000.{uuid.uuid4().int % 10**9}"
@@ -66,7 +58,7 @@ def test_abort_stops_every_job_and_exits_1(signum: signal.Signals) -> None:
     sleep = marker()
     proc = start(["--split=2", "sh", "-c", f"sleep {sleep} & sleep {sleep}; true"], "a\nb\nc\n")
     wait_for_line(proc, r"local\d job 2 started")
-    wait_until(lambda: len(live_processes_with(f"sleep {sleep}")) == 4)
+    wait_until(lambda: len(live_processes_with(f"sleep {sleep}")) == 4, 10, "4 sleeps running")
     if signum == signal.SIGINT:
         os.killpg(proc.pid, signum)  # Ctrl-C reaches the whole foreground group
     else:
@@ -85,7 +77,7 @@ def test_second_ctrl_c_skips_the_cleanup_and_leaves_nothing_running() -> None:
     proc = start(["--post", f"sleep {post}", "sleep"], f"{sleep}\n")
     wait_for_line(proc, r"job 1 started")
     os.killpg(proc.pid, signal.SIGINT)
-    wait_until(lambda: len(live_processes_with(f"sleep {post}")) == 1)
+    wait_until(lambda: len(live_processes_with(f"sleep {post}")) == 1, 10, "--post running")
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 1, err
@@ -139,7 +131,7 @@ def test_ctrl_c_as_a_big_session_starts_is_one_line_never_a_traceback(tmp_path: 
             start_new_session=True,
         )
     try:
-        wait_until(lambda: b" jobs to run, " in out.read_bytes(), 60)
+        wait_until(lambda: b" jobs to run, " in out.read_bytes(), 60, "the first line")
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=30) == 1
     finally:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from tests.support import helpers
 from tests.support.processes import live_processes_with
+from tests.support.wait import wait_until
 
 JOBS = 6
 
@@ -42,15 +43,6 @@ def stored_state(session: Path) -> str:
     with sqlite3.connect(f"file:{session / 'store.sqlite'}?mode=ro", uri=True) as db:
         row = db.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
     return str(row[0]) if row else "unstarted"
-
-
-def wait_until(condition: object, limit: float = 15) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("not in time")
-        time.sleep(0.05)
 
 
 def assert_resume_finishes(session: Path) -> None:
@@ -100,7 +92,7 @@ def test_a_hang_up_aborts_like_sigterm(how: str) -> None:
                 os.read(master, 65536)
             return len(live_processes_with(f"sleep {sleep}")) == 2
 
-        wait_until(running)
+        wait_until(running, 15, "both jobs running")
         if how == "terminal closed":
             os.close(master)  # the kernel hangs up the session whose terminal it was
             master = -1
@@ -149,7 +141,7 @@ def test_stdout_closed_by_its_reader_aborts_cleanly() -> None:
     proc.stdin.write(jobs_input(sleep))
     proc.stdin.close()
     proc.stdout.readline()  # head -1
-    wait_until(lambda: len(live_processes_with(f"sleep {sleep}")) == 2)
+    wait_until(lambda: len(live_processes_with(f"sleep {sleep}")) == 2, 15, "both jobs running")
     proc.stdout.close()
     err = proc.stderr.read().decode()
     proc.stderr.close()
@@ -264,7 +256,7 @@ def test_a_hang_up_during_the_report_hook_still_ends_with_the_summary() -> None:
     proc.stdin.write("x\n")
     proc.stdin.close()
     proc.stdin = None  # communicate() would flush it
-    wait_until(lambda: len(live_processes_with(f"sleep {sleep}")) == 1)
+    wait_until(lambda: len(live_processes_with(f"sleep {sleep}")) == 1, 15, "the job running")
     proc.send_signal(signal.SIGHUP)
     out, err = proc.communicate(timeout=30)
     assert "Traceback" not in err
@@ -295,9 +287,9 @@ def test_a_hang_up_after_a_lost_stdout_does_not_skip_the_cleanup() -> None:
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     proc.stdin.write(jobs_input(sleep))
     proc.stdin.close()
-    wait_until(lambda: len(live_processes_with(f"sleep {sleep}")) == 2)
+    wait_until(lambda: len(live_processes_with(f"sleep {sleep}")) == 2, 15, "both jobs running")
     proc.stdout.close()
-    wait_until(lambda: "aborting" in (only_session() / "log").read_text())
+    wait_until(lambda: "aborting" in (only_session() / "log").read_text(), 15, "aborting logged")
     proc.send_signal(signal.SIGHUP)
     err = proc.stderr.read().decode()
     proc.stderr.close()
@@ -322,7 +314,7 @@ def test_a_hang_up_under_nohup_is_ignored() -> None:
     proc.stdin.write("1.5\n")
     proc.stdin.close()
     proc.stdin = None  # communicate() would flush it
-    wait_until(lambda: bool(live_processes_with("sleep 1.5")))
+    wait_until(lambda: bool(live_processes_with("sleep 1.5")), 15, "the job running")
     proc.send_signal(signal.SIGHUP)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
@@ -368,7 +360,7 @@ def test_a_lost_stdout_that_another_process_holds_does_not_spin() -> None:
     )
     shell = subprocess.Popen(script, shell=True, cwd=helpers.work_dir())
     try:
-        wait_until(lambda: bool(live_processes_with(post)), limit=30)
+        wait_until(lambda: bool(live_processes_with(post)), 30, "--post running")
         pid = int(pidfile.read_text())
         before = cpu_seconds(pid)
         time.sleep(2)  # only --post runs: the controller waits

@@ -25,7 +25,8 @@ import pytest
 from tests.support import helpers
 from tests.support.chaos import OPEN_LAUNCH, Settings, run_round, table
 from tests.support.hosts import TestHosts, unavailable_reason
-from tests.support.ssh import CLOUDTASK, KeysSnapshot, env_for, wait_until
+from tests.support.ssh import CLOUDTASK, KeysSnapshot, env_for
+from tests.support.wait import wait_until
 
 ROUNDS = 2
 BASE_SEED = int(os.environ.get("FAULT_SEED") or random.SystemRandom().randrange(10**9))

@@ -30,9 +30,9 @@ from tests.support.ssh import (
     env_for,
     jobs_input,
     starts,
-    wait_until,
 )
 from tests.support.testcloud import APIKEY, Cloud
+from tests.support.wait import wait_until
 
 
 @pytest.fixture

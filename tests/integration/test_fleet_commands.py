@@ -24,9 +24,9 @@ from tests.support.ssh import (
     env_for,
     jobs_input,
     starts,
-    wait_until,
 )
 from tests.support.testcloud import HostsBackend
+from tests.support.wait import wait_until
 
 BIN = Path(sys.executable).parent
 LAUNCH = str(BIN / "cloudtask-launch-workers")

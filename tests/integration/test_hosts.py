@@ -22,6 +22,7 @@ from tests.support.hosts import (
     reap_stale_runs,
     unavailable_reason,
 )
+from tests.support.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 TESTHOSTS = REPO / "scripts" / "testhosts"
@@ -51,17 +52,12 @@ def require_hosts() -> None:
         pytest.skip(f"no test hosts: {reason}")
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def no_processes(host: Host) -> Callable[[], bool]:
-    return lambda: host.processes() == []
+def wait_for_no_processes(host: Host) -> None:
+    """Within 10 s the host runs nothing but its sshd listener (the processes named if not)."""
+    try:
+        wait_until(lambda: host.processes() == [], 10, f"no process on {host.name}")
+    except AssertionError as error:
+        raise AssertionError(f"{error}: {host.processes()}") from None
 
 
 def netns_names() -> str:
@@ -118,7 +114,7 @@ def test_commands_do_not_run_roots_bashrc(hosts: TestHosts) -> None:
 def test_a_fresh_host_has_no_process_but_its_sshd_listener(hosts: TestHosts) -> None:
     for host in hosts:
         # sshd's session processes of earlier tests' connections may still be exiting
-        assert wait_until(no_processes(host)), host.processes()
+        wait_for_no_processes(host)
         assert len(host.pids()) == 1
 
 
@@ -215,7 +211,7 @@ def test_kill_all_leaves_no_process_and_restart_sshd_brings_it_back(
     host.restart_sshd()
 
     assert ssh(hosts, host.login, "true").returncode == 0
-    assert wait_until(lambda: host.processes() == []), host.processes()
+    wait_for_no_processes(host)
 
 
 def test_change_host_key_fails_strict_checking_against_the_old_key(

@@ -60,9 +60,9 @@ from tests.support.ssh import (
     KeysSnapshot,
     env_for,
     starts,
-    wait_until,
 )
 from tests.support.testcloud import Cloud
+from tests.support.wait import wait_until
 
 LOGALYZER = str(Path(CLOUDTASK).with_name("cloudtask-logalyzer"))
 REPO = Path(__file__).resolve().parents[2]

@@ -29,8 +29,8 @@ from tests.support.ssh import (
     job_processes,
     jobs_input,
     starts,
-    wait_until,
 )
+from tests.support.wait import wait_until
 
 MakeHosts = Callable[[int], TestHosts]
 

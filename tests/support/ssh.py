@@ -7,13 +7,12 @@ import fcntl
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support import helpers
 from tests.support.hosts import Host, TestHosts
+from tests.support.wait import wait_until
 
 CLOUDTASK = str(Path(sys.executable).with_name("cloudtask"))
 AUTHORIZED_KEYS = Path("/root/.ssh/authorized_keys")
@@ -141,14 +140,6 @@ def ends(tmp_path: Path) -> list[tuple[int, str]]:
 
 def session_dir(result: subprocess.CompletedProcess[str]) -> Path:
     return helpers.sessions_dir() / str(helpers.summary(result).id)
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
 
 
 def job_processes(host: Host, needle: str = "sleep") -> list[str]:
