@@ -1,7 +1,7 @@
 """Many jobs through a whole session, SIGKILLed half way and resumed to the end.
 
 The CI-sized run of benchmarks/million_jobs.py's full sessions, through the
-same code (full_session): `true N` jobs on 2 local workers and on 2 SSH test
+same code (tests/support/full_session.py): `true N` jobs on 2 local workers and on 2 SSH test
 hosts; the controller's process group is SIGKILLed once half the jobs are
 ok, then `--resume` runs the rest. Afterwards the store (read-only) must show
 every job ok with exactly one ok attempt, the attempts the kill cut off
@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 import pytest
-from benchmarks.million_jobs import (
+from tests.support.full_session import (
     AUTHORIZED_KEYS,
     Session,
     full_session,

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.many_workers import bench_cloudtask
 from tests.support.hosts import TestHosts
+from tests.support.many_workers import bench_cloudtask
 
 WORKERS = 40
 JOBS = 1_200
