@@ -440,7 +440,7 @@ BAD_OPTIONS = [
     (["-h=x"], ["-h takes no value"]),
     (["-x"], ["-x"]),
     (["--sessions=/dev/null"], ["--sessions"]),
-    # Found by benchmarks/fuzz.py: each of these was a traceback.
+    # Found by the fuzzer (tests/fuzz): each of these was a traceback.
     (["--overlay=~nosuchuser/dir"], ["--overlay", "~nosuchuser"]),
     (["--sessions=~nosuchuser/s"], ["--sessions", "~nosuchuser"]),
     (["--joblog=~nosuchuser/log"], ["--joblog", "~nosuchuser"]),

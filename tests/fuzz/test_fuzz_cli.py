@@ -1,10 +1,10 @@
 """A short fuzz run over cloudtask's inputs: a few hypothesis cases per area.
 
-The areas, the cases and the checks are benchmarks/fuzz.py's (which runs
-thousands): every case runs the real command in a subprocess, in a network
-namespace of its own when the kernel allows one, and must end with exit
-status 0, 1 or 2, no traceback, a one-line error on exit 2, no half-made
-session and nothing recorded lost. Cases are random (derandomize=False); a
+The areas, the cases and the checks are the fuzzer's (this package;
+`python -m tests.fuzz` runs thousands): every case runs the real command in
+a subprocess, in a network namespace of its own when the kernel allows one,
+and must end with exit status 0, 1 or 2, no traceback, a one-line error on
+exit 2, no half-made session and nothing recorded lost. Cases are random (derandomize=False); a
 failure names its seed (CLOUDTASK_FUZZ_SEED=N runs the same cases again) and
 gives a shell reproducer.
 """
@@ -16,8 +16,13 @@ import random
 from collections.abc import Iterator
 
 import pytest
-from benchmarks.fuzz import AREAS, Case, Sandbox, Template, check, reproducer, unsafe
 from hypothesis import HealthCheck, Phase, given, seed, settings
+from tests.fuzz.areas import AREAS
+from tests.fuzz.cases import Case, Template
+from tests.fuzz.checks import check
+from tests.fuzz.reproduce import reproducer
+from tests.fuzz.safety import unsafe
+from tests.fuzz.sandbox import Sandbox
 
 # About 100 cases in all (each a subprocess): 30-50 s on 2 cores.
 EXAMPLES = {
