@@ -1,23 +1,18 @@
 """The EC2 provider against moto's server mode on loopback, with a real boto3 client.
 
 One moto server serves the module. Faults moto cannot make (throttling, a
-lost answer, an instance not visible yet) come from `FaultyEndpoint`, a
-small HTTP server on loopback that answers chosen requests with an EC2 error
-and passes the rest on to moto. No test may reach anything but loopback, and
-none may leave an instance running in moto.
+lost answer, an instance not visible yet) come from `FaultyEndpoint`
+(tests/support/motoserver.py), a small HTTP server on loopback that answers
+chosen requests with an EC2 error and passes the rest on to moto. No test may
+reach anything but loopback, and none may leave an instance running in moto.
+The cases every cloud shares are in test_clouds.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import http.client
-import http.server
-import threading
-import urllib.parse
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +23,8 @@ import moto.settings
 import pytest
 import yaml
 from tests.support.motoserver import (
+    Fault,
+    FaultyEndpoint,
     ec2_client,
     isolate_aws,
     live_instances,
@@ -126,120 +123,6 @@ def tags_of(description: dict[str, Any]) -> dict[str, str]:
 def public_key(kind: str = "ssh-ed25519", comment: str = "cloudtask-session-3") -> str:
     key = asyncssh.generate_private_key(kind, comment=comment)
     return key.export_public_key("openssh").decode().strip()
-
-
-# -- a fault-making endpoint in front of moto ---------------------------------
-
-
-@dataclass
-class Fault:
-    """Answer the next `times` requests of `action` with an EC2 error."""
-
-    action: str
-    code: str
-    status: int = 503
-    times: int = 1
-    # Pass the request on to moto first and lose its answer: the call took
-    # effect, but the client saw an error.
-    deliver: bool = False
-    when: Callable[[dict[str, str]], bool] = lambda params: True
-
-
-@dataclass
-class FaultyEndpoint:
-    """An HTTP server on loopback: chosen faults, else moto's answer."""
-
-    upstream: str
-    faults: list[Fault] = field(default_factory=list)
-    seen: list[tuple[str, int]] = field(default_factory=list)  # (action, status answered)
-
-    def __post_init__(self) -> None:
-        endpoint = self
-        self._upstream = urllib.parse.urlsplit(self.upstream)
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                params = dict(urllib.parse.parse_qsl(body.decode()))
-                endpoint.answer(self, params, body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        # A short poll: shutdown() waits for the serving loop to look.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.02,), daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> FaultyEndpoint:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-    def answer(
-        self, handler: http.server.BaseHTTPRequestHandler, params: dict[str, str], body: bytes
-    ) -> None:
-        action = params.get("Action", "?")
-        fault = next(
-            (f for f in self.faults if f.action == action and f.times > 0 and f.when(params)),
-            None,
-        )
-        if fault is not None:
-            fault.times -= 1
-            if fault.deliver:
-                self.forward(handler, body)
-            xml = (
-                '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
-                f"<Code>{fault.code}</Code><Message>{fault.code} (injected)</Message>"
-                f"</Error></Errors><RequestID>{uuid.uuid4()}</RequestID></Response>"
-            ).encode()
-            self.respond(handler, fault.status, xml, "text/xml")
-            self.seen.append((action, fault.status))
-            return
-        status, content_type, answer = self.forward(handler, body)
-        self.respond(handler, status, answer, content_type)
-        self.seen.append((action, status))
-
-    def forward(
-        self, handler: http.server.BaseHTTPRequestHandler, body: bytes
-    ) -> tuple[int, str, bytes]:
-        connection = http.client.HTTPConnection(
-            self._upstream.hostname or "127.0.0.1", self._upstream.port, timeout=10
-        )
-        try:
-            headers = {
-                key: value
-                for key, value in handler.headers.items()
-                if key.lower() not in ("host", "content-length", "connection")
-            }
-            connection.request("POST", handler.path, body=body, headers=headers)
-            answer = connection.getresponse()
-            return answer.status, answer.getheader("Content-Type", "text/xml"), answer.read()
-        finally:
-            connection.close()
-
-    @staticmethod
-    def respond(
-        handler: http.server.BaseHTTPRequestHandler, status: int, body: bytes, content_type: str
-    ) -> None:
-        handler.send_response(status)
-        handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
-
-    def count(self, action: str) -> int:
-        return sum(1 for seen, _ in self.seen if seen == action)
 
 
 @pytest.fixture
@@ -352,26 +235,6 @@ def test_a_retried_launch_with_the_same_token_makes_one_instance(ami: str, clien
     run(cloud.destroy(first))
 
 
-def test_a_launch_whose_answer_was_lost_is_not_made_twice(
-    ami: str, client: Any, faulty: FaultyEndpoint
-) -> None:
-    # RunInstances takes effect but the answer is a 503; with_retries tries
-    # again with the same token, which finds the instance instead of making another.
-    faulty.faults.append(Fault("RunInstances", "InternalError", status=503, deliver=True))
-    cloud = make_cloud(ami)
-    spec = LaunchSpec(session=6, token="tok-lost", name="w")
-    retries: list[str] = []
-    instance_id = run(with_retries(lambda: cloud.launch(spec), "launching w", FAST, retries.append))
-    found = client.describe_instances(
-        Filters=[{"Name": f"tag:{TAG_TOKEN}", "Values": [spec.token]}]
-    )
-    ids = [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]]
-    assert ids == [instance_id]
-    assert len(retries) == 1 and "InternalError" in retries[0]
-    assert faulty.count("RunInstances") == 1
-    run(cloud.destroy(instance_id))
-
-
 # -- describe, destroy -------------------------------------------------------
 
 
@@ -437,15 +300,6 @@ def test_an_instance_not_visible_yet_is_pending_not_gone(
     assert run(make_cloud(ami).describe(instance_id)).state is InstanceState.GONE
     run(cloud.destroy(instance_id))
     assert describe_raw(client, instance_id)["State"]["Name"] == "terminated"
-
-
-def test_destroy_twice_and_destroy_unknown(ami: str, client: Any) -> None:
-    cloud = make_cloud(ami)
-    instance_id = run(cloud.launch(LaunchSpec(session=10, token="tok-destroy", name="w")))
-    run(cloud.destroy(instance_id))
-    assert describe_raw(client, instance_id)["State"]["Name"] == "terminated"
-    run(cloud.destroy(instance_id))
-    run(cloud.destroy("i-0123456789abcdef0"))
 
 
 # -- sweep by tag ------------------------------------------------------------
@@ -653,18 +507,6 @@ def test_unknown_ami_is_not_retried(ami: str, monkeypatch: pytest.MonkeyPatch) -
         run(cloud.launch(LaunchSpec(15, "tok-ami", "a")))
     assert not caught.value.transient
     assert "InvalidAMIID" in str(caught.value)
-
-
-def test_connection_refused_is_transient(ami: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    with FaultyEndpoint("http://127.0.0.1:1") as closed:
-        url = closed.url
-    # The port was just let go: nothing listens there now.
-    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-    cloud = make_cloud(ami)
-    with pytest.raises(ProviderError) as caught:
-        run(cloud.describe("i-0123456789abcdef0"))
-    assert caught.value.transient
-    assert "\n" not in str(caught.value)
 
 
 def client_error(code: str, status: int, message: str = "no") -> botocore.exceptions.ClientError:

@@ -1,7 +1,8 @@
 """The hub provider against the test Hub: real HTTP on 127.0.0.1, real httpx.
 
 The test Hub (tests/support/hubserver.py) boots nothing: instances get addresses in
-198.18.0.0/15 that are never contacted.
+198.18.0.0/15 that are never contacted. The cases every cloud shares are in
+test_clouds.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from tests.support.hubserver import FakeBackend, HubServer, silent_url, unreachable_url
+from tests.support.hubserver import FakeBackend, HubServer, silent_url
 
 from cloudtask.config import Config
 from cloudtask.errors import UsageError
@@ -163,12 +164,6 @@ def test_describe_is_pending_then_running_with_address_and_host_keys(hub: HubSer
     assert hub.requests["instance"] == len(seen)
 
 
-def test_describing_an_unknown_instance_says_gone(hub: HubServer) -> None:
-    cloud = HubCloud.from_config(hub_config(hub))
-    found = run(cloud, lambda cloud: cloud.describe("i-0000000000000000"))
-    assert found == CloudInstance("i-0000000000000000", InstanceState.GONE)
-
-
 def test_a_wrong_url_is_an_error_not_gone(hub: HubServer) -> None:
     # A 404 page that is not the Hub's must not pass for "no such instance":
     # instances would be left running while cloudtask believed them gone.
@@ -232,18 +227,6 @@ def test_instances_of_a_session_are_found_by_their_label(hub: HubServer) -> None
     assert len(hub.records) == 6  # including the hand-made and the terminated ones
 
 
-def test_a_launch_whose_answer_is_lost_is_not_made_twice(hub: HubServer) -> None:
-    cloud = HubCloud.from_config(hub_config(hub))
-    hub.fail(503, endpoint="launch", after=True)
-
-    instance_id = run(
-        cloud, lambda cloud: with_retries(lambda: cloud.launch(spec()), "launch", QUICK)
-    )
-
-    assert list(hub.records) == [instance_id]
-    assert hub.requests["launch"] == 1 and hub.requests["instances"] == 1
-
-
 def test_a_launch_refused_for_throttling_is_made_once_retried(hub: HubServer) -> None:
     cloud = HubCloud.from_config(hub_config(hub))
     hub.fail(429, endpoint="launch")
@@ -257,28 +240,6 @@ def test_a_launch_refused_for_throttling_is_made_once_retried(hub: HubServer) ->
 
 
 # -- destroying ----------------------------------------------------------------
-
-
-def test_destroy_terminates_and_destroying_again_is_fine(hub: HubServer) -> None:
-    backend = hub.backend
-    assert isinstance(backend, FakeBackend)
-    cloud = HubCloud.from_config(hub_config(hub))
-
-    async def body(cloud: HubCloud) -> tuple[str, CloudInstance]:
-        instance_id = await cloud.launch(spec())
-        await until_running(cloud, instance_id)
-        await cloud.destroy(instance_id)
-        await cloud.destroy(instance_id)  # already terminated
-        await cloud.destroy("i-unknown")  # never known (404)
-        return instance_id, await cloud.describe(instance_id)
-
-    instance_id, after = run(cloud, body)
-
-    assert after.state is InstanceState.GONE
-    assert hub.status(instance_id) == "terminated"
-    assert hub.requests["terminate"] == 3
-    hub.settle()
-    assert backend.removed == [instance_id]
 
 
 def test_destroying_a_booting_instance_removes_it_once_booted(hub: HubServer) -> None:
@@ -351,15 +312,6 @@ def test_a_bad_key_is_permanent_and_never_shown(hub: HubServer) -> None:
     assert wrong not in repr(error.args)
     assert hub.requests["launch"] == 1
     assert hub.records == {}
-
-
-def test_an_unreachable_hub_is_a_transient_error() -> None:
-    cloud = HubCloud.from_config(Config(hub_apikey=APIKEY, hub_url=unreachable_url()))
-    with pytest.raises(ProviderError) as caught:
-        run(cloud, lambda cloud: with_retries(lambda: cloud.describe("i-1"), "describe", QUICK))
-    assert caught.value.transient
-    assert "cannot reach 127.0.0.1" in str(caught.value)
-    assert APIKEY not in str(caught.value)
 
 
 def test_a_hub_that_does_not_answer_is_a_transient_error() -> None:

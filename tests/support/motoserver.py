@@ -16,17 +16,25 @@ request may reach AWS, so tests also:
         assert live_instances(endpoint) == []
 
 Moto's state lives in this process, shared by every client: `reset` empties it.
+Faults moto cannot make (throttling, a lost answer, an instance not visible
+yet) come from `FaultyEndpoint`, put in front of it as boto3's endpoint.
 """
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import ipaddress
 import logging
 import os
 import socket
+import threading
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +185,114 @@ def reset(endpoint: str) -> None:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(request, timeout=10) as answer:
         answer.read()
+
+
+@dataclass
+class Fault:
+    """Answer the next `times` requests of `action` with an EC2 error."""
+
+    action: str
+    code: str
+    status: int = 503
+    times: int = 1
+    # Pass the request on to moto first and lose its answer: the call took
+    # effect, but the client saw an error.
+    deliver: bool = False
+    when: Callable[[dict[str, str]], bool] = lambda params: True
+
+
+@dataclass
+class FaultyEndpoint:
+    """An HTTP server on loopback: chosen faults, else moto's answer."""
+
+    upstream: str
+    faults: list[Fault] = field(default_factory=list)
+    seen: list[tuple[str, int]] = field(default_factory=list)  # (action, status answered)
+
+    def __post_init__(self) -> None:
+        endpoint = self
+        self._upstream = urllib.parse.urlsplit(self.upstream)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                params = dict(urllib.parse.parse_qsl(body.decode()))
+                endpoint.answer(self, params, body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # A short poll: shutdown() waits for the serving loop to look.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.02,), daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> FaultyEndpoint:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def answer(
+        self, handler: http.server.BaseHTTPRequestHandler, params: dict[str, str], body: bytes
+    ) -> None:
+        action = params.get("Action", "?")
+        fault = next(
+            (f for f in self.faults if f.action == action and f.times > 0 and f.when(params)),
+            None,
+        )
+        if fault is not None:
+            fault.times -= 1
+            if fault.deliver:
+                self.forward(handler, body)
+            xml = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+                f"<Code>{fault.code}</Code><Message>{fault.code} (injected)</Message>"
+                f"</Error></Errors><RequestID>{uuid.uuid4()}</RequestID></Response>"
+            ).encode()
+            self.respond(handler, fault.status, xml, "text/xml")
+            self.seen.append((action, fault.status))
+            return
+        status, content_type, answer = self.forward(handler, body)
+        self.respond(handler, status, answer, content_type)
+        self.seen.append((action, status))
+
+    def forward(
+        self, handler: http.server.BaseHTTPRequestHandler, body: bytes
+    ) -> tuple[int, str, bytes]:
+        connection = http.client.HTTPConnection(
+            self._upstream.hostname or "127.0.0.1", self._upstream.port, timeout=10
+        )
+        try:
+            headers = {
+                key: value
+                for key, value in handler.headers.items()
+                if key.lower() not in ("host", "content-length", "connection")
+            }
+            connection.request("POST", handler.path, body=body, headers=headers)
+            answer = connection.getresponse()
+            return answer.status, answer.getheader("Content-Type", "text/xml"), answer.read()
+        finally:
+            connection.close()
+
+    @staticmethod
+    def respond(
+        handler: http.server.BaseHTTPRequestHandler, status: int, body: bytes, content_type: str
+    ) -> None:
+        handler.send_response(status)
+        handler.send_header("Content-Type", content_type)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    def count(self, action: str) -> int:
+        return sum(1 for seen, _ in self.seen if seen == action)
