@@ -27,7 +27,7 @@ from tests.fuzz.values import (
     enc,
 )
 
-from cloudtask.cli import parse_argv
+from cloudtask.cli.main import parse_argv
 from cloudtask.config import BY_ATTR, OPTIONS, template_text
 from cloudtask.errors import CloudtaskError
 from cloudtask.logalyzer import parse_args as logalyzer_parse_args
