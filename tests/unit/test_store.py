@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from cloudtask import store as store_module
 from cloudtask.config import resolve
 from cloudtask.errors import SessionError
 from cloudtask.scheduler import JobState
 from cloudtask.session.plan import stored_config
 from cloudtask.store import INGEST_BATCH, AttemptEnd, Store
+from cloudtask.store import schema as store_schema
 
 
 def test_jobs_stream_in_batches_and_come_back_in_order(tmp_path: Path) -> None:
@@ -137,14 +137,14 @@ def test_the_stored_configuration_has_no_secret() -> None:
 
 def test_a_version_1_store_is_migrated_on_open_and_keeps_its_jobs(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "store.sqlite")
-    db.executescript(store_module._SCHEMA)
+    db.executescript(store_schema.SCHEMA)
     db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
     db.execute("INSERT INTO jobs (id, line, command) VALUES (1, 1, 'echo 1')")
     db.commit()
     db.close()
 
     store = Store.open(tmp_path)
-    assert store.get("schema_version") == str(store_module.SCHEMA_VERSION) == "2"
+    assert store.get("schema_version") == str(store_schema.SCHEMA_VERSION) == "2"
     assert store.command(1) == "echo 1"
     store.intend_instance("tok", "hub", "hub1", "t3.small", 0.02, 10.0)
     store.instance_launched("tok", "i-1", 11.0)
