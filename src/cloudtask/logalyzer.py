@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import sqlite3
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from .report.digest import (
 from .report.html import html
 from .report.timeline import svg
 from .session.directory import existing_ids
+from .store.reader import ReadError
 from .version import __version__
 
 PROG = "cloudtask-logalyzer"
@@ -257,7 +257,7 @@ def run(argv: Sequence[str]) -> int:
     except OSError as exc:
         sys.stderr.write(f"{PROG}: {one_line(str(exc))}\n")
         return 2
-    except (sqlite3.Error, TypeError, ValueError) as exc:
+    except (ReadError, TypeError, ValueError) as exc:
         # A store that SQLite reads but whose values are not what cloudtask writes.
         sys.stderr.write(f"{PROG}: the session store holds unexpected data: {one_line(str(exc))}\n")
         return 2

@@ -28,6 +28,8 @@ from cloudtask.report import digest as d
 from cloudtask.report.html import html
 from cloudtask.scheduler import JobState
 from cloudtask.store import Store
+from cloudtask.store import meta as keys
+from cloudtask.store.reader import StoreReader
 
 # -- a real session, run by the cloudtask command --------------------------------------
 
@@ -115,12 +117,13 @@ def test_workers_left_out_of_the_table_are_counted_in_the_singular_and_plural() 
 
 def test_loading_leaves_the_store_as_it_was() -> None:
     path = real_session("0", "1")
-    before = sqlite3.connect(path / "store.sqlite").execute("SELECT * FROM jobs").fetchall()
+    with StoreReader.open(path) as store:
+        before = store.jobs()
     d.load(path, timeline=True)
     # A reader never writes: the rows are the same, and no lock was taken (a
     # controller could take it right now).
-    after = sqlite3.connect(path / "store.sqlite").execute("SELECT * FROM jobs").fetchall()
-    assert after == before
+    with StoreReader.open(path) as store:
+        assert store.jobs() == before
     fd = os.open(path / "lock", os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -476,12 +479,13 @@ def test_bad_session_directories_are_one_line_errors(tmp_path: Path) -> None:
 
     other = tmp_path / "other"
     other.mkdir()
+    # Some other SQLite file, which only SQL can make.
     sqlite3.connect(other / "store.sqlite").execute("CREATE TABLE t (x)").connection.commit()
     with pytest.raises(d.DigestError, match="not a cloudtask session store"):
         d.load(other)
 
     path, store = new_store()
-    store.set("schema_version", "99")
+    store.write(keys.SCHEMA_VERSION, 99)
     store.close()
     with pytest.raises(d.DigestError, match="schema version 99"):
         d.load(path)

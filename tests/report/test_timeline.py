@@ -200,11 +200,8 @@ def test_the_page_is_self_contained_and_embeds_the_picture() -> None:
 
 
 def test_the_page_escapes_what_jobs_and_workers_print() -> None:
-    path, store = new_store(jobs=1)
-    store.db.execute(
-        "UPDATE jobs SET command = ? WHERE id = 1", ("echo '<script>alert(1)</script>'",)
-    )
-    store.db.commit()
+    path, store = new_store()
+    store.add_jobs([(1, 1, "echo '<script>alert(1)</script>'")])
     store.begin_run(T0)
     attempt(
         store, 1, "<b>w</b>", 0, 1, "failed", JobState.FAILED, 1, '<img src="http://x/y">\x1b[2J'

@@ -22,6 +22,7 @@ from tests.support.helpers import cloudtask, sessions_dir
 from cloudtask.scheduler import JobState
 from cloudtask.session import SessionDir
 from cloudtask.store import INGEST_BATCH, AttemptEnd, Store
+from cloudtask.store import meta as keys
 
 T0 = 1_800_000_000.0  # a round start time (2027-01-15T08:00:00Z)
 # One of something the reports count, said in the plural ("1 jobs").
@@ -50,7 +51,7 @@ def new_store(config: dict[str, str] | None = None, jobs: int = 0) -> tuple[Path
     """An empty crafted session in the test's sessions directory."""
     session = SessionDir.create(sessions_dir())
     store = Store.create(session.path)
-    store.set("command", JOB)
+    store.write(keys.COMMAND, JOB)
     store.set_config(config or {"split": "2", "provider": "hub"})
     if jobs:
         store.add_jobs((n, n, f"{JOB} {n}") for n in range(1, jobs + 1))
@@ -159,6 +160,8 @@ def big_session(jobs: int) -> Path:
                 f"output of job {n}",
             )
         )
+    # Written with SQL in one transaction: Store commits each attempt on its own,
+    # which would take minutes for a session this size.
     with store.db:
         for start in range(0, len(rows), INGEST_BATCH):
             store.db.executemany(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 from cloudtask.addresses import Address
@@ -11,6 +10,7 @@ from cloudtask.console import Console
 from cloudtask.session_keys import where_left, worker_id
 from cloudtask.ssh import Target
 from cloudtask.store import Store
+from cloudtask.store import meta as keys
 
 
 def target(host: str, user: str = "root", port: int = 22) -> Target:
@@ -43,7 +43,7 @@ def test_a_key_is_looked_for_where_it_was_sent_not_on_this_runs_workers(tmp_path
 def test_a_key_on_no_worker_is_forgotten_and_one_of_unknown_workers_kept(tmp_path: Path) -> None:
     store = Store.create(tmp_path)
     store.add_session_key("unused")  # its run was killed before it connected anywhere
-    store.set("session_keys", json.dumps(["unused", "legacy"]))  # "legacy": no worker record
+    store.write(keys.SESSION_KEYS, ["unused", "legacy"])  # "legacy": no worker record
 
     assert where_left(store, [], resolve, console()) == {}
     assert store.session_keys() == ["legacy"]  # where it went is unknown: kept

@@ -13,7 +13,9 @@ from cloudtask.errors import SessionError
 from cloudtask.scheduler import JobState
 from cloudtask.session.plan import stored_config
 from cloudtask.store import INGEST_BATCH, AttemptEnd, Store
+from cloudtask.store import meta as keys
 from cloudtask.store import schema as store_schema
+from cloudtask.store.reader import StoreReader
 
 
 def test_jobs_stream_in_batches_and_come_back_in_order(tmp_path: Path) -> None:
@@ -47,21 +49,15 @@ def test_attempts_and_states_are_committed_for_another_reader(tmp_path: Path) ->
     second = store.start_attempt(1, "w2", 102.0)
 
     # Another connection (as after a crash of this process) sees every commit.
-    other = sqlite3.connect(tmp_path / "store.sqlite")
-    assert other.execute("SELECT state, attempts FROM jobs WHERE id = 1").fetchone() == (
-        "running",
-        1,
-    )
-    rows = other.execute(
-        "SELECT id, worker, outcome, exit_status, tail FROM attempts ORDER BY id"
-    ).fetchall()
+    other = StoreReader.open(tmp_path)
+    (job, _) = other.jobs()
+    assert (job.state, job.attempts) == ("running", 1)
+    rows = [(a.id, a.worker, a.outcome, a.exit_status, a.tail) for a in other.attempts()]
     assert rows == [(first, "w1", "failed", 1, "boom"), (second, "w2", None, None, None)]
 
     store.end_attempt(second, 1, JobState.PENDING, AttemptEnd("stopped"), 103.0)
-    assert other.execute("SELECT state, attempts FROM jobs WHERE id = 1").fetchone() == (
-        "pending",
-        1,  # a stopped attempt does not count as a try
-    )
+    (job, _) = other.jobs()
+    assert (job.state, job.attempts) == ("pending", 1)  # a stopped attempt is not a try
 
 
 def test_pending_jobs_are_read_in_chunks_past_the_last_one_read(tmp_path: Path) -> None:
@@ -89,7 +85,8 @@ def test_resume_closes_attempts_cut_off_by_a_killed_controller(tmp_path: Path) -
     store = Store.open(tmp_path)
     assert store.reset([JobState.RUNNING, JobState.LOST]) == 1
     assert store.counts()[JobState.PENDING] == 1
-    rows = store.db.execute("SELECT job, outcome, ended FROM attempts ORDER BY id").fetchall()
+    with StoreReader.open(tmp_path) as reader:
+        rows = [(a.job, a.outcome, a.ended) for a in reader.attempts()]
     assert rows == [(2, "ok", 2.0), (1, "lost", None)]
 
 
@@ -97,7 +94,7 @@ def test_the_store_is_private_and_versioned(tmp_path: Path) -> None:
     store = Store.create(tmp_path)
     mode = stat.S_IMODE((tmp_path / "store.sqlite").stat().st_mode)
     assert mode == 0o600
-    store.set("schema_version", "99")
+    store.write(keys.SCHEMA_VERSION, 99)
     store.close()
 
     with pytest.raises(SessionError, match="schema version 99 is not one this cloudtask knows"):
@@ -114,15 +111,15 @@ def test_what_halted_a_run_is_recorded_until_the_next_run_begins(tmp_path: Path)
     store.close()
 
     store = Store.open(tmp_path)
-    assert (store.get("state"), store.get("stop_reason")) == ("halted", "--budget=$5")
-    assert store.get("budget_figure") == "7306.97"
+    assert (store.meta(keys.STATE), store.meta(keys.STOP_REASON)) == ("halted", "--budget=$5")
+    assert store.meta_text(keys.BUDGET_FIGURE) == "7306.97"
     # A resume: no stop yet, and the last one's figure is gone with it.
     store.begin_run(300.0)
-    assert (store.get("stop_reason"), store.get("budget_figure")) == (None, None)
+    assert (store.meta(keys.STOP_REASON), store.meta(keys.BUDGET_FIGURE)) == (None, None)
     store.end_run(400.0, "halted", "--halt=fail=1")
-    assert store.get("stop_reason") == "--halt=fail=1"
+    assert store.meta(keys.STOP_REASON) == "--halt=fail=1"
     store.end_run(500.0, "finished")  # as cli.py called it before there was a reason
-    assert (store.get("state"), store.get("stop_reason")) == ("finished", None)
+    assert (store.meta(keys.STATE), store.meta(keys.STOP_REASON)) == ("finished", None)
     store.close()
 
 
@@ -136,6 +133,7 @@ def test_the_stored_configuration_has_no_secret() -> None:
 
 
 def test_a_version_1_store_is_migrated_on_open_and_keeps_its_jobs(tmp_path: Path) -> None:
+    # A store as cloudtask 1 left it: made with SQL, as no code writes schema 1 any more.
     db = sqlite3.connect(tmp_path / "store.sqlite")
     db.executescript(store_schema.SCHEMA)
     db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
@@ -144,7 +142,7 @@ def test_a_version_1_store_is_migrated_on_open_and_keeps_its_jobs(tmp_path: Path
     db.close()
 
     store = Store.open(tmp_path)
-    assert store.get("schema_version") == str(store_schema.SCHEMA_VERSION) == "2"
+    assert store.meta(keys.SCHEMA_VERSION) == store_schema.SCHEMA_VERSION == 2
     assert store.command(1) == "echo 1"
     store.intend_instance("tok", "hub", "hub1", "t3.small", 0.02, 10.0)
     store.instance_launched("tok", "i-1", 11.0)
@@ -153,7 +151,7 @@ def test_a_version_1_store_is_migrated_on_open_and_keeps_its_jobs(tmp_path: Path
     ]
     store.close()
     # Opening again migrates nothing more.
-    assert Store.open(tmp_path).get("schema_version") == "2"
+    assert Store.open(tmp_path).meta(keys.SCHEMA_VERSION) == 2
 
 
 def test_instances_are_recorded_from_intent_to_destruction(tmp_path: Path) -> None:
@@ -221,6 +219,7 @@ def test_a_damaged_store_is_refused_on_open_as_one_session_error(
     store = Store.create(tmp_path)
     store.add_jobs([(1, 1, "echo 1"), (2, 2, "echo 2")])
     store.close()
+    # Damaged with SQL on purpose: cloudtask never writes any of these.
     db = sqlite3.connect(tmp_path / "store.sqlite")
     db.execute(damage)
     db.commit()

@@ -1,16 +1,16 @@
 """The session digest: what a session did, read from its store without disturbing it.
 
-`load` is the only code here that touches the disk. It opens the session's
-SQLite store read-only (a controller may be writing it at that very moment:
-WAL mode lets both go on) and reads everything in one read transaction, so
-counts, workers and jobs describe the same instant. It never takes the
+`load` is the only code here that touches the disk. It reads the session's
+store through `store.StoreReader` (read-only: a controller may be writing it
+at that very moment, WAL mode lets both go on), everything in one snapshot,
+so counts, workers and jobs describe the same instant. It never takes the
 session lock; it only probes whether a controller holds it, which is how a
 session stored as "running" whose controller died is told apart (it is shown
 as "interrupted").
 
-Sessions can hold a million jobs, so the digest is built from SQL aggregates
-(counts by state, one row per worker) and lists at most `limit` jobs of each
-kind (pending, running, not ok, ok; the first ones by id). `limit=None` lists
+Sessions can hold a million jobs, so the digest is built from the reader's
+aggregates (counts by state, one row per worker) and lists at most `limit`
+jobs of each kind (pending, running, not ok, ok; the first ones by id). `limit=None` lists
 every job; for a machine-readable dump of a huge session, `write_json` with
 `iter_jobs` streams every job and its attempts instead of holding them.
 
@@ -28,7 +28,6 @@ import fcntl
 import json
 import os
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +41,9 @@ from ..console import plural
 from ..cost import Projection, projection, seconds_left
 from ..errors import CloudtaskError
 from ..output import printable
-from ..store import SCHEMA_VERSION, STORE_NAME, InstanceRecord
+from ..store import SCHEMA_VERSION, STORE_NAME, AttemptRecord, InstanceRecord, JobRecord
+from ..store import meta as meta_keys
+from ..store.reader import ReadError, StoreReader
 
 FORMAT = "cloudtask-digest"
 FORMAT_VERSION = 1
@@ -58,7 +59,6 @@ TIMELINE_BARS = 6000
 TIMELINE_MIN_COLUMNS = 25
 TIMELINE_ROWS = 200  # workers drawn on the timeline; the rest are counted
 _BARS_PER_ROW = 4 * TIMELINE_COLUMNS  # a hard bound, whatever the data
-_IN_CHUNK = 500  # ids per "IN (...)" query, well under SQLite's variable limit
 
 JOB_STATES = ("pending", "running", "ok", "failed", "timeout", "lost")
 NOT_OK_STATES = ("failed", "timeout", "lost")
@@ -383,22 +383,20 @@ def check_session_dir(session_dir: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _reading(session_dir: Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection inside one read transaction (one consistent snapshot)."""
+def _reading(session_dir: Path) -> Iterator[StoreReader]:
+    """The store read-only, inside one read transaction (one consistent snapshot)."""
     path = check_session_dir(session_dir)
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
-    except sqlite3.Error as exc:
+        store = StoreReader.open(session_dir)
+    except ReadError as exc:
         raise DigestError(f"{path}: cannot open the session store: {exc}") from None
     try:
-        db.execute("BEGIN")
-        yield db
-    except sqlite3.Error as exc:
+        with store.snapshot():
+            yield store
+    except ReadError as exc:
         raise DigestError(f"{path}: not a readable session store: {exc}") from None
     finally:
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("ROLLBACK")
-        db.close()
+        store.close()
 
 
 def load(
@@ -420,20 +418,19 @@ def load(
     generated = time.time() if now is None else now
     held = lock_held(session_dir)
     logged = logged_workers(session_dir)  # before the snapshot: all of them are in it
-    with _reading(session_dir) as db:
-        meta = _meta(db, session_dir)
-        stored_state = meta.get("state")
-        if stored_state in (None, "running") and not held:
+    with _reading(session_dir) as store:
+        meta = _meta(store, session_dir)
+        if meta.state in (None, "running") and not held:
             # It may have started between the probe and the snapshot.
             held = lock_held(session_dir)
-        reader = _Reader(db, held, generated)
+        reader = _Reader(store, held, generated)
         counts = reader.counts()
         workers = reader.workers(logged)
         last_seen = reader.last_seen(meta, workers)
         info = _session_info(session_dir, meta, held, generated, last_seen)
         jobs = reader.job_lists(limit)
         drawn = reader.timeline(info, workers, last_seen) if timeline else None
-    config = _config(meta.get("config"))
+    config = meta.config
     figures = projection(reader.records, generated, _time_left(info, counts))
     return Digest(
         session=info,
@@ -455,9 +452,9 @@ def load_summary(session_dir: Path) -> Summary:
     check_session_dir(session_dir)
     generated = time.time()
     held = lock_held(session_dir)
-    with _reading(session_dir) as db:
-        meta = _meta(db, session_dir)
-        reader = _Reader(db, held, generated)
+    with _reading(session_dir) as store:
+        meta = _meta(store, session_dir)
+        reader = _Reader(store, held, generated)
         info = _session_info(session_dir, meta, held, generated, reader.last_seen(meta, ()))
         return Summary(info, reader.counts(), reader.not_destroyed())
 
@@ -476,9 +473,9 @@ def left_running(sessions: Path, recent: int = 50) -> list[tuple[int, int]]:
         if not (session_dir / STORE_NAME).is_file() or lock_held(session_dir):
             continue
         try:
-            with _reading(session_dir) as db:
-                count = _Reader(db, False, time.time()).not_destroyed()
-        except (DigestError, sqlite3.Error):
+            with _reading(session_dir) as store:
+                count = store.open_instances()
+        except (DigestError, ReadError):
             continue
         if count:
             found.append((session_id, count))
@@ -492,27 +489,50 @@ def iter_jobs(digest: Digest) -> Iterator[Job]:
     million jobs never sit in memory at once. The snapshot is the store as it
     is when the iteration starts, not the digest's.
     """
-    with _reading(digest.session.directory) as db:
-        yield from _Reader(db, digest.session.live, digest.generated).every_job()
+    with _reading(digest.session.directory) as store:
+        yield from _Reader(store, digest.session.live, digest.generated).every_job()
 
 
-def _meta(db: sqlite3.Connection, session_dir: Path) -> dict[str, str]:
-    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if not {"meta", "jobs", "attempts"} <= tables:
+@dataclass(frozen=True)
+class _Meta:
+    """What the digest shows of the session's meta table. A value cloudtask
+    would not have written reads as absent: a report shows what it can."""
+
+    schema_version: int
+    state: str | None
+    command: str | None
+    started: float | None
+    ended: float | None
+    runs: int
+    stop_reason: str | None
+    budget_figure: float | None
+    config: tuple[tuple[str, str], ...]
+
+
+def _meta(store: StoreReader, session_dir: Path) -> _Meta:
+    if not {"meta", "jobs", "attempts"} <= store.tables():
         raise DigestError(f"{session_dir}: not a cloudtask session store")
-    meta = {str(key): str(value) for key, value in db.execute("SELECT key, value FROM meta")}
+    raw_version = store.meta_text(meta_keys.SCHEMA_VERSION)
     try:
-        version = int(meta.get("schema_version", "0"))
+        version = int(raw_version or "0")
     except ValueError:
         version = 0
     if not 1 <= version <= SCHEMA_VERSION:
         raise DigestError(
-            f"{session_dir}: store schema version {meta.get('schema_version')} is not one "
+            f"{session_dir}: store schema version {raw_version} is not one "
             f"this cloudtask knows (1 to {SCHEMA_VERSION})"
         )
-    meta["schema_version"] = str(version)
-    meta["_instances"] = "1" if "instances" in tables else ""
-    return meta
+    return _Meta(
+        schema_version=version,
+        state=store.meta_text(meta_keys.STATE),
+        command=store.meta_text(meta_keys.COMMAND),
+        started=store.meta_or_none(meta_keys.STARTED),
+        ended=store.meta_or_none(meta_keys.ENDED),
+        runs=int(_number(store.meta_text(meta_keys.RUNS)) or 0),
+        stop_reason=store.meta_text(meta_keys.STOP_REASON),
+        budget_figure=store.meta_or_none(meta_keys.BUDGET_FIGURE),
+        config=_config(store.meta_text(meta_keys.CONFIG)),
+    )
 
 
 def _number(text: str | None) -> float | None:
@@ -526,21 +546,21 @@ def _number(text: str | None) -> float | None:
 
 def _session_info(
     session_dir: Path,
-    meta: dict[str, str],
+    meta: _Meta,
     live: bool,
     generated: float,
     last_seen: float | None,
 ) -> SessionInfo:
-    stored = meta.get("state")
+    stored = meta.state
     if stored is None:
         state = "starting" if live else "unstarted"
     elif stored == "running" and not live:
         state = "interrupted"
     else:
         state = stored
-    started = _number(meta.get("started"))
+    started = meta.started
     # The stored end belongs to an earlier run while one runs, or died running.
-    ended = None if state in ("running", "interrupted") else _number(meta.get("ended"))
+    ended = None if state in ("running", "interrupted") else meta.ended
     until = ended
     if until is None:
         until = generated if live else last_seen
@@ -556,21 +576,21 @@ def _session_info(
         started=started,
         ended=ended,
         elapsed=elapsed,
-        command=meta.get("command"),
-        runs=int(_number(meta.get("runs")) or 0),
-        schema_version=int(meta["schema_version"]),
+        command=meta.command,
+        runs=meta.runs,
+        schema_version=meta.schema_version,
         stop_reason=_stop_reason(state, meta),
     )
 
 
-def _stop_reason(state: str, meta: dict[str, str]) -> str | None:
+def _stop_reason(state: str, meta: _Meta) -> str | None:
     """What halted a halted session: as recorded, or in a store older than the
     record, whichever of --halt and --budget its options had (if only one)."""
     if state != "halted":
         return None
-    if recorded := meta.get("stop_reason"):
+    if recorded := meta.stop_reason:
         return recorded
-    options = dict(_config(meta.get("config")))
+    options = dict(meta.config)
     given = [f"--halt={options['halt']}"] if "halt" in options else []
     if (budget := _budget_option(options)) is not None:
         given.append(f"--budget=${budget:g}")
@@ -602,7 +622,7 @@ def _budget(
     options: dict[str, str],
     figures: Projection | None,
     launched: bool,
-    meta: dict[str, str],
+    meta: _Meta,
 ) -> Budget | None:
     limit = _budget_option(options)
     if limit is None:
@@ -614,7 +634,7 @@ def _budget(
     else:
         spent, projected = figures.spent, figures.projected
     if stopped:
-        projected = _number(meta.get("budget_figure"))
+        projected = meta.budget_figure
     return Budget(limit, spent, projected, stopped)
 
 
@@ -686,33 +706,22 @@ def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
     )
 
 
-_ATTEMPT_COLUMNS = "job, worker, started, ended, outcome, exit_status, signal, tail"
-_JOB_COLUMNS = "id, line, command, state, attempts"
-
-
 class _Reader:
-    """Queries over one snapshot of a store."""
+    """The digest's view of one snapshot of a store."""
 
-    def __init__(self, db: sqlite3.Connection, live: bool, generated: float) -> None:
-        self.db = db
+    def __init__(self, store: StoreReader, live: bool, generated: float) -> None:
+        self.store = store
         self.live = live
         self.generated = generated
         self.records: list[InstanceRecord] = []
 
     def counts(self) -> Counts:
-        found = {
-            str(state): int(count)
-            for state, count in self.db.execute("SELECT state, count(*) FROM jobs GROUP BY state")
-        }
+        found = self.store.state_counts()
         return Counts(**{state: found.get(state, 0) for state in JOB_STATES})
 
     def instances(self) -> list[Instance]:
         """The launched instances; their records are kept for cost.spent."""
-        if not self._has_instances():
-            return []
-        columns = ", ".join(InstanceRecord.__slots__)
-        rows = self.db.execute(f"SELECT {columns} FROM instances ORDER BY intended, rowid")
-        self.records = [InstanceRecord(*row) for row in rows]
+        self.records = self.store.instances()
         return [
             Instance(
                 r.name,
@@ -739,29 +748,12 @@ class _Reader:
 
     def not_destroyed(self) -> int:
         """How many launched instances are not recorded destroyed."""
-        if not self._has_instances():
-            return 0
-        row = self.db.execute("SELECT count(*) FROM instances WHERE destroyed IS NULL").fetchone()
-        return int(row[0])
-
-    def _has_instances(self) -> bool:
-        row = self.db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'instances'"
-        ).fetchone()
-        return row is not None
+        return self.store.open_instances()
 
     def workers(self, logged: Iterable[str] = ()) -> tuple[Worker, ...]:
-        """One row per worker name, aggregated in SQL (never one per attempt);
+        """One row per worker name, aggregated by the store (never one per attempt);
         `logged` names the workers with a log, those with no attempt included."""
-        rows = self.db.execute(
-            "SELECT worker, count(*), "
-            "coalesce(sum(outcome = 'ok'), 0), coalesce(sum(outcome = 'failed'), 0), "
-            "coalesce(sum(outcome = 'timeout'), 0), coalesce(sum(outcome = 'lost'), 0), "
-            "coalesce(sum(outcome = 'stopped'), 0), coalesce(sum(outcome IS NULL), 0), "
-            "coalesce(sum(ended IS NULL), 0), total(max(ended - started, 0)), "
-            "min(started), max(ended), max(started) "
-            "FROM attempts GROUP BY worker"
-        )
+        rows = self.store.worker_totals()
         by_name: dict[str, list[Instance]] = {}
         for instance in self.instances():
             by_name.setdefault(instance.name, []).append(instance)
@@ -805,10 +797,10 @@ class _Reader:
             workers.setdefault(name, _no_jobs(name, ()))
         return tuple(workers[name] for name in sorted(workers, key=natural_key))
 
-    def last_seen(self, meta: dict[str, str], workers: Iterable[Worker]) -> float | None:
+    def last_seen(self, meta: _Meta, workers: Iterable[Worker]) -> float | None:
         """The last time anything is known to have happened in the session."""
-        times = [_number(meta.get("started")), _number(meta.get("ended"))]
-        times += self.db.execute("SELECT max(started), max(ended) FROM attempts").fetchone()
+        bounds = self.store.attempt_bounds()
+        times = [meta.started, meta.ended, bounds.last_started, bounds.last_ended]
         for worker in workers:
             for instance in worker.instances:
                 times += [
@@ -822,11 +814,19 @@ class _Reader:
 
     # -- jobs ------------------------------------------------------------------
 
-    def _attempt(self, row: Sequence[Any]) -> Attempt:
-        _job, worker, started, ended, outcome, exit_status, signal, tail = row
+    def _attempt(self, record: AttemptRecord) -> Attempt:
+        outcome = record.outcome
         if outcome is None:
             outcome = "running" if self.live else "lost"
-        return Attempt(worker, started, ended, outcome, exit_status, signal, tail or "")
+        return Attempt(
+            record.worker,
+            record.started,
+            record.ended,
+            outcome,
+            record.exit_status,
+            record.signal,
+            record.tail or "",
+        )
 
     def job_lists(self, limit: int | None) -> JobLists:
         if limit is None:
@@ -841,51 +841,29 @@ class _Reader:
                 tuple(groups["not_ok"]),
                 tuple(groups["ok"]),
             )
-        rows: dict[str, list[Sequence[Any]]] = {}
+        rows: dict[str, list[JobRecord]] = {}
         for state in JOB_STATES:
             # The state index holds each state's jobs in id order: no sort.
-            rows[state] = self.db.execute(
-                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = ? ORDER BY id LIMIT ?",
-                (state, limit),
-            ).fetchall()
-        not_ok = sorted((row for s in NOT_OK_STATES for row in rows[s]), key=lambda r: r[0])
+            rows[state] = self.store.jobs(state, limit)
+        not_ok = sorted((row for s in NOT_OK_STATES for row in rows[s]), key=lambda r: r.id)
         not_ok = not_ok[:limit]
         wanted = [*rows["pending"], *rows["running"], *not_ok, *rows["ok"]]
-        attempts = self._attempts_of([row[0] for row in wanted])
+        attempts = self._attempts_of([row.id for row in wanted])
 
-        def jobs(of: list[Sequence[Any]]) -> tuple[Job, ...]:
-            return tuple(_job(row, attempts.get(row[0], ())) for row in of)
+        def jobs(of: list[JobRecord]) -> tuple[Job, ...]:
+            return tuple(_job(row, attempts.get(row.id, ())) for row in of)
 
         return JobLists(
             limit, jobs(rows["pending"]), jobs(rows["running"]), jobs(not_ok), jobs(rows["ok"])
         )
 
     def _attempts_of(self, ids: list[int]) -> dict[int, tuple[Attempt, ...]]:
-        found: dict[int, list[Attempt]] = {}
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start : start + _IN_CHUNK]
-            marks = ", ".join("?" for _ in chunk)
-            for row in self.db.execute(
-                f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE job IN ({marks}) ORDER BY job, id",
-                chunk,
-            ):
-                found.setdefault(int(row[0]), []).append(self._attempt(row))
-        return {job: tuple(attempts) for job, attempts in found.items()}
+        found = self.store.attempts_of(ids)
+        return {job: tuple(map(self._attempt, attempts)) for job, attempts in found.items()}
 
     def every_job(self) -> Iterator[Job]:
-        jobs = self.db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY id")
-        # A second cursor on the same snapshot; attempts_job orders it by job, then id.
-        attempts = self.db.cursor().execute(
-            f"SELECT {_ATTEMPT_COLUMNS} FROM attempts ORDER BY job, id"
-        )
-        pending = attempts.fetchone()
-        for row in jobs:
-            mine: list[Attempt] = []
-            while pending is not None and pending[0] <= row[0]:
-                if pending[0] == row[0]:
-                    mine.append(self._attempt(pending))
-                pending = attempts.fetchone()
-            yield _job(row, tuple(mine))
+        for job, attempts in self.store.jobs_with_attempts():
+            yield _job(job, tuple(map(self._attempt, attempts)))
 
     # -- timeline --------------------------------------------------------------
 
@@ -893,7 +871,7 @@ class _Reader:
         self, info: SessionInfo, workers: Sequence[Worker], last_seen: float | None
     ) -> Timeline:
         """Bars per worker, merged below a column's width: bounded for any session."""
-        first = self.db.execute("SELECT min(started) FROM attempts").fetchone()[0]
+        first = self.store.attempt_bounds().first_started
         starts = [t for t in (info.started, first) if t is not None]
         starts += [life.intended for worker in workers for life in worker.instances]
         start = min(starts) if starts else self.generated
@@ -905,10 +883,7 @@ class _Reader:
         )
         column = (end - start) / columns
         builders = {worker.name: _RowBuilder(column) for worker in drawn}
-        rows = self.db.execute(
-            "SELECT job, worker, started, ended, outcome FROM attempts ORDER BY worker, started, id"
-        )
-        for job, worker, started, ended, outcome in rows:
+        for job, worker, started, ended, outcome in self.store.attempt_times():
             builder = builders.get(worker)
             if builder is None:
                 continue
@@ -943,9 +918,11 @@ class _Reader:
         )
 
 
-def _job(row: Sequence[Any], attempts: tuple[Attempt, ...]) -> Job:
-    job_id, line, command, state, counted = row
-    return Job(int(job_id), int(line), str(command), str(state), int(counted), attempts)
+def _job(row: JobRecord, attempts: tuple[Attempt, ...]) -> Job:
+    # Cast as read: a store SQLite reads may still hold values cloudtask never wrote.
+    return Job(
+        int(row.id), int(row.line), str(row.command), str(row.state), int(row.attempts), attempts
+    )
 
 
 class _Bucket:

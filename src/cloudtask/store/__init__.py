@@ -12,6 +12,7 @@ No SQL is written outside this package.
 from __future__ import annotations
 
 from .queries import PENDING_CHUNK
+from .reader import ReadError, StoreReader
 from .records import AttemptEnd, AttemptRecord, InstanceRecord, JobRecord
 from .schema import SCHEMA_VERSION, STORE_NAME
 from .writer import INGEST_BATCH, Store
@@ -25,5 +26,7 @@ __all__ = [
     "AttemptRecord",
     "InstanceRecord",
     "JobRecord",
+    "ReadError",
     "Store",
+    "StoreReader",
 ]
