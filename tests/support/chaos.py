@@ -22,7 +22,7 @@ Whenever the controller ends short of finishing, the session is resumed
 the last `calm_runs` runs start with every host repaired. Afterwards the round
 checks, and each failure is a line of `RoundResult.problems`:
 
-- the store is consistent (tests/support/storecheck.py): every job ok exactly once, no
+- the store is consistent (cloudtask.store.check): every job ok exactly once, no
   attempt left open, every instance record closed;
 - every job ended on a worker (the jobs append "start ID"/"end ID" to a marks
   file: launched hosts share this machine's file system); a job that ran more
@@ -40,13 +40,11 @@ benchmarks/chaos.py and tests/faults/test_chaos.py.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -59,8 +57,11 @@ from tests.support import helpers
 from tests.support.hosts import Host, TestHosts, TestHostsError
 from tests.support.processes import watchdogs_of
 from tests.support.ssh import CLOUDTASK, KeysSnapshot, env_for
-from tests.support.storecheck import StoreReport, check_store
 from tests.support.testcloud import APIKEY, Cloud
+
+from cloudtask.store import AttemptRecord
+from cloudtask.store.check import StoreCheck, check_finished
+from cloudtask.store.reader import StoreReader
 
 KINDS = (
     "kill host",
@@ -147,7 +148,7 @@ class RoundResult:
     leaked: int = 0
     processes_left: list[str] = field(default_factory=list)
     keys_restored: bool = False
-    store: StoreReport | None = None
+    store: StoreCheck | None = None
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -261,11 +262,9 @@ class Round:
     def clean_keys(self) -> None:
         """A worker unreachable at a run's cleanup keeps its session key, and the store
         says so: the next run of the session removes it, so run one, as a user would."""
-        store = helpers.sessions_dir() / str(self.session) / "store.sqlite"
-        with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
-            row = db.execute("SELECT value FROM meta WHERE key = 'session_keys'").fetchone()
-        if row is None or not json.loads(row[0]):
-            return
+        with StoreReader.open(helpers.sessions_dir() / str(self.session)) as store:
+            if not store.session_keys():
+                return
         self.repair_all()
         run = self.launch_controller()
         self.watch(run, calm=True)
@@ -572,23 +571,20 @@ def open_instances(chaos: Round) -> int:
     stays open for 90 s, providers.launched.UNCERTAIN_FOR: the watchdog closes it)."""
     if chaos.session is None:
         return 0
-    store = helpers.sessions_dir() / str(chaos.session) / "store.sqlite"
-    with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
-        (count,) = db.execute("SELECT count(*) FROM instances WHERE destroyed IS NULL").fetchone()
-    return int(count)
+    with StoreReader.open(helpers.sessions_dir() / str(chaos.session)) as store:
+        return store.open_instances()
 
 
 def check(chaos: Round) -> None:
     """The round's end checks: store, marks, processes, keys, logs."""
     result, directory = chaos.result, chaos.directory
     session_dir = helpers.sessions_dir() / str(chaos.session)
-    store = check_store(session_dir / "store.sqlite", chaos.settings.jobs)
-    result.store = store
-    result.problems += [f"store: {problem}" for problem in store.problems]
-    result.jobs_ok = sum(
-        1 for attempts in store.attempts.values() if any(a.outcome == "ok" for a in attempts)
-    )
-    check_marks(chaos, store)
+    with StoreReader.open(session_dir) as reader:
+        store = check_finished(reader, chaos.settings.jobs)
+        result.store = store
+        result.problems += [f"store: {problem}" for problem in store.problems]
+        result.jobs_ok = store.jobs_ok
+        check_marks(chaos, reader)
     result.processes_left = leftover_processes(directory)
     if result.processes_left:
         result.problems.append(f"job processes left: {result.processes_left}")
@@ -604,7 +600,7 @@ def check(chaos: Round) -> None:
             result.problems.append(f"a traceback in {log}")
 
 
-def check_marks(chaos: Round, store: StoreReport) -> None:
+def check_marks(chaos: Round, store: StoreReader) -> None:
     """Every job ended on a worker; every extra run of a job follows an attempt a fault cut off."""
     marks = chaos.directory / "marks"
     lines = marks.read_text().splitlines() if marks.exists() else []
@@ -618,8 +614,9 @@ def check_marks(chaos: Round, store: StoreReport) -> None:
     if never:
         result.problems.append(f"jobs that never ended on a worker: {never}")
     fault_times = [when for when, _, _ in chaos.faults]
+    recorded = store.attempts_of(starts)
     for job, count in starts.items():
-        attempts = store.attempts.get(job, [])
+        attempts = recorded.get(job, [])
         if count > len(attempts):
             result.problems.append(
                 f"job {job} started {count} times on workers, {len(attempts)} attempts recorded"
@@ -627,13 +624,18 @@ def check_marks(chaos: Round, store: StoreReport) -> None:
         if count <= 1:
             continue
         result.duplicates += 1
-        cut = [a for a in store.cut_off(job) if faulted(a.started, a.ended, fault_times)]
+        cut = [a for a in cut_off(attempts) if faulted(a.started, a.ended, fault_times)]
         if count - 1 <= len(cut):
             result.explained += 1
         else:
             result.problems.append(
                 f"job {job} ran {count} times; attempts cut off by a fault: {len(cut)}"
             )
+
+
+def cut_off(attempts: list[AttemptRecord]) -> list[AttemptRecord]:
+    """The attempts that did not end by themselves: a fault or an abort ended them."""
+    return [a for a in attempts if a.outcome in ("stopped", "lost")]
 
 
 def faulted(started: float, ended: float | None, fault_times: list[float]) -> bool:

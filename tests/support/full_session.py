@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 import resource
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -39,6 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.hosts import TestHosts
+
+from cloudtask.scheduler import JobState
+from cloudtask.store.check import StoreCheck, check_finished
+from cloudtask.store.reader import StoreReader
 
 CLOUDTASK = str(Path(sys.executable).with_name("cloudtask"))
 FIRST_JOB = re.compile(rb" job \d+ started: ")
@@ -221,21 +223,6 @@ def run_measured(
 
 
 @dataclass
-class StoreCheck:
-    """What the store says about a session after its last run."""
-
-    jobs: int = 0
-    states: dict[str, int] = field(default_factory=dict)
-    ok_attempts: int = 0
-    jobs_with_ok_attempt: int = 0
-    counted_once: int = 0  # jobs whose attempts counter (ok, failed, timeout) is 1
-    open_attempts: int = 0  # attempts with no outcome
-    lost: list[int] = field(default_factory=list)  # jobs of the attempts closed as lost
-    other_outcomes: dict[str, int] = field(default_factory=dict)
-    ran_twice: int = 0  # jobs with more than one attempt
-
-
-@dataclass
 class Session:
     provider: str
     jobs: int
@@ -247,27 +234,15 @@ class Session:
     problems: list[str] = field(default_factory=list)
 
 
-def open_read_only(store: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{store}?mode=ro", uri=True)
-
-
 def store_states(store: Path) -> dict[str, int]:
-    db = open_read_only(store)
-    try:
-        rows = db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
-        return {str(state): int(count) for state, count in rows}
-    finally:
-        db.close()
+    with StoreReader.open(store.parent) as reader:
+        return reader.state_counts()
 
 
 def session_keys(store: Path) -> list[str]:
     """The public key lines of the session's runs not known to be removed from the workers."""
-    db = open_read_only(store)
-    try:
-        row = db.execute("SELECT value FROM meta WHERE key = 'session_keys'").fetchone()
-        return [str(line) for line in json.loads(row[0])] if row else []
-    finally:
-        db.close()
+    with StoreReader.open(store.parent) as reader:
+        return reader.session_keys()
 
 
 def authorized_lines(authorized_keys: Path) -> set[str]:
@@ -296,80 +271,16 @@ def remove_lines(authorized_keys: Path, lines: Sequence[str]) -> None:
 
 
 def running_jobs(store: Path) -> set[int]:
-    db = open_read_only(store)
-    try:
-        return {int(job) for (job,) in db.execute("SELECT id FROM jobs WHERE state = 'running'")}
-    finally:
-        db.close()
+    with StoreReader.open(store.parent) as reader:
+        return {job.id for job in reader.jobs(JobState.RUNNING)}
 
 
-def check_store(store: Path) -> StoreCheck:
-    db = open_read_only(store)
-    try:
-        check = StoreCheck()
-        check.states = {
-            str(state): int(count)
-            for state, count in db.execute("SELECT state, count(*) FROM jobs GROUP BY state")
-        }
-        check.jobs = sum(check.states.values())
-        check.ok_attempts, check.jobs_with_ok_attempt = db.execute(
-            "SELECT count(*), count(DISTINCT job) FROM attempts WHERE outcome = 'ok'"
-        ).fetchone()
-        (check.counted_once,) = db.execute(
-            "SELECT count(*) FROM jobs WHERE attempts = 1"
-        ).fetchone()
-        (check.open_attempts,) = db.execute(
-            "SELECT count(*) FROM attempts WHERE outcome IS NULL"
-        ).fetchone()
-        check.lost = sorted(
-            int(job)
-            for (job,) in db.execute(
-                "SELECT job FROM attempts WHERE outcome = 'lost' AND ended IS NULL"
-            )
-        )
-        check.other_outcomes = {
-            str(outcome): int(count)
-            for outcome, count in db.execute(
-                "SELECT outcome, count(*) FROM attempts WHERE outcome NOT IN ('ok', 'lost') "
-                "OR (outcome = 'lost' AND ended IS NOT NULL) GROUP BY outcome"
-            )
-        }
-        (check.ran_twice,) = db.execute(
-            "SELECT count(*) FROM (SELECT job FROM attempts GROUP BY job HAVING count(*) > 1)"
-        ).fetchone()
-        return check
-    finally:
-        db.close()
-
-
-def session_problems(check: StoreCheck, jobs: int, running_at_kill: set[int]) -> list[str]:
-    """Every job ok with exactly one ok attempt; the kill's attempts closed as lost;
-    no more jobs ran twice than were running at the kill."""
-    problems = []
-    if check.states != {"ok": jobs}:
-        problems.append(f"job states {check.states}, not {jobs} ok")
-    if (check.ok_attempts, check.jobs_with_ok_attempt) != (jobs, jobs):
-        problems.append(
-            f"{check.ok_attempts} ok attempts for {check.jobs_with_ok_attempt} jobs, "
-            f"not one for each of {jobs}"
-        )
-    if check.counted_once != jobs:
-        problems.append(f"{jobs - check.counted_once} jobs do not count exactly one attempt")
-    if check.open_attempts:
-        problems.append(f"{check.open_attempts} attempts left open (no outcome)")
-    if check.other_outcomes:
-        problems.append(f"other attempts: {check.other_outcomes}")
-    if set(check.lost) != running_at_kill or len(check.lost) != len(running_at_kill):
-        problems.append(
-            f"attempts closed as lost for jobs {check.lost[:20]}, but running at the kill: "
-            f"{sorted(running_at_kill)[:20]}"
-        )
-    if check.ran_twice > len(running_at_kill):
-        problems.append(
-            f"{check.ran_twice} jobs ran twice, more than the {len(running_at_kill)} "
-            "running at the kill"
-        )
-    return problems
+def check_store(store: Path, jobs: int, running_at_kill: set[int]) -> StoreCheck:
+    """Every job ok with exactly one ok attempt; the kill's attempts closed as lost, and
+    nothing else cut off (so no more jobs ran twice than were running at the kill); the
+    store adds up (cloudtask.store.check)."""
+    with StoreReader.open(store.parent) as reader:
+        return check_finished(reader, jobs, cut_off=running_at_kill)
 
 
 def step_problems(step: Step, *, finished: bool) -> list[str]:
@@ -439,11 +350,8 @@ def full_session(
         session.problems.append(f"{provider}: resume summary {resume.summary}")
     if resume.jobs != left:
         session.problems.append(f"{provider}: the resume ran {resume.jobs} jobs, not {left}")
-    session.check = check_store(store)
-    session.problems += [
-        f"{provider}: {problem}"
-        for problem in session_problems(session.check, jobs, session.running_at_kill)
-    ]
+    session.check = check_store(store, jobs, session.running_at_kill)
+    session.problems += [f"{provider}: {problem}" for problem in session.check.problems]
     if authorized_keys is not None:
         recorded = session_keys(store)
         if recorded:
@@ -543,7 +451,7 @@ def print_full_table(sessions: list[Session], baselines: list[Step], notes: list
             continue
         print(
             f"{session.provider}: {check.states.get('ok', 0):,} of {session.jobs:,} jobs ok, "
-            f"{check.ok_attempts:,} ok attempts for {check.jobs_with_ok_attempt:,} jobs; "
+            f"{check.ok_attempts:,} ok attempts for {check.jobs_ok:,} jobs; "
             f"{session.done_at_kill:,} ok and {len(session.running_at_kill)} running at the "
             f"kill; {len(check.lost)} attempts closed as lost, {check.open_attempts} left "
             f"open; {check.ran_twice} jobs ran twice"

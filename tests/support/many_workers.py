@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import resource
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.hosts import TestHosts
+
+from cloudtask.store.check import check_finished
+from cloudtask.store.reader import StoreReader
 
 CLOUDTASK = str(Path(sys.executable).with_name("cloudtask"))
 
@@ -71,20 +73,11 @@ def children_cpu() -> float:
 
 
 def check_store(sessions: Path, jobs: int) -> str | None:
+    """Every job ran exactly once and ended ok, and the store adds up (cloudtask.store.check)."""
     (store,) = sessions.glob("*/store.sqlite")
-    db = sqlite3.connect(store)
-    try:
-        states = dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
-        runs = db.execute(
-            "SELECT count(*), count(DISTINCT job) FROM attempts WHERE outcome = 'ok'"
-        ).fetchone()
-    finally:
-        db.close()
-    if states != {"ok": jobs}:
-        return f"job states {states}"
-    if runs != (jobs, jobs):
-        return f"{runs[0]} ok attempts for {runs[1]} jobs: some ran twice"
-    return None
+    with StoreReader.open(store.parent) as reader:
+        problems = check_finished(reader, jobs).problems
+    return "; ".join(problems[:3]) if problems else None
 
 
 def bench_cloudtask(hosts: TestHosts, jobs: int, home: Path, timeout: float) -> Row:

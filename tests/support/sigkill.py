@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -18,6 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tests.support.helpers import CLOUDTASK, sessions_dir
+
+from cloudtask.scheduler import JobState
+from cloudtask.store.check import check_finished
+from cloudtask.store.reader import StoreReader
 
 
 def kill_at_random(
@@ -61,11 +64,8 @@ def kill_at_random(
 
 def running_jobs(session: int) -> set[int]:
     """Jobs the store has as running: started and not recorded as ended."""
-    db = sqlite3.connect(sessions_dir() / str(session) / "store.sqlite")
-    try:
-        return {row[0] for row in db.execute("SELECT id FROM jobs WHERE state = 'running'")}
-    finally:
-        db.close()
+    with StoreReader.open(sessions_dir() / str(session)) as store:
+        return {job.id for job in store.jobs(JobState.RUNNING)}
 
 
 def check_marks(
@@ -101,28 +101,9 @@ def check_marks(
 
 
 def check_store(session: int, jobs: int, running_at_kill: list[set[int]], why: str) -> None:
-    """Every job ok with one ok attempt; the only other attempts are those a kill cut off."""
-    db = sqlite3.connect(sessions_dir() / str(session) / "store.sqlite")
-    try:
-        states = dict(db.execute("SELECT id, state FROM jobs"))
-        ok_attempts = Counter(
-            job for (job,) in db.execute("SELECT job FROM attempts WHERE outcome = 'ok'")
-        )
-        cut_off = Counter(
-            job
-            for (job,) in db.execute(
-                "SELECT job FROM attempts WHERE ended IS NULL AND outcome = 'lost'"
-            )
-        )
-        other = db.execute(
-            "SELECT job, outcome, ended FROM attempts "
-            "WHERE outcome IS NULL OR (outcome != 'ok' AND ended IS NOT NULL)"
-        ).fetchall()
-    finally:
-        db.close()
-    assert states == dict.fromkeys(range(1, jobs + 1), "ok"), why
-    assert ok_attempts == Counter(range(1, jobs + 1)), why
-    assert other == [], why
-    # Closed as lost on resume, with no end time: exactly the attempts the kills cut off.
-    may_rerun = Counter(job for running in running_at_kill for job in running)
-    assert cut_off == may_rerun, f"{why}: {cut_off} vs {running_at_kill}"
+    """The finished session's store adds up (cloudtask.store.check): every job ok with
+    one ok attempt; the only other attempts are those a kill cut off, closed as lost."""
+    cut_off = [job for running in running_at_kill for job in running]
+    with StoreReader.open(sessions_dir() / str(session)) as store:
+        problems = check_finished(store, jobs, cut_off=cut_off).problems
+    assert problems == [], f"{why}: " + "; ".join(problems)

@@ -1,14 +1,17 @@
-"""The read-only store reader, on real SQLite files."""
+"""The read-only store reader and the one consistency check, on real SQLite files."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from cloudtask.scheduler import JobState
 from cloudtask.store import AttemptEnd, Store
 from cloudtask.store import meta as keys
 from cloudtask.store import schema as store_schema
+from cloudtask.store.check import check_finished
 from cloudtask.store.reader import StoreReader
 
 
@@ -65,3 +68,76 @@ def test_the_reader_reads_an_old_store_as_it_is_and_never_writes(tmp_path: Path)
         assert (reader.instances(), reader.open_instances()) == ([], 0)
     with StoreReader.open(tmp_path) as reader:
         assert reader.meta(keys.SCHEMA_VERSION) == 1
+
+
+def test_a_finished_store_adds_up(tmp_path: Path) -> None:
+    finished_store(tmp_path).close()
+
+    with StoreReader.open(tmp_path) as reader:
+        check = check_finished(reader, 3, cut_off=())
+    assert check.problems == []
+    assert (check.jobs, check.ok_attempts, check.jobs_ok, check.runs) == (3, 3, 3, 1)
+
+
+def test_a_retry_is_allowed_unless_only_kills_may_cut_attempts_off(tmp_path: Path) -> None:
+    store = finished_store(tmp_path)
+    store.add_jobs([(4, 4, "flaky")])
+    run_job(store, 4, "failed", JobState.PENDING, 15.0)
+    run_job(store, 4, "ok", JobState.OK, 17.0)
+    store.close()
+
+    with StoreReader.open(tmp_path) as reader:
+        assert check_finished(reader, 4).problems == []
+        problems = check_finished(reader, 4, cut_off=()).problems
+    assert problems == [
+        "other attempts: {'failed': 1}",
+        "jobs that ran more than once: 1, more than were running at the kills (0)",
+    ]
+
+
+def test_attempts_a_kill_cut_off_must_be_those_running_at_it(tmp_path: Path) -> None:
+    store = Store.create(tmp_path)
+    store.add_jobs([(1, 1, "true"), (2, 2, "true")])
+    store.begin_run(10.0)
+    store.start_attempt(1, "w", 11.0)  # the controller is killed here
+    store.reset([JobState.RUNNING])  # the resume: closed as lost, with no end
+    run_job(store, 1, "ok", JobState.OK, 12.0)
+    run_job(store, 2, "ok", JobState.OK, 12.0)
+    store.end_run(20.0, "finished")
+    store.close()
+
+    with StoreReader.open(tmp_path) as reader:
+        assert check_finished(reader, 2, cut_off=[1]).problems == []
+        (problem, *_) = check_finished(reader, 2, cut_off=[2]).problems
+    assert problem.startswith("attempts closed as lost for jobs [1], but running at the kills: [2]")
+
+
+def test_what_does_not_add_up_is_named(tmp_path: Path) -> None:
+    store = finished_store(tmp_path)
+    store.add_session_key("ssh-ed25519 AAAA session")
+    store.start_attempt(3, "w", 40.0)
+    store.intend_instance("tok", "hub", "hub1", None, None, 5.0)
+    store.close()
+
+    with StoreReader.open(tmp_path) as reader:
+        check = check_finished(reader, 4)
+    assert check.problems == [
+        "session keys still recorded as left on workers: 1",
+        "job ids are not 1..4: 3 jobs, 1, 2, 3",
+        "jobs not ok: {'running': 1}",
+        "job 3: attempts after its ok one (outcomes ['ok', None])",
+        "job 3: attempt 4 on w still open",
+        "instance hub1 (no id) not recorded as destroyed",
+    ]
+    assert (check.open_attempts, check.open_instances) == (1, 1)
+
+
+@pytest.mark.parametrize("jobs", [0, 1])
+def test_an_unfinished_session_is_a_problem(tmp_path: Path, jobs: int) -> None:
+    store = Store.create(tmp_path)
+    store.add_jobs((n, n, "true") for n in range(1, jobs + 1))
+    store.close()
+
+    with StoreReader.open(tmp_path) as reader:
+        problems = check_finished(reader, jobs).problems
+    assert problems[:2] == ["session state is None, not 'finished'", "session has no end time"]
