@@ -35,7 +35,6 @@ import random
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.hosts import TestHosts
+
+from cloudtask.store.reader import StoreReader
 
 CLOUDTASK = str(Path(sys.executable).with_name("cloudtask"))
 MB = 1_000_000
@@ -205,8 +206,8 @@ def bench_cloudtask(
         if not SUMMARY_RE.match(last):
             run.problem = f"summary line: {last!r}"
             return run
-        with sqlite3.connect(f"file:{session / 'store.sqlite'}?mode=ro", uri=True) as db:
-            (tail,) = db.execute("SELECT tail FROM attempts").fetchone()
+        with StoreReader.open(session) as store:
+            tail = store.attempts()[0].tail or ""
         if len(tail.encode()) > TAIL_BYTES:
             run.problem = f"stored tail of {len(tail.encode()):,} bytes"
             return run

@@ -7,9 +7,7 @@ least 3 finished jobs; the old `fail=N` means `soon,fail=N`.
 
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
 import time
 from pathlib import Path
 
@@ -24,6 +22,8 @@ from tests.support.helpers import (
 )
 
 from cloudtask.halt import GRAMMAR
+from cloudtask.store import meta as keys
+from cloudtask.store.reader import StoreReader
 
 # Job `fail` fails once jobs 2 and 3 have started. Those wait while the file
 # `hold` exists, or with `until_halt` until the session log says that the
@@ -50,26 +50,23 @@ def script(tmp_path: Path, wait: str = "hold") -> str:
     return str(path)
 
 
-def query(session: int, sql: str, *params: object) -> list[tuple[object, ...]]:
-    db = sqlite3.connect(sessions_dir() / str(session) / "store.sqlite")
-    try:
-        return db.execute(sql, params).fetchall()
-    finally:
-        db.close()
+def store(session: int) -> StoreReader:
+    return StoreReader.open(sessions_dir() / str(session))
 
 
 def states(session: int) -> dict[int, str]:
-    return {int(job): str(state) for job, state in query(session, "SELECT id, state FROM jobs")}
+    with store(session) as reader:
+        return reader.job_states()
 
 
-def meta(session: int, key: str) -> object:
-    ((value,),) = query(session, "SELECT value FROM meta WHERE key = ?", key)
-    return value
+def meta(session: int, key: keys.Key[keys.T]) -> keys.T | None:
+    with store(session) as reader:
+        return reader.meta(key)
 
 
-def attempts(session: int, job: int) -> list[object]:
-    rows = query(session, "SELECT outcome FROM attempts WHERE job = ? ORDER BY id", job)
-    return [row[0] for row in rows]
+def attempts(session: int, job: int) -> list[str | None]:
+    with store(session) as reader:
+        return [attempt.outcome for attempt in reader.attempts(job)]
 
 
 def exits(*codes: int) -> bytes:
@@ -98,8 +95,8 @@ def test_now_stops_the_running_jobs_which_are_pending_again(tmp_path: Path) -> N
     assert f"session {session} halted (--halt=now,fail=1): the rest is pending" in result.stdout
     assert "abort" not in result.stdout + result.stderr
     assert states(session) == {1: "failed", 2: "pending", 3: "pending"}
-    assert meta(session, "state") == "halted"
-    assert meta(session, "stop_reason") == "--halt=now,fail=1"
+    assert meta(session, keys.STATE) == "halted"
+    assert meta(session, keys.STOP_REASON) == "--halt=now,fail=1"
     assert attempts(session, 2) == ["stopped"]
 
 
@@ -115,7 +112,7 @@ def test_a_session_halted_now_is_resumed_and_runs_the_stopped_jobs(tmp_path: Pat
     assert counts(resumed) == (1, 3, 0, 0, 1, 2)
     assert states(session) == {1: "failed", 2: "ok", 3: "ok"}
     assert attempts(session, 2) == ["stopped", "ok"]
-    assert meta(session, "state") == "finished"
+    assert meta(session, keys.STATE) == "finished"
 
 
 def test_soon_lets_the_running_jobs_finish(tmp_path: Path) -> None:
@@ -128,7 +125,7 @@ def test_soon_lets_the_running_jobs_finish(tmp_path: Path) -> None:
     assert "stopped by" not in result.stdout
     assert "--halt=soon,fail=1 reached: no new job starts; running jobs finish" in result.stderr
     assert states(session) == {1: "failed", 2: "ok", 3: "ok", 4: "pending", 5: "pending"}
-    assert meta(session, "state") == "halted"
+    assert meta(session, keys.STATE) == "halted"
 
 
 # -- success and done ------------------------------------------------------------
@@ -205,7 +202,7 @@ def test_the_old_syntax_means_soon(spec: str) -> None:
     assert f"--halt={spec} reached: no new job starts; running jobs finish" in result.stderr
     session = summary(result).id
     assert f"session {session} halted (--halt={spec})" in result.stdout
-    assert json.loads(str(meta(session, "config")))["halt"] == spec
+    assert (meta(session, keys.CONFIG) or {})["halt"] == spec
 
 
 # -- what is refused -------------------------------------------------------------

@@ -4,10 +4,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import sqlite3
 
 import pytest
 from tests.e2e.test_confirm import ask, finish, plain
@@ -23,6 +21,9 @@ from tests.support.helpers import (
     summary,
 )
 
+from cloudtask.store import meta as keys
+from cloudtask.store.reader import StoreReader
+
 
 def usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
@@ -31,12 +32,10 @@ def usable_cpus() -> int:
 
 
 def stored_options(session: int) -> dict[str, str]:
-    db = sqlite3.connect(sessions_dir() / str(session) / "store.sqlite")
-    try:
-        ((text,),) = db.execute("SELECT value FROM meta WHERE key = 'config'").fetchall()
-    finally:
-        db.close()
-    return dict(json.loads(str(text)))
+    with StoreReader.open(sessions_dir() / str(session)) as store:
+        options = store.meta(keys.CONFIG)
+    assert options is not None
+    return dict(options)
 
 
 # -- --split -------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Every test runs the installed command on the local provider and judges what a
 user would see (exit status, summary line, the resume command printed), what
 the jobs themselves left (marker files each job appends to), and what the
-session store says (SESSIONS/ID/store.sqlite, read with sqlite3).
+session store says (SESSIONS/ID/store.sqlite, read with cloudtask.store.reader).
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ from tests.support.wait import wait_until
 
 from cloudtask.config import resolve
 from cloudtask.session.plan import stored_config
-from cloudtask.store import INGEST_BATCH
+from cloudtask.store import INGEST_BATCH, AttemptRecord, JobRecord
+from cloudtask.store import meta as keys
+from cloudtask.store.reader import ReadError, StoreReader
 
 SECRET = "s3cret-9f1c2e7d-never-stored"
 
@@ -162,26 +164,39 @@ def store_path(session: int) -> Path:
     return sessions_dir() / str(session) / "store.sqlite"
 
 
-def query(session: int, sql: str, *params: object) -> list[tuple[object, ...]]:
-    db = sqlite3.connect(store_path(session))
-    try:
-        return db.execute(sql, params).fetchall()
-    finally:
-        db.close()
+def store(session: int) -> StoreReader:
+    return StoreReader.open(sessions_dir() / str(session))
 
 
 def states(session: int) -> dict[int, str]:
-    return {int(job): str(state) for job, state in query(session, "SELECT id, state FROM jobs")}
+    with store(session) as reader:
+        return reader.job_states()
 
 
-def outcomes(session: int, job: int) -> list[object]:
-    rows = query(session, "SELECT outcome FROM attempts WHERE job = ? ORDER BY id", job)
-    return [row[0] for row in rows]
+def outcomes(session: int, job: int) -> list[str | None]:
+    with store(session) as reader:
+        return [attempt.outcome for attempt in reader.attempts(job)]
+
+
+def all_attempts(session: int) -> list[AttemptRecord]:
+    with store(session) as reader:
+        return reader.attempts()
+
+
+def meta(session: int, key: keys.Key[keys.T]) -> keys.T | None:
+    with store(session) as reader:
+        return reader.meta(key)
+
+
+def last_attempt_end(session: int) -> float | None:
+    with store(session) as reader:
+        return reader.last_attempt_end()
 
 
 def stored_options(session: int) -> dict[str, str]:
-    [(text,)] = query(session, "SELECT value FROM meta WHERE key = 'config'")
-    return dict(json.loads(str(text)))
+    options = meta(session, keys.CONFIG)
+    assert options is not None
+    return dict(options)
 
 
 def everything_in(directory: Path) -> bytes:
@@ -335,13 +350,13 @@ def test_options_given_with_resume_override_the_stored_ones(background: list[Bac
 
 def test_a_command_given_with_resume_is_refused(background: list[Background]) -> None:
     session, _ = aborted_session(background, [], slow_jobs=2, running=1)
-    before = query(session, "SELECT * FROM attempts")
+    before = all_attempts(session)
 
     for option in ("--resume", "--retry"):
         result = cloudtask(f"{option}={session}", "echo", "hello")
         assert_usage_error(result, option)
 
-    assert query(session, "SELECT * FROM attempts") == before
+    assert all_attempts(session) == before
     assert set(states(session).values()) == {"pending"}
 
 
@@ -421,7 +436,7 @@ def test_resuming_a_finished_session_says_so_and_runs_nothing() -> None:
     done = cloudtask(*marker_job(tmp), input=b"1\n2\n3\n")
     assert done.returncode == 0, done.stderr
     session = summary(done).id
-    attempts = query(session, "SELECT * FROM attempts")
+    attempts = all_attempts(session)
 
     resumed = cloudtask(f"--resume={session}")
 
@@ -431,7 +446,7 @@ def test_resuming_a_finished_session_says_so_and_runs_nothing() -> None:
     assert f"session {session} is finished" in lines(resumed.stdout)[0]
     assert counts(resumed) == (0, 3, 0, 0, 0, 3)
     assert "started" not in resumed.stdout
-    assert query(session, "SELECT * FROM attempts") == attempts
+    assert all_attempts(session) == attempts
     assert marks(tmp) == Counter({f"{what} {n}": 1 for n in (1, 2, 3) for what in ("start", "end")})
     assert session_ids() == [session]
 
@@ -452,13 +467,13 @@ def test_bad_resume_ids_are_one_line_errors(args: list[str], needles: list[str])
     existing = cloudtask("true", input=b"1\n")
     assert existing.returncode == 0, existing.stderr
     assert summary(existing).id == 1
-    attempts = query(1, "SELECT * FROM attempts")
+    attempts = all_attempts(1)
 
     result = cloudtask(*args)
 
     assert_usage_error(result, *needles)
     assert session_ids() == [1]
-    assert query(1, "SELECT * FROM attempts") == attempts
+    assert all_attempts(1) == attempts
 
 
 def test_an_unknown_session_is_an_error_even_without_a_sessions_directory() -> None:
@@ -570,17 +585,18 @@ esac
     session = summary(result).id
     assert counts(result) == (2, 3, 0, 1, 1, 1)
 
-    jobs = query(session, "SELECT id, line, command, state, attempts FROM jobs ORDER BY id")
+    with store(session) as reader:
+        jobs = [(j.id, j.line, j.command, j.state, j.attempts) for j in reader.jobs()]
+        every_attempt = sorted(reader.attempts(), key=lambda a: a.job)
     assert jobs == [
         (1, 1, f"sh {script} chatty", "ok", 1),
         (2, 2, f"sh {script} fail", "failed", 1),
         (3, 3, f"sh {script} slow", "timeout", 1),
     ]
-    rows = query(
-        session,
-        "SELECT job, worker, started, ended, outcome, exit_status, signal, tail "
-        "FROM attempts ORDER BY job",
-    )
+    rows = [
+        (a.job, a.worker, a.started, a.ended, a.outcome, a.exit_status, a.signal, a.tail)
+        for a in every_attempt
+    ]
     assert [row[0] for row in rows] == [1, 2, 3]
     for job, worker, started, ended, *_ in rows:
         assert re.fullmatch(r"local[12]", str(worker)), worker
@@ -594,8 +610,8 @@ esac
     assert slow[3] == "sleeping"
     assert slow[1] is None or slow[1] != 0, slow
     assert rows[2][3] - rows[2][2] >= 0.5
-    assert set(query(session, "SELECT key FROM meta")) >= {("schema_version",), ("command",)}
-    assert query(session, "SELECT value FROM meta WHERE key = 'command'") == [(f"sh {script}",)]
+    assert meta(session, keys.SCHEMA_VERSION) is not None
+    assert meta(session, keys.COMMAND) == f"sh {script}"
     stored = stored_options(session)
     assert (stored["split"], stored["timeout"]) == ("2", "0.5")
     assert not {"force", "resume", "retry"} & set(stored)
@@ -709,8 +725,9 @@ def test_a_session_killed_while_its_input_streamed_in_is_not_resumed_as_complete
             if not session_ids() or not store_path(session_ids()[0]).exists():
                 return False
             try:
-                return query(session_ids()[0], "SELECT count(*) FROM jobs") == [(INGEST_BATCH,)]
-            except sqlite3.Error:
+                with store(session_ids()[0]) as reader:
+                    return sum(reader.state_counts().values()) == INGEST_BATCH
+            except ReadError:
                 return False
 
         wait_until(first_batch_in, 10, "the first batch of lines in the store")
@@ -802,20 +819,26 @@ def test_a_retry_refused_for_its_joblog_leaves_the_failed_jobs_failed() -> None:
 def test_a_resume_of_a_damaged_session_is_one_line_and_changes_nothing() -> None:
     first = cloudtask("--halt=fail=1", "sh", "-c", "exit $0", input=b"1\n0\n")
     session = summary(first).id
+    # Damaged on purpose, as only SQL can: no cloudtask code writes a state it does not know.
     with sqlite3.connect(store_path(session)) as db:
         db.execute("UPDATE jobs SET state = 'weird' WHERE id = 2")
-    recorded = "SELECT * FROM jobs, attempts ORDER BY jobs.id, attempts.id"
-    before = query(session, recorded)
+
+    def recorded() -> tuple[list[JobRecord], list[AttemptRecord]]:
+        with store(session) as reader:
+            return reader.jobs(), reader.attempts()
+
+    before = recorded()
 
     result = cloudtask(f"--resume={session}")
 
     assert_usage_error(result, "store.sqlite: damaged: job 2 has state 'weird'")
-    assert query(session, recorded) == before
+    assert recorded() == before
 
 
 def test_a_bad_stored_option_is_named_as_stored_not_as_a_template() -> None:
     first = cloudtask("--halt=fail=1", "sh", "-c", "exit $0", input=b"1\n0\n")
     session = summary(first).id
+    # Damaged on purpose (an option cloudtask would refuse to store): only SQL can.
     with sqlite3.connect(store_path(session)) as db:
         db.execute("""UPDATE meta SET value = '{"split": "x"}' WHERE key = 'config'""")
 
@@ -832,16 +855,15 @@ def test_a_session_killed_after_its_last_job_reads_finished_once_resumed(
     proc.wait_for(r" post: sleep 30")
     proc.kill()  # SIGKILL to the group, during --post: every job had ended ok
     session = int(re.findall(r"^session (\d+):", proc.stdout(), re.MULTILINE)[0])
-    assert query(session, "SELECT value FROM meta WHERE key = 'state'") == [("running",)]
+    assert meta(session, keys.STATE) == "running"
 
     resumed = cloudtask(f"--resume={session}")
 
     assert resumed.returncode == 0, resumed.stderr
     assert "is finished: nothing to run" in resumed.stdout
-    assert query(session, "SELECT value FROM meta WHERE key = 'state'") == [("finished",)]
-    ((ended,),) = query(session, "SELECT value FROM meta WHERE key = 'ended'")
-    ((last,),) = query(session, "SELECT max(ended) FROM attempts")
-    assert float(str(ended)) == last  # when the work ended, not when the resume ran
+    assert meta(session, keys.STATE) == "finished"
+    # When the work ended, not when the resume ran:
+    assert meta(session, keys.ENDED) == last_attempt_end(session)
 
 
 def test_an_empty_option_on_resume_drops_the_stored_one() -> None:
@@ -899,16 +921,15 @@ def test_finished_after_a_kill_takes_the_end_of_the_last_attempt_not_an_earlier_
     proc = start(background, ["sh", "-c", "sleep $0"], "0\n30\n")
     proc.wait_for(r"job 2 started")
     proc.ctrl_c()
-    (aborted_end,) = query(1, "SELECT value FROM meta WHERE key = 'ended'")[0]
+    aborted_end = meta(1, keys.ENDED)
+    assert aborted_end is not None
     proc = start(background, ["--timeout=1", "--post=sleep 30", "--resume=1"], "")
     proc.wait_for(r" post: sleep 30")  # job 2 timed out: every job is final
     proc.kill()
 
     assert cloudtask("--resume=1").returncode == 0
 
-    ((ended,),) = query(1, "SELECT value FROM meta WHERE key = 'ended'")
-    ((last,),) = query(1, "SELECT max(ended) FROM attempts")
-    assert float(str(ended)) == last > float(str(aborted_end))
+    assert meta(1, keys.ENDED) == last_attempt_end(1) > aborted_end
 
 
 def test_a_halted_session_resumed_counts_only_its_new_outcomes() -> None:
@@ -917,7 +938,7 @@ def test_a_halted_session_resumed_counts_only_its_new_outcomes() -> None:
     first = cloudtask("--halt=fail=1", "--split=2", "sh", "-c", "exit $0", input=b"1\n0\n0\n0\n0\n")
     session = summary(first).id
     assert "halted" in first.stdout and f"--resume={session}" in first.stdout
-    ran = len(query(session, "SELECT id FROM attempts"))
+    ran = len(all_attempts(session))
     assert ran < 5
 
     resumed = cloudtask(f"--resume={session}")

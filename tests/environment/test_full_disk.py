@@ -9,7 +9,6 @@ directory is full, exit 1, and be resumable: once the tmpfs is made bigger,
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from tests.support import helpers
+
+from cloudtask.store.reader import StoreReader
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 
@@ -47,12 +48,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 def ok_attempts(store: Path) -> dict[int, int]:
     """job -> its number of ok attempts, read from the session's store."""
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
-        rows = db.execute(
-            "SELECT jobs.id, count(attempts.id) FROM jobs LEFT JOIN attempts "
-            "ON attempts.job = jobs.id AND attempts.outcome = 'ok' GROUP BY jobs.id"
-        )
-        return {int(job): int(count) for job, count in rows}
+    with StoreReader.open(store.parent) as reader:
+        return {
+            job.id: sum(attempt.outcome == "ok" for attempt in attempts)
+            for job, attempts in reader.jobs_with_attempts()
+        }
 
 
 def test_full_disk_stops_the_run_and_the_resume_finishes_every_job_once(

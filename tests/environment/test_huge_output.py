@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import pytest
 from tests.support.helpers import CLOUDTASK, sessions_dir, summary, work_dir
 
 from cloudtask.output import LINE_LIMIT, TAIL_BYTES, TAIL_LINES
+from cloudtask.store.reader import StoreReader
 
 MB = 1_000_000
 PEAK_RSS = 100 * 2**20  # the controller takes about 50 MiB; the old splitter took 247 MB
@@ -107,8 +107,8 @@ def session_path() -> Path:
 
 
 def stored_tails(session: Path) -> list[str]:
-    with sqlite3.connect(f"file:{session / 'store.sqlite'}?mode=ro", uri=True) as db:
-        return [tail for (tail,) in db.execute("SELECT tail FROM attempts ORDER BY id")]
+    with StoreReader.open(session) as store:
+        return [attempt.tail for attempt in store.attempts()]
 
 
 def job_output_in_log(session: Path) -> tuple[int, int, int]:

@@ -10,7 +10,6 @@ import contextlib
 import fcntl
 import os
 import signal
-import sqlite3
 import subprocess
 import termios
 import time
@@ -21,6 +20,9 @@ import pytest
 from tests.support import helpers
 from tests.support.processes import live_processes_with
 from tests.support.wait import wait_until
+
+from cloudtask.store import meta as keys
+from cloudtask.store.reader import StoreReader
 
 JOBS = 6
 
@@ -40,9 +42,9 @@ def only_session() -> Path:
 
 
 def stored_state(session: Path) -> str:
-    with sqlite3.connect(f"file:{session / 'store.sqlite'}?mode=ro", uri=True) as db:
-        row = db.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
-    return str(row[0]) if row else "unstarted"
+    with StoreReader.open(session) as store:
+        state = store.meta(keys.STATE)
+    return "unstarted" if state is None else state
 
 
 def assert_resume_finishes(session: Path) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -27,6 +26,9 @@ from tests.support.chaos import OPEN_LAUNCH, Settings, run_round, table
 from tests.support.hosts import TestHosts, unavailable_reason
 from tests.support.ssh import CLOUDTASK, KeysSnapshot, env_for
 from tests.support.wait import wait_until
+
+from cloudtask.store import meta
+from cloudtask.store.reader import StoreReader
 
 ROUNDS = 2
 BASE_SEED = int(os.environ.get("FAULT_SEED") or random.SystemRandom().randrange(10**9))
@@ -98,12 +100,8 @@ def test_a_session_killed_after_its_last_job_reads_finished_after_a_resume(
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert "is finished: nothing to run" in resumed.stdout
     keys.restore()
-    db = sqlite3.connect(helpers.sessions_dir() / "1" / "store.sqlite")
-    try:
-        (state,) = db.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
-    finally:
-        db.close()
-    assert state == "finished"
+    with StoreReader.open(helpers.sessions_dir() / "1") as store:
+        assert store.meta(meta.STATE) == "finished"
 
 
 @pytest.mark.timeout(60)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -33,6 +32,9 @@ from tests.support.ssh import (
 )
 from tests.support.testcloud import APIKEY, Cloud
 from tests.support.wait import wait_until
+
+from cloudtask.store import meta as keys
+from cloudtask.store.reader import StoreReader
 
 
 @pytest.fixture
@@ -68,14 +70,9 @@ def start(
 
 def instances(session: int) -> list[tuple[str, str | None, float | None, float | None]]:
     """(name, instance id, running since, destroyed at) of each launched instance."""
-    db = sqlite3.connect(helpers.sessions_dir() / str(session) / "store.sqlite")
-    try:
-        rows = db.execute(
-            "SELECT name, instance_id, running, destroyed FROM instances ORDER BY rowid"
-        ).fetchall()
-    finally:
-        db.close()
-    return [(str(n), i, r, d) for n, i, r, d in rows]
+    # In launch order: each record's intent time is taken as it is inserted.
+    with StoreReader.open(helpers.sessions_dir() / str(session)) as store:
+        return [(r.name, r.instance_id, r.running, r.destroyed) for r in store.instances()]
 
 
 def test_a_batch_on_launched_workers_destroys_every_one(
@@ -380,12 +377,8 @@ def test_budget_drains_the_run_once_the_projection_passes_it(
     assert "halted (--budget=$1)" in result.stdout
     assert cloud.backend.alive() == []
     session = counts.id
-    db = sqlite3.connect(helpers.sessions_dir() / str(session) / "store.sqlite")
-    try:
-        (state,) = db.execute("SELECT value FROM meta WHERE key = 'state'").fetchone()
-    finally:
-        db.close()
-    assert state == "halted"
+    with StoreReader.open(helpers.sessions_dir() / str(session)) as store:
+        assert store.meta(keys.STATE) == "halted"
 
 
 def test_ctrl_c_while_a_launched_worker_is_not_answering_ssh_yet_ends_at_once(

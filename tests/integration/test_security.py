@@ -64,6 +64,9 @@ from tests.support.ssh import (
 from tests.support.testcloud import Cloud
 from tests.support.wait import wait_until
 
+from cloudtask.errors import SessionError
+from cloudtask.store.reader import ReadError, StoreReader
+
 LOGALYZER = str(Path(CLOUDTASK).with_name("cloudtask-logalyzer"))
 REPO = Path(__file__).resolve().parents[2]
 APIKEY = "hub-key-security-" + secrets.token_hex(8)
@@ -511,7 +514,10 @@ def assert_no_secret(secrets_: Sequence[str], where: str, text: str | bytes) -> 
 
 
 def store_dump(session: Path) -> str:
-    """Every row of every table of the session's store (its run is over), as SQL text."""
+    """Every row of every table of the session's store (its run is over), as SQL text.
+
+    SQL on purpose: the audit reads the file as SQLite does, every table, one
+    cloudtask would not know included, not what the reader's queries return."""
     db = sqlite3.connect(session / "store.sqlite")
     try:
         tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
@@ -798,16 +804,11 @@ def session_key_lines() -> list[str]:
 def stored_session_keys(session: Path) -> set[str]:
     """Public blobs of the session keys the session's store holds now (while they are in use)."""
     try:
-        db = sqlite3.connect(f"file:{session / 'store.sqlite'}?mode=ro", uri=True, timeout=5)
-    except sqlite3.Error:
+        with StoreReader.open(session) as store:
+            lines = store.session_keys()
+    except (ReadError, SessionError):
         return set()
-    try:
-        row = db.execute("SELECT value FROM meta WHERE key = 'session_keys'").fetchone()
-    except sqlite3.Error:
-        return set()
-    finally:
-        db.close()
-    return {public_blob(line) for line in json.loads(row[0])} if row else set()
+    return {public_blob(line) for line in lines}
 
 
 @dataclass

@@ -7,10 +7,8 @@ runs with --keepalive=1 so that a silent host is declared failed in seconds.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +29,9 @@ from tests.support.ssh import (
     starts,
 )
 from tests.support.wait import wait_until
+
+from cloudtask.store import meta
+from cloudtask.store.reader import StoreReader
 
 MakeHosts = Callable[[int], TestHosts]
 
@@ -336,12 +337,8 @@ def test_a_key_added_unseen_on_a_cut_link_is_removed_at_the_end(
     assert result.returncode == 0, result.stderr
     assert helpers.counts(result) == (0, 4, 0, 0, 0, 4)
     session = helpers.summary(result).id
-    store = sqlite3.connect(helpers.sessions_dir() / str(session) / "store.sqlite")
-    try:
-        (keys,) = store.execute("SELECT value FROM meta WHERE key = 'session_keys'").fetchone()
-    finally:
-        store.close()
-    assert keys == "[]"
+    with StoreReader.open(helpers.sessions_dir() / str(session)) as store:
+        assert store.meta_text(meta.SESSION_KEYS) == "[]"
     authorized_keys.assert_unchanged()
 
 
@@ -542,9 +539,7 @@ def test_a_key_left_on_a_worker_the_resume_does_not_use_is_removed_there(
 
 def stored_key_workers(session: int) -> dict[str, list[str]]:
     """The session's keys still recorded, with the workers they may be on."""
-    path = helpers.sessions_dir() / str(session) / "store.sqlite"
-    with sqlite3.connect(path) as db:
-        rows = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE 'session_key%'"))
-    keys = json.loads(rows.get("session_keys", "[]"))
-    workers = json.loads(rows.get("session_key_workers", "{}"))
+    with StoreReader.open(helpers.sessions_dir() / str(session)) as store:
+        keys = store.session_keys()
+        workers = store.meta(meta.SESSION_KEY_WORKERS) or {}
     return {key: workers.get(key, []) for key in keys}
