@@ -93,7 +93,8 @@ class Mutation:
     value: object = None
 
     def statements(self) -> list[tuple[str, tuple[object, ...]]]:
-        """The SQL (and its parameters) of a store change."""
+        """The SQL (and its parameters) of a store change. Raw SQL on purpose:
+        these damage a store in ways the store's own writer never would."""
         if self.name != "set":
             return [(sql, ()) for sql in NAMED_MUTATIONS[self.name].split("; ")]
         if self.table == "meta":
@@ -120,7 +121,8 @@ FILE_MUTATIONS = {
     "workers-is-file": "shutil.rmtree(s / 'workers')\n(s / 'workers').write_bytes(b'')",
     "session-is-file": "shutil.rmtree(s)\ns.write_bytes(b'')",
 }
-# Store changes: SQL statements separated by "; ".
+# Store changes: SQL statements separated by "; ". SQL here, outside the store,
+# because each damages a store the way no cloudtask code may (that is the test).
 NAMED_MUTATIONS: dict[str, str] = {
     **FILE_MUTATIONS,
     "no-command": "DELETE FROM meta WHERE key = 'command'",

@@ -23,6 +23,7 @@ from ..report.run import report
 from ..runner import RunSummary, run_session
 from ..session_keys import recorded_key, remove_left_keys, worker_id
 from ..ssh import SessionKey
+from ..store import meta
 from ..watchdog import LOG_NAME, Watchdog
 from .cleanup import (
     after_the_run,
@@ -60,7 +61,7 @@ def drive(plan: Plan, frontend: Frontend, loop: asyncio.Runner) -> SessionResult
         return SessionResult(
             session.id,
             session.path,
-            store.get("state") or "aborted",
+            store.meta(meta.STATE) or "aborted",
             job_counts(store.counts()),
             ExitStatus.NOT_OK,
         )
@@ -77,7 +78,7 @@ def finish_idle(plan: Plan, frontend: Frontend, loop: asyncio.Runner) -> Session
             console.warn(
                 "launched instances may still be running: the watchdog's sweep is under way"
             )
-    if store.get("state") != "finished":
+    if store.meta(meta.STATE) != "finished":
         # Its last controller died after the last job ended (or was stopped
         # then): the session ended when its last job did.
         ended = store.last_attempt_end() or time.time()

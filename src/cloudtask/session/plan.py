@@ -40,7 +40,7 @@ from ..report.hooks import mail_problem, parse_hook
 from ..scheduler import JobState
 from ..session_keys import where_left
 from ..ssh import Target, resolvable, resolve_target
-from ..store import Store
+from ..store import Store, meta
 from .cleanup import cloud_of, destroy_leftovers, sessions_option
 from .directory import SessionDir
 
@@ -116,7 +116,7 @@ def plan_start(config: Config, jobs: JobSource, frontend: Frontend, loop: asynci
         if joblog is not None:
             joblog.discard()
         raise
-    store.set("command", command.shell)
+    store.write(meta.COMMAND, command.shell)
     store.set_config(stored_config(config))
     return Plan(config, session, store, targets, cloud, split, count, joblog)
 
@@ -148,7 +148,7 @@ def plan_resume(
     session = SessionDir.find(given.sessions, session_id, f"{option}={session_id}")
     session.lock()
     store = Store.open(session.path)
-    if store.get("command") is None:  # set once every input line was stored
+    if store.meta(meta.COMMAND) is None:  # set once every input line was stored
         raise SessionError(
             f"{option}={session_id}: session {session_id} never started: its controller died "
             "while reading its input; start it again"

@@ -120,17 +120,6 @@ class Store(Queries):
         found: list[str] | None = self.meta(key)
         return list(found or [])
 
-    def get(self, key: str) -> str | None:
-        """A meta value's text by its name. Kept for callers not yet on `meta`
-        (cli.py reads command and state); use `meta(meta.KEY)`."""
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def set(self, key: str, value: str) -> None:
-        """A meta value's text by its name; use `write(meta.KEY, value)`."""
-        with self._writing():
-            self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
-
     # -- the session's runs: meta keys started (first run), state, ended, runs ---
     # state: running while a controller drives it (a dead controller leaves
     # it so: "interrupted" to a reader that finds the lock free), then how the
