@@ -31,7 +31,7 @@ from ..providers import Cloud
 from ..session.cleanup import cloud_of
 from ..session.fleet import destroy_addresses, launch_all, sweep_session
 from ..version import __version__
-from .exits import Program, exit_status
+from .exits import INTERRUPTED, Program, exit_status
 from .main import KNOWN_OPTIONS
 
 
@@ -177,7 +177,7 @@ def _main(command: str, run: object) -> NoReturn:
         status = exit_status(Program.FLEET, exc)
     except KeyboardInterrupt:
         warn("interrupted")
-        status = ExitStatus.NOT_OK
+        status = INTERRUPTED[Program.FLEET]
     sys.exit(int(status))
 
 

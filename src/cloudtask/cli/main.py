@@ -26,7 +26,7 @@ from ..session.plan import Frontend, input_mode, split_default
 from ..store import Store
 from ..template import Template
 from ..version import __version__
-from .exits import NotConfirmed, Program, exit_status
+from .exits import INTERRUPTED, NotConfirmed, Program, exit_status
 from .streams import (
     flush_stdout,
     interrupt_on_kill,
@@ -132,7 +132,7 @@ def run(
     except KeyboardInterrupt:  # before any job started: nothing to clean up
         nothing_left_to_interrupt()
         say_error(f"\n{prog}: interrupted: nothing ran\n")
-        return ExitStatus.NOT_OK
+        return INTERRUPTED[Program.CLOUDTASK]
     return flush_stdout(prog, status)
 
 

@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from .argv import scan
-from .config import BY_NAME, resolve
-from .console import plural
-from .errors import CloudtaskError, UsageError
-from .output import one_line
-from .paths import user_path, write_private
-from .report.digest import (
+from ..argv import scan
+from ..config import BY_NAME, resolve
+from ..console import plural
+from ..errors import CloudtaskError, UsageError
+from ..output import one_line
+from ..paths import user_path, write_private
+from ..report.digest import (
     DEFAULT_LIMIT,
     DigestError,
     Summary,
@@ -44,11 +44,12 @@ from .report.digest import (
     to_text,
     write_json,
 )
-from .report.html import html
-from .report.timeline import svg
-from .session.directory import existing_ids
-from .store.reader import ReadError
-from .version import __version__
+from ..report.html import html
+from ..report.timeline import svg
+from ..session.directory import existing_ids
+from ..store.reader import ReadError
+from ..version import __version__
+from .exits import INTERRUPTED, Program, exit_status
 
 PROG = "cloudtask-logalyzer"
 MOST_ROWS = 2**62
@@ -246,24 +247,23 @@ def run(argv: Sequence[str]) -> int:
     """The whole command; its exit status. Errors are one line, never a traceback."""
     try:
         return _run(argv)
-    except CloudtaskError as exc:
-        sys.stderr.write(f"{PROG}: {one_line(str(exc))}\n")
-        return 2
     except BrokenPipeError:  # | head: the rest is not wanted
         with contextlib.suppress(OSError):
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except OSError as exc:
-        sys.stderr.write(f"{PROG}: {one_line(str(exc))}\n")
-        return 2
-    except (ReadError, TypeError, ValueError) as exc:
-        # A store that SQLite reads but whose values are not what cloudtask writes.
-        sys.stderr.write(f"{PROG}: the session store holds unexpected data: {one_line(str(exc))}\n")
-        return 2
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROG}: interrupted\n")
-        return 130
+        return INTERRUPTED[Program.LOGALYZER]
+    except CloudtaskError as exc:
+        error = exc
+    except OSError as exc:
+        error = CloudtaskError(str(exc))
+    except (ReadError, TypeError, ValueError) as exc:
+        # A store that SQLite reads but whose values are not what cloudtask writes.
+        error = DigestError(f"the session store holds unexpected data: {exc}")
+    sys.stderr.write(f"{PROG}: {one_line(str(error))}\n")
+    return exit_status(Program.LOGALYZER, error)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
