@@ -88,7 +88,10 @@ class StoreSummary:
 
 
 def store_summary(session: Path) -> StoreSummary | None:
-    """What a session has recorded, or None when its store cannot be read."""
+    """What a session has recorded, or None when its store cannot be read.
+
+    Raw SQL, not the store's reader: it must read the stores the fuzzer damaged
+    (a job state that is no JobState), to tell whether a run lost anything."""
     store = session / "store.sqlite"
     if not store.is_file():
         return None
