@@ -16,10 +16,10 @@ from tests.fuzz.cases import Case
 from tests.fuzz.sandbox import Result, StoreSummary
 from tests.fuzz.values import GRACE, MAX_ARG_STRLEN, dec, enc
 
+from cloudtask.cli.logalyzer import parse_args as logalyzer_parse_args
 from cloudtask.cli.main import parse_argv
 from cloudtask.config import BY_ATTR, OPTIONS
 from cloudtask.errors import CloudtaskError
-from cloudtask.logalyzer import parse_args as logalyzer_parse_args
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,10 @@ from tests.fuzz.values import (
     enc,
 )
 
+from cloudtask.cli.logalyzer import parse_args as logalyzer_parse_args
 from cloudtask.cli.main import parse_argv
 from cloudtask.config import BY_ATTR, OPTIONS, template_text
 from cloudtask.errors import CloudtaskError
-from cloudtask.logalyzer import parse_args as logalyzer_parse_args
 
 
 def unsafe(case: Case) -> str | None:
