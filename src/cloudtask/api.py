@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
-from .config import BY_NAME, check_combinations, resolve, suggest
+from .config import BY_NAME, TemplateValues, check_combinations, resolve, suggest
 from .console import Console
 from .errors import UsageError
 from .jobs import Command, Mode
@@ -53,17 +53,26 @@ def run(
     are the input lines as standard input would give them (a trailing newline
     is optional; with `null=True` each item is one record).
     """
+    return run_template(to_command(command), jobs, echo, options)
+
+
+def run_template(
+    command: Command,
+    jobs: Iterable[str | bytes],
+    echo: bool,
+    options: dict[str, object],
+    template: TemplateValues | None = None,
+) -> SessionResult:
+    """`run`, with a task template's values under the options (Task.run)."""
     if isinstance(jobs, str | bytes):
         raise UsageError("jobs: give an iterable of input lines, not one string")
     provider = given_provider(options)
-    given = option_values(options)
-    config = resolve(given)
+    config = resolve(option_values(options), template)
     check_combinations(config)
-    task = to_command(command)
     if config.replace is not None:
-        task = task.replacing(config.replace)
+        command = command.replacing(config.replace)
     source = input_chunks(jobs, input_mode(config))
-    return start(config, lambda: (task, source), frontend(echo, provider))
+    return start(config, lambda: (command, source), frontend(echo, provider))
 
 
 def resume(session_id: int, *, echo: bool = False, **options: object) -> SessionResult:

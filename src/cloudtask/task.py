@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import inspect
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import ClassVar, NoReturn
+from typing import TYPE_CHECKING, ClassVar, NoReturn
 
 from .config import BY_ATTR, TEMPLATE_ONLY, TemplateValues, suggest
 from .errors import ExitStatus, UsageError, error_text
 from .jobs import Command
 from .template import Template
+
+if TYPE_CHECKING:
+    from .session.result import SessionResult
 
 
 class Task:
@@ -58,6 +62,19 @@ class Task:
         return Template(
             TemplateValues(values, path), template_command(cls.COMMAND, where), cls.DESCRIPTION
         )
+
+    @classmethod
+    def run(
+        cls, jobs: Iterable[str | bytes], *, echo: bool = False, **options: object
+    ) -> SessionResult:
+        """Run the template in this process (cloudtask.run with its command and
+        its values under the options given), to the end."""
+        from .api import run_template
+
+        template = cls.template()
+        if template.command is None:
+            raise UsageError(f"{cls.__name__}.run: the template has no COMMAND")
+        return run_template(template.command, jobs, echo, options, template.values)
 
     @classmethod
     def main(cls, argv: list[str] | None = None) -> NoReturn:

@@ -232,3 +232,28 @@ def test_a_resume_of_no_such_session_is_a_session_error(tmp_path: Path) -> None:
     (tmp_path / "sessions").mkdir()
     with pytest.raises(cloudtask.SessionError, match="7"):
         cloudtask.resume(7, sessions=tmp_path / "sessions")
+
+
+class Gzip(cloudtask.Task):
+    COMMAND = "gzip -9"
+    SPLIT = 2
+    RETRIES = 1
+
+
+def test_a_template_runs_in_process_with_its_values_under_the_options(tmp_path: Path) -> None:
+    provider = ScriptedProvider(echoing())
+    result = Gzip.run(["a", "b", "c"], provider=provider, sessions=tmp_path)
+    assert result.ok and len(provider.launched) == 2  # the template's SPLIT
+    assert sorted(ran.command for ran in provider.ran) == ["gzip -9 a", "gzip -9 b", "gzip -9 c"]
+
+    one = ScriptedProvider(echoing())
+    assert Gzip.run(["d", "e"], provider=one, sessions=tmp_path, split=1).ok
+    assert len(one.launched) == 1  # the option given wins over the template
+
+
+def test_a_template_without_a_command_cannot_run(tmp_path: Path) -> None:
+    class Nothing(cloudtask.Task):
+        SPLIT = 2
+
+    with pytest.raises(cloudtask.UsageError, match=r"Nothing.run: the template has no COMMAND"):
+        Nothing.run(["x"], sessions=tmp_path)
