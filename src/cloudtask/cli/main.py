@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -171,7 +172,8 @@ def _run(
     check_combinations(config)
     if config.dry_run:  # nothing is contacted: neither the workers nor the cloud
         return dry_run(config, *job_source(config, template, parsed.positional, prog, stdin))
-    jobs = lambda: job_source(config, template, parsed.positional, prog, stdin)  # noqa: E731
+    # Read once the workers and the provider are checked: their errors come first.
+    jobs = functools.partial(job_source, config, template, parsed.positional, prog, stdin)
     return start(config, jobs, frontend).exit_status
 
 
