@@ -97,12 +97,14 @@ def _again(how: str, session_id: int, echo: bool, options: dict[str, object]) ->
 
 def given_provider(options: dict[str, object]) -> Provider | None:
     """`provider=` given as an object (a Provider of one's own, or a test's),
-    taken out of the options: the jobs run only on its workers."""
-    if isinstance(options.get("provider"), Provider):
-        provider = options.pop("provider")
-        assert isinstance(provider, Provider)
-        return provider
-    return None
+    taken out of the options: the jobs run only on its workers, and no cloud
+    the options might name is called (the session's provider is "local")."""
+    if not isinstance(options.get("provider"), Provider):
+        return None
+    provider = options.pop("provider")
+    assert isinstance(provider, Provider)
+    options["provider"] = "local"
+    return provider
 
 
 def option_values(options: dict[str, object], dropping: bool = False) -> dict[str, str | bool]:

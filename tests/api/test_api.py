@@ -8,9 +8,11 @@ that has nothing to run) and its directory."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -257,3 +259,32 @@ def test_a_template_without_a_command_cannot_run(tmp_path: Path) -> None:
 
     with pytest.raises(cloudtask.UsageError, match=r"Nothing.run: the template has no COMMAND"):
         Nothing.run(["x"], sessions=tmp_path)
+
+
+def test_a_provider_object_calls_no_cloud_the_environment_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Hub key in the environment would make the Hub the provider: its URL is
+    # a listener here that counts who connects.
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    connections = []
+
+    def count() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    connections.append(listener.accept()[0])
+
+    threading.Thread(target=count, daemon=True).start()
+    monkeypatch.setenv("CLOUDTASK_HUB_APIKEY", "not-a-key")
+    monkeypatch.setenv("CLOUDTASK_HUB_URL", f"http://127.0.0.1:{listener.getsockname()[1]}/")
+    try:
+        provider = ScriptedProvider(echoing())
+        result = cloudtask.run("x", ["1"], provider=provider, sessions=tmp_path, split=1)
+        assert result.ok and provider.ran
+        assert connections == []
+    finally:
+        listener.close()
+        for connection in connections:
+            connection.close()
