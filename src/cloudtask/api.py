@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from .config import BY_NAME, TemplateValues, check_combinations, resolve, suggest
 from .console import Console
 from .errors import UsageError
-from .jobs import Command, Mode
+from .jobs import Command, Mode, command_from
 from .providers.base import Provider
 from .session.drive import resume as resume_session
 from .session.drive import start
@@ -53,7 +53,7 @@ def run(
     are the input lines as standard input would give them (a trailing newline
     is optional; with `null=True` each item is one record).
     """
-    return run_template(to_command(command), jobs, echo, options)
+    return run_template(command_from(command, "command"), jobs, echo, options)
 
 
 def run_template(
@@ -146,18 +146,6 @@ def option_text(value: object) -> str:
     if isinstance(value, list | tuple):
         return ",".join(option_text(item) for item in value)
     return str(value)
-
-
-def to_command(command: object) -> Command:
-    if isinstance(command, str) and command.strip():
-        return Command.from_shell(command)
-    if (
-        isinstance(command, list | tuple)
-        and command
-        and all(isinstance(word, str) for word in command)
-    ):
-        return Command.from_words(command)
-    raise UsageError(f"command: expected shell text or a list of words, got {command!r}")
 
 
 def input_chunks(jobs: Iterable[str | bytes], mode: Mode) -> Iterator[bytes]:

@@ -266,3 +266,13 @@ def _cut(parts: Sequence[Part], placeholder: str) -> tuple[str, ...]:
             current = piece
     cut.append(current)
     return tuple(cut)
+
+
+def command_from(value: object, where: str) -> Command:
+    """A command given in Python (a template's COMMAND, the API's `command`):
+    shell text, or a list of words, each kept as one word."""
+    if isinstance(value, str) and value.strip():
+        return Command.from_shell(value)
+    if isinstance(value, list | tuple) and value and all(isinstance(word, str) for word in value):
+        return Command.from_words(value)
+    raise UsageError(f"{where}: expected shell text or a list of words, got {value!r}")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, ClassVar, NoReturn
 
 from .config import BY_ATTR, TEMPLATE_ONLY, TemplateValues, suggest
 from .errors import ExitStatus, UsageError, error_text
-from .jobs import Command
+from .jobs import Command, command_from
 from .template import Template
 
 if TYPE_CHECKING:
@@ -93,20 +93,7 @@ class Task:
 
 
 def template_command(command: object, where: str) -> Command | None:
-    if command is None:
-        return None
-    if isinstance(command, str) and command.strip():
-        return Command.from_shell(command)
-    if (
-        isinstance(command, list | tuple)
-        and command
-        and all(isinstance(word, str) for word in command)
-    ):
-        return Command.from_words(command)
-    raise UsageError(
-        f"template attribute COMMAND{where}: expected a command string or a "
-        f"list of words, got {command!r}"
-    )
+    return None if command is None else command_from(command, f"template attribute COMMAND{where}")
 
 
 def template_path(cls: type) -> Path | None:

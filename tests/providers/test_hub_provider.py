@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
+from tests.support.clouds import run
 from tests.support.hubserver import FakeBackend, HubServer, silent_url
 
 from cloudtask.config import Config
@@ -43,8 +44,6 @@ APIKEY = "hub-test-key-5f1c9a"
 BOOT = 0.2  # seconds the fake backend takes to "boot"
 QUICK = (0.01, 0.01, 0.01)  # retry delays
 
-T = TypeVar("T")
-
 
 @pytest.fixture
 def hub() -> Iterator[HubServer]:
@@ -54,18 +53,6 @@ def hub() -> Iterator[HubServer]:
 
 def hub_config(hub: HubServer, **options: Any) -> Config:
     return Config(provider="hub", hub_apikey=APIKEY, hub_url=hub.url, **options)
-
-
-def run(cloud: HubCloud, body: Callable[[HubCloud], Awaitable[T]]) -> T:
-    """Drive the cloud in one event loop, and close it in that loop."""
-
-    async def main() -> T:
-        try:
-            return await body(cloud)
-        finally:
-            await cloud.close()
-
-    return asyncio.run(main())
 
 
 def spec(session: int = 7, token: str = "0123456789abcdef", name: str = "hub1") -> LaunchSpec:

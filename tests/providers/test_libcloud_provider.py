@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
@@ -22,6 +22,7 @@ from libcloud.compute.drivers.dummy import DummyNodeDriver
 from libcloud.compute.types import NodeState
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import InvalidURL, ReadTimeout
+from tests.support.clouds import run
 from tests.support.hubserver import FakeBackend, HubServer, silent_url
 from tests.support.libcloud_driver import CloudtaskTestDriver
 
@@ -50,8 +51,6 @@ NAME_ONLY = "tests.support.libcloud_driver:NameOnlyTestDriver"
 BOOT = 0.2
 QUICK = (0.01, 0.01, 0.01)
 
-T = TypeVar("T")
-
 
 @pytest.fixture
 def hub() -> Iterator[HubServer]:
@@ -69,16 +68,6 @@ def libcloud_config(hub_url: str, **options: Any) -> Config:
         "libcloud_size": "t3.small",
     }
     return Config(**(values | options))
-
-
-def run(cloud: LibcloudCloud, body: Callable[[LibcloudCloud], Awaitable[T]]) -> T:
-    async def main() -> T:
-        try:
-            return await body(cloud)
-        finally:
-            await cloud.close()
-
-    return asyncio.run(main())
 
 
 def spec(session: int = 7, token: str = "0123456789abcdef", name: str = "libcloud1") -> LaunchSpec:
