@@ -16,21 +16,9 @@ from html import escape
 
 from ..console import plural
 from ..output import printable
-from .digest import (
-    TAIL_SHOWN,
-    Digest,
-    Job,
-    Worker,
-    budget_text,
-    clock,
-    dollars,
-    how_ended,
-    percent,
-    projection_text,
-    span,
-    state_note,
-    undestroyed,
-)
+from .formats import clock, dollars, how_ended, percent, span
+from .model import Digest, Job, Worker
+from .text import TAIL_SHOWN, budget_text, projection_text, state_note, undestroyed
 
 _CSS = """
 body { font-family: sans-serif; font-size: 14px; margin: 1.5em; color: #222; }

@@ -8,8 +8,8 @@ instance never destroyed is flagged in red. Each bar carries a <title> (a
 tooltip): the job, its outcome and its time.
 
 The size is bounded whatever the session: the digest's timeline already
-merges attempts narrower than a column (see digest._RowBuilder), so a row
-has at most a few bars per pixel, and at most digest.TIMELINE_ROWS workers
+merges attempts narrower than a column (see bars.RowBuilder), so a row
+has at most a few bars per pixel, and at most model.TIMELINE_ROWS workers
 are drawn (the rest are counted).
 """
 
@@ -21,7 +21,8 @@ from html import escape
 
 from ..console import plural
 from ..output import printable
-from .digest import OUTCOMES, Bar, Digest, Timeline, TimelineRow, counts_text, span
+from .formats import counts_text, span
+from .model import OUTCOMES, Bar, Digest, Timeline, TimelineRow
 
 COLOURS = {
     "ok": "#2ca02c",
