@@ -579,3 +579,30 @@ def test_control_characters_in_output_never_reach_the_text() -> None:
     assert "\x1b" not in text and "\x07" not in text
     assert "red \\x1b[31m\\x07 bell" in text
     assert JOB in text
+
+
+def test_text_and_page_say_the_same_where_they_had_drifted() -> None:
+    digest = d.load(launched_session())
+    text, page = d.to_text(digest), html(digest, None)
+    # Pending jobs with their input line, in a table, as the page had them.
+    assert "pending jobs (1):\n  job  line  command\n    5     5  " in text
+    # Launched workers: efficiency and destroyed, in both.
+    table = text.split("workers (2):\n")[1]
+    assert table.splitlines()[0].endswith("address   efficiency  destroyed")
+    assert table.splitlines()[1].endswith("75.0%  yes")
+    assert "<th>efficiency</th><th>destroyed</th>" in page
+    assert "<th>$/hour</th>" in page.split("Workers (2)")[1].split("</table>")[0]
+    assert "  instance  worker  provider  size       hours  $/hour     cost  destroyed\n" in text
+    # Failed jobs: the input line and the attempts, in both.
+    assert "job 2 (line 2): failed, exit 3 on hub2" not in text  # (job 2 ran on hub1)
+    assert "job 2 (line 2): failed, exit 3 on hub1 at 08:16:40 after 7 min 30 s (1 attempt)" in (
+        page
+    )
+    # The cost's figures in the same words.
+    assert "<p>total: $0.1064 for 1.5000 instance hours</p>" in page
+
+    killed = d.load(killed_session())
+    assert "Running jobs (1) (were running when the controller died)" in html(killed, None)
+    assert "running jobs (1) (were running when the controller died):\n  job  worker  since" in (
+        d.to_text(killed)
+    )

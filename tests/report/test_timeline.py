@@ -21,6 +21,7 @@ from tests.support.report_stores import (
 )
 
 from cloudtask.report import digest as d
+from cloudtask.report import sections
 from cloudtask.report.html import html
 from cloudtask.report.timeline import COLOURS, svg, ticks
 from cloudtask.scheduler import JobState
@@ -301,11 +302,32 @@ def test_the_workers_table_has_a_named_filled_cell_in_every_column() -> None:
     tables = page_tables(html(d.load(real_session("0", "1", "0")), None))
 
     header, body = check_table(tables["Workers (2)"])
-    assert header[0] == "worker" and header[-1] == "destroyed"
+    # The text's columns: efficiency and destroyed are there only when a worker was launched.
+    assert header[0] == "worker" and header[-1] == "address"
     assert sorted(row[0] for row in body) == ["local1", "local2"]
     for row in body:
         assert all(row), row  # a local worker: "-" where nothing applies
         assert row[-1] == "-"
+
+
+def test_the_page_and_the_text_show_the_same_sections_and_rows() -> None:
+    digest = d.load(an_undestroyed_instance(), now=T0 + 7200)
+    said = sections.report(digest)
+    page, text = html(digest, None), d.to_text(digest)
+    tables = page_tables(page)
+    for section in said.sections:
+        assert f"\n{section.title}:\n" in text
+        if section.table is None or section.warning:
+            continue
+        heading = section.title[:1].upper() + section.title[1:]
+        header, rows = check_table(tables[heading])
+        if section.table.header:
+            assert header == [column.title for column in section.table.columns]
+            assert rows == [list(row) for row in section.table.rows]
+        for row in section.table.rows:
+            assert any(all(cell in line for cell in row) for line in text.splitlines()), row
+    assert "efficiency" in tables["Workers (2)"][0]
+    assert "line" in page_tables(html(d.load(launched_session()), None))["Pending jobs (1)"][0]
 
 
 def test_the_workers_and_cost_tables_say_which_instances_were_destroyed() -> None:

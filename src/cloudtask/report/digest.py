@@ -6,7 +6,8 @@ The names other modules use, gathered from where they live:
 - `loading`: `load`, `load_summary`, `left_running`, `iter_jobs`, reading a
   session through `store.StoreReader` (read-only, never the lock, one snapshot);
 - `formats`: times, durations, dollars and commands as people read them;
-- `text`: `to_text`, the digest as a terminal page or a mail body;
+- `sections`: what a report says (`state_note`, `budget_text`, ...), which
+  `text` (`to_text`: a terminal page, a mail body) and `html` lay out;
 - `json_form`: `to_json` and `write_json`, described by digest.schema.json.
 """
 
@@ -61,14 +62,8 @@ from .model import (
     TimelineRow,
     Worker,
 )
-from .text import (
-    TAIL_SHOWN,
-    budget_text,
-    projection_text,
-    state_note,
-    to_text,
-    undestroyed,
-)
+from .sections import TAIL_SHOWN, budget_text, projection_text, state_note, undestroyed
+from .text import to_text
 
 __all__ = [
     "COMMAND_SHOWN",
