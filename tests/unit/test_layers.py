@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -189,3 +191,22 @@ def test_only_the_store_speaks_sql() -> None:
             ):
                 speaking.append(f"{module}: {node.value.split()[0]} ...")
     assert speaking == []
+
+
+def test_importing_the_package_does_not_load_what_runs_as_its_own_process() -> None:
+    # `python -m cloudtask.watchdog` would otherwise find its module loaded by
+    # the package first: a RuntimeWarning at the top of every watchdog.log.
+    probe = (
+        "import sys, cloudtask; print(sorted(m for m in sys.modules if m.startswith('cloudtask.')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert "'cloudtask.watchdog'" not in loaded and "'cloudtask.api'" not in loaded
+    warned = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "cloudtask.watchdog"],
+        input="{}\n",
+        capture_output=True,
+        text=True,
+    )
+    assert "RuntimeWarning" not in warned.stderr + warned.stdout
