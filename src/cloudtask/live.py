@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -332,6 +333,10 @@ class LiveView:
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The loop to take the terminal's signals on: none outside the main
+    thread (a program may run a session from another, through the API)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
     try:
         return asyncio.get_running_loop()
     except RuntimeError:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import stat
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
@@ -307,6 +308,9 @@ def signals_handled(
     """handler(signum) for each abort signal that the process does not ignore
     (`nohup` ignores SIGHUP: that stays so); on the way out, the handlers from
     before, where asyncio would leave the defaults (which end the process)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread takes signals (an API call from another)
+        return
     taken = {
         signum: signal.getsignal(signum)
         for signum in ABORT_SIGNALS

@@ -288,3 +288,22 @@ def test_a_provider_object_calls_no_cloud_the_environment_names(
         listener.close()
         for connection in connections:
             connection.close()
+
+
+def test_a_session_runs_from_another_thread_without_taking_signals(tmp_path: Path) -> None:
+    results: list[object] = []
+
+    def run() -> None:
+        try:
+            provider = ScriptedProvider(echoing())
+            results.append(cloudtask.run("x", ["1", "2"], provider=provider, sessions=tmp_path))
+        except BaseException as error:  # the test's failure, not the thread's
+            results.append(error)
+
+    before = signal.getsignal(signal.SIGINT)
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    (result,) = results
+    assert isinstance(result, cloudtask.SessionResult) and result.ok, result
+    assert signal.getsignal(signal.SIGINT) is before
