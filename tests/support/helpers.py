@@ -127,8 +127,10 @@ def counts(result: subprocess.CompletedProcess[str]) -> tuple[int, int, int, int
 
 
 def job_output(stdout: str) -> list[str]:
-    """Every line the jobs printed, in the order the console showed them."""
-    return [m["text"] for line in lines(stdout) if (m := JOB_OUTPUT.fullmatch(line))]
+    """Every line the jobs printed, job by job in input order, each job's lines
+    as it printed them: jobs on parallel workers (the local default is a job
+    per CPU) reach the console in any order."""
+    return [text for _job, texts in sorted(outputs_by_job(stdout).items()) for text in texts]
 
 
 def outputs_by_job(stdout: str) -> dict[int, list[str]]:
