@@ -29,7 +29,7 @@ from .jobs import Command, Mode, command_from
 from .providers.base import Provider
 from .session.drive import resume as resume_session
 from .session.drive import start
-from .session.plan import Frontend, input_mode
+from .session.frontend import Frontend
 from .session.result import SessionResult
 
 # What only the command line means: here each has a function, or no sense.
@@ -71,7 +71,7 @@ def run_template(
     check_combinations(config)
     if config.replace is not None:
         command = command.replacing(config.replace)
-    source = input_chunks(jobs, input_mode(config))
+    source = input_chunks(jobs, config.input_mode)
     return start(config, lambda: (command, source), frontend(echo, provider))
 
 

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import environment
 from .addresses import Address, read_addresses
@@ -23,6 +23,9 @@ from .environment import SECRET_NAMES
 from .errors import UsageError
 from .halt import Halt
 from .paths import named_file, os_reason, user_path
+
+if TYPE_CHECKING:
+    from .jobs import Mode
 
 ENV_PREFIX = "CLOUDTASK_"
 
@@ -433,6 +436,11 @@ class Config:
             shown = "********" if option.secret and masked else shown_value(value)
             rows.append((option.name, shown, self.sources.get(option.name, "default")))
         return rows
+
+    @property
+    def input_mode(self) -> Mode:
+        """How the input becomes jobs: POSIX words, whole lines, or NUL records."""
+        return "null" if self.null else "lines" if self.lines else "words"
 
     def given(self, secrets: bool = False) -> dict[str, str]:
         """The options given (not the defaults, so that the environment of a

@@ -6,7 +6,7 @@ import functools
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO, TYPE_CHECKING, NoReturn
 
 from ..argv import Argv, scan
 from ..config import (
@@ -21,10 +21,8 @@ from ..console import Console, plan_text, silence_stdout
 from ..errors import CloudtaskError, ExitStatus, UsageError, error_text
 from ..jobs import Command, check_length, read_jobs, unit_of
 from ..output import printable
-from ..providers import is_cloud
-from ..session.drive import resume, start
-from ..session.plan import Frontend, input_mode, split_default
-from ..store import Store
+from ..providers.registry import is_cloud
+from ..session.frontend import Frontend
 from ..template import Template
 from ..version import __version__
 from .exits import INTERRUPTED, NotConfirmed, Program, exit_status
@@ -37,6 +35,9 @@ from .streams import (
     say_error,
     write_stdout,
 )
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 USAGE = "usage: {prog} [OPTIONS] {command}[ARG...] < JOBS"
 
@@ -165,6 +166,10 @@ def _run(
     frontend = Frontend(
         console, out, confirm=ask_on_terminal, last_stretch=nothing_left_to_interrupt
     )
+    # The session layer (and the engine under it: asyncssh, the clouds) is
+    # loaded only when a session is started: errors and --help come at once.
+    from ..session.drive import resume, start
+
     if config.resume is not None or config.retry is not None:
         return resume(parsed.options, config, frontend, bool(parsed.positional)).exit_status
     if given != parsed.options:
@@ -213,7 +218,7 @@ def dry_run(config: Config, command: Command, stdin: IO[bytes]) -> int:
 
     Control characters (a newline in a --null record too) are shown escaped, as
     in the session's output: each job is one line."""
-    mode = input_mode(config)
+    mode = config.input_mode
     unit = unit_of(mode)
     # Written a batch at a time (stdout may be unbuffered: PYTHONUNBUFFERED), a
     # line at a time to a terminal.
@@ -269,6 +274,8 @@ def confirm(config: Config, store: Store, jobs: int, split: int) -> None:
         if not (row[0] == "provider" and config.workers and not is_cloud(config.provider))
     ]
     if config.split is None:
+        from ..session.plan import split_default  # loaded already: the plan asks
+
         options.insert(0, ("split", str(split), split_default(config)))
     text = plan_text(
         jobs=jobs,

@@ -37,7 +37,8 @@ from .cleanup import (
     watched,
 )
 from .directory import locks_released
-from .plan import Frontend, JobSource, Plan, plan_resume, plan_start
+from .frontend import Frontend
+from .plan import JobSource, Plan, plan_resume, plan_start
 from .result import SessionResult, job_counts
 
 

@@ -31,7 +31,7 @@ from ..errors import SessionError, UsageError
 from ..joblog import Joblog
 from ..jobs import Command, Mode, check_length, read_jobs, unit_of
 from ..limits import fit_open_files, most_workers
-from ..providers import Cloud, Provider, is_cloud
+from ..providers import Cloud, is_cloud
 from ..providers.cloud import ProviderError
 from ..providers.local import usable_cpus
 from ..providers.prices import hourly_price
@@ -43,26 +43,10 @@ from ..ssh import Target, resolvable, resolve_target
 from ..store import Store, meta
 from .cleanup import cloud_of, destroy_leftovers, sessions_option
 from .directory import SessionDir
+from .frontend import Frontend
 
 # Options that say how the input becomes jobs: they mean nothing to a resume.
 INPUT_OPTIONS = ("lines", "null", "replace")
-
-
-@dataclass(frozen=True)
-class Frontend:
-    """What a session needs from whoever started it: the command line, or a
-    program through the API."""
-
-    console: Console
-    # A line said outside a run (no session log yet), on stdout at once.
-    say: Callable[[str], None]
-    # Where the jobs run, given as an object (the API's `provider=`; a test's
-    # scripted provider): then it is the only source of workers.
-    provider: Provider | None = None
-    # Asked once a new session is checked, before it runs: raises to refuse it.
-    confirm: Callable[[Config, Store, int, int], None] | None = None
-    # From here to the end nothing can be interrupted (the summary is written).
-    last_stretch: Callable[[], None] = lambda: None
 
 
 @dataclass(frozen=True)
@@ -101,7 +85,7 @@ def plan_start(config: Config, jobs: JobSource, frontend: Frontend, loop: asynci
         session.lock()
         store = Store.create(session.path)
         joblog = open_joblog(config)  # before the input: a bad one wastes no reading
-        count = store_jobs(store, command, source, input_mode(config))
+        count = store_jobs(store, command, source, config.input_mode)
         split = split_of(config, targets, count)
         fit_open_files(split)
         refuse_unlaunchable(config, targets, split, store, session.id, loop)
@@ -229,10 +213,6 @@ def worker_targets(config: Config, console: Console) -> list[Target]:
 def target_resolver(config: Config) -> Callable[[Address], Target]:
     user_given = "user" in config.sources
     return lambda address: resolve_target(address, config.user, user_given)
-
-
-def input_mode(config: Config) -> Mode:
-    return "null" if config.null else "lines" if config.lines else "words"
 
 
 def store_jobs(store: Store, command: Command, source: Iterable[bytes], mode: Mode) -> int:
