@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.support.clouds import run
+from tests.support.clouds import run, until_running
 from tests.support.hubserver import FakeBackend, HubServer, silent_url
 
 from cloudtask.config import Config
@@ -57,17 +57,6 @@ def hub_config(hub: HubServer, **options: Any) -> Config:
 
 def spec(session: int = 7, token: str = "0123456789abcdef", name: str = "hub1") -> LaunchSpec:
     return LaunchSpec(session, token, name, "ssh-ed25519 AAAAsessionkey cloudtask")
-
-
-async def until_running(cloud: HubCloud, instance_id: str) -> list[CloudInstance]:
-    """Every describe until the instance runs (at most 5 s)."""
-    seen = [await cloud.describe(instance_id)]
-    for _ in range(100):
-        if seen[-1].state is not InstanceState.PENDING:
-            break
-        await asyncio.sleep(0.05)
-        seen.append(await cloud.describe(instance_id))
-    return seen
 
 
 # -- launching -----------------------------------------------------------------

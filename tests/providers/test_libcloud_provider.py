@@ -22,7 +22,7 @@ from libcloud.compute.drivers.dummy import DummyNodeDriver
 from libcloud.compute.types import NodeState
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import InvalidURL, ReadTimeout
-from tests.support.clouds import run
+from tests.support.clouds import run, until_running
 from tests.support.hubserver import FakeBackend, HubServer, silent_url
 from tests.support.libcloud_driver import CloudtaskTestDriver
 
@@ -72,16 +72,6 @@ def libcloud_config(hub_url: str, **options: Any) -> Config:
 
 def spec(session: int = 7, token: str = "0123456789abcdef", name: str = "libcloud1") -> LaunchSpec:
     return LaunchSpec(session, token, name, "ssh-ed25519 AAAAsessionkey cloudtask")
-
-
-async def until_running(cloud: LibcloudCloud, instance_id: str) -> list[CloudInstance]:
-    seen = [await cloud.describe(instance_id)]
-    for _ in range(100):
-        if seen[-1].state is not InstanceState.PENDING:
-            break
-        await asyncio.sleep(0.05)
-        seen.append(await cloud.describe(instance_id))
-    return seen
 
 
 # -- launching and describing --------------------------------------------------

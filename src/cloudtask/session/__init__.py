@@ -8,6 +8,6 @@ by name, so the engine can use the directory without importing the layer
 above it.
 """
 
-from .directory import PRIVATE_DIR, LogFile, SessionDir, WriteTrouble, existing_ids
+from .directory import SessionDir
 
-__all__ = ["PRIVATE_DIR", "LogFile", "SessionDir", "WriteTrouble", "existing_ids"]
+__all__ = ["SessionDir"]
