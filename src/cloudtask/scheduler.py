@@ -4,6 +4,15 @@ The runner tells it what happened (a worker joined, a job ended, a worker
 failed) and asks it what a worker should do next. Jobs wait in one
 first-come, first-served queue, so a fast worker does more jobs.
 
+A worker has `slots` job slots (1 unless told): it runs up to that many jobs
+at once, and the runner asks next_job once for each free slot. Asking with no
+slot free is a bug. When a slot gets no job it gets a `Wait` instead: WAIT
+(ask again for this slot when something changes) or RELEASE (this slot has
+nothing more to do: ask no more for it). The runner ends a worker (cleans it
+up, lets it go, remove_worker) once every one of its slots got RELEASE and it
+runs nothing. With one slot this is what it always was: RELEASE means the
+worker goes.
+
 Rules, each decided here and nowhere else:
 - a job that fails (non-zero exit or timeout) goes back to the end of the
   queue while it has retries left; then it is final: failed or timeout;
@@ -11,15 +20,25 @@ Rules, each decided here and nowhere else:
   attempt ran on it, while another worker that is not retired is there to
   take them (a retry runs on another worker if possible, as GNU parallel's
   --retries); if every job it looks at (the first `LOOK_AHEAD`) last failed
-  on it, it waits for another worker to take them if it is cheap to keep,
-  else it takes the first; with no other worker left it takes it: no retry
-  starves;
-- a worker with `strikes` consecutive failures is retired (0: never);
+  on it, it waits for another worker to take them if it is cheap to keep
+  (or still runs another job: it stays for that anyway), else it takes the
+  first; with no other worker left it takes it: no retry starves. A retired
+  or drained worker is no other worker;
+- a worker with `strikes` consecutive failures is retired (0: never): it
+  starts no job more, and the jobs it still runs in its other slots end as
+  usual. Its attempts count in the order they end, whichever slot ran them;
 - a job whose worker failed under it goes back to the front of the queue
   without using a retry; after `lost_after` such worker failures in a row it
-  is lost;
-- a worker that runs out of work waits while jobs run elsewhere (they may
-  come back to the queue) if it is cheap to keep; otherwise it is released.
+  is lost. A failed worker is retired, and every job it was running goes so,
+  in job order (the first at the very front);
+- a drained worker (a spot instance given notice) starts no job more; the
+  jobs it runs end as usual. Draining is no failure: no strike, not retired;
+- a slot with nothing to start waits while jobs run (they may come back to
+  the queue) if its worker is cheap to keep, or still runs a job itself
+  (it stays for that job anyway); otherwise it is released. So a slot is
+  released while its worker still runs a job only if the worker is retired
+  or drained, or the run stopped: when none of its slots would start a job
+  again.
 """
 
 from __future__ import annotations
@@ -27,7 +46,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 
 LOOK_AHEAD = 64  # queued jobs a worker looks at for one it did not fail last
@@ -55,10 +74,13 @@ class Outcome(StrEnum):
 
 
 class Wait(Enum):
-    """What a worker does when next_job has no job for it."""
+    """What a worker's free slot does when next_job has no job for it."""
 
-    WAIT = "wait"  # nothing to run now; ask again when something changes
-    RELEASE = "release"  # this worker is done: clean it up and let it go
+    WAIT = "wait"  # nothing to start now; ask again for this slot when something changes
+    # This slot has nothing more to do: ask no more for it. The worker is
+    # done (clean it up, let it go) once every slot of it got RELEASE and it
+    # runs nothing; with one slot, at once.
+    RELEASE = "release"
 
 
 @dataclass(slots=True)
@@ -72,9 +94,16 @@ class JobRecord:
 @dataclass(slots=True)
 class WorkerRecord:
     keep_idle: bool
-    job: int | None = None
-    strikes: int = 0  # consecutive failed attempts
-    retired: bool = False
+    slots: int = 1  # jobs it may run at once
+    jobs: set[int] = field(default_factory=set)  # the jobs it runs
+    strikes: int = 0  # consecutive failed attempts, in the order they ended
+    retired: bool = False  # for failures: it starts no job more
+    draining: bool = False  # given notice: it starts no job more
+
+    @property
+    def free(self) -> int:
+        """Slots without a job."""
+        return self.slots - len(self.jobs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +112,8 @@ class Ended:
 
     state: JobState
     requeued: bool
+    # end_attempt: this end retired the worker (an earlier one did not);
+    # fail_worker: always (a failed worker is retired).
     worker_retired: bool
     attempts: int  # attempts at the job so far that ended on a live worker
 
@@ -191,7 +222,8 @@ class Scheduler:
 
     @property
     def running(self) -> int:
-        return sum(1 for worker in self.workers.values() if worker.job is not None)
+        """The jobs running, on every slot of every worker."""
+        return sum(len(worker.jobs) for worker in self.workers.values())
 
     @property
     def done(self) -> bool:
@@ -200,44 +232,56 @@ class Scheduler:
 
     # -- workers -----------------------------------------------------------
 
-    def add_worker(self, worker: str, *, keep_idle: bool = True) -> None:
+    def add_worker(self, worker: str, *, keep_idle: bool = True, slots: int = 1) -> None:
+        """A worker joins, to run up to `slots` jobs at once."""
         if worker in self.workers:
             raise SchedulerError(f"worker {worker} added twice")
-        self.workers[worker] = WorkerRecord(keep_idle=keep_idle)
+        if slots < 1:
+            raise SchedulerError(f"worker {worker} added with {slots} slots")
+        self.workers[worker] = WorkerRecord(keep_idle=keep_idle, slots=slots)
 
     def remove_worker(self, worker: str) -> None:
-        """A worker leaves (released, or its setup failed): it has no job."""
+        """A worker leaves (released, or its setup failed): it runs no job."""
         record = self._worker(worker)
-        if record.job is not None:
-            raise SchedulerError(f"worker {worker} leaves while running job {record.job}")
+        if record.jobs:
+            raise SchedulerError(
+                f"worker {worker} leaves while running jobs {_listed(record.jobs)}"
+            )
         del self.workers[worker]
 
     def next_job(self, worker: str) -> int | Wait:
-        """The job this worker runs next, or what it does instead."""
+        """The job a free slot of this worker runs next, or what it does instead."""
         record = self._worker(worker)
-        if record.job is not None:
-            raise SchedulerError(f"worker {worker} asks for a job while running {record.job}")
-        if record.retired or self.stopped:
+        if not record.free:
+            raise SchedulerError(
+                f"worker {worker} asks for a job with no slot free: it runs {_listed(record.jobs)}"
+            )
+        if record.retired or record.draining or self.stopped:
             return Wait.RELEASE
+        # A slot may wait if that costs nothing: its worker is cheap to keep
+        # idle, or stays anyway for a job it runs in another slot.
+        may_wait = record.keep_idle or bool(record.jobs)
         if self.queue:
             job_id = self.queue.take(self._passed_over_by(worker))
             if job_id is None:
                 # Only retries that failed here: another worker takes them
-                # once it is free, while this one waits (if it costs nothing).
-                if record.keep_idle:
+                # once it is free, while this slot waits (if it costs nothing).
+                if may_wait:
                     return Wait.WAIT
                 job_id = self.queue.popleft()
             self.jobs.setdefault(job_id, JobRecord()).state = JobState.RUNNING
-            record.job = job_id
+            record.jobs.add(job_id)
             return job_id
-        if self.running and record.keep_idle:
+        if self.running and may_wait:
             return Wait.WAIT
         return Wait.RELEASE
 
     def _passed_over_by(self, worker: str) -> Callable[[int], bool]:
         """Which queued jobs the worker leaves to others: those whose last
         failed attempt ran on it, if another worker is there to take them."""
-        if not any(not r.retired for name, r in self.workers.items() if name != worker):
+        if not any(
+            not (r.retired or r.draining) for name, r in self.workers.items() if name != worker
+        ):
             return lambda job_id: False
 
         def passed_over(job_id: int) -> bool:
@@ -251,7 +295,7 @@ class Scheduler:
     def end_attempt(self, worker: str, job_id: int, outcome: Outcome) -> Ended:
         """The job's command ended on a live worker."""
         record = self._running(worker, job_id)
-        record.job = None
+        record.jobs.remove(job_id)
         job = self.jobs[job_id]
         job.attempts += 1
         job.worker_losses = 0
@@ -259,42 +303,57 @@ class Scheduler:
             record.strikes = 0
             return self._final(job_id, JobState.OK, worker_retired=False)
         record.strikes += 1
-        if self.strikes and record.strikes >= self.strikes:
-            record.retired = True
+        retired = bool(self.strikes) and record.strikes >= self.strikes and not record.retired
+        record.retired |= retired
         if job.attempts <= self.retries:
             job.state = JobState.PENDING
             job.failed_on = worker
             self.queue.put_back(job_id)
-            return Ended(JobState.PENDING, True, record.retired, job.attempts)
+            return Ended(JobState.PENDING, True, retired, job.attempts)
         final = JobState.FAILED if outcome is Outcome.FAILED else JobState.TIMEOUT
-        return self._final(job_id, final, worker_retired=record.retired)
+        return self._final(job_id, final, worker_retired=retired)
 
-    def fail_worker(self, worker: str) -> Ended | None:
-        """The worker stopped answering; it is retired and its job put back.
+    def fail_worker(self, worker: str) -> list[Ended]:
+        """The worker stopped answering; it is retired and its jobs put back.
 
-        Returns what happened to the job it was running, if any.
+        Returns what happened to each job it was running, in job order (that
+        of sorted(jobs) before the call); none if it ran none.
         """
         record = self._worker(worker)
         record.retired = True
-        job_id, record.job = record.job, None
-        if job_id is None:
-            return None
-        job = self.jobs[job_id]
-        job.worker_losses += 1
-        if job.worker_losses >= self.lost_after:
-            return self._final(job_id, JobState.LOST, worker_retired=True)
-        job.state = JobState.PENDING
-        self.queue.put_front(job_id)
-        return Ended(JobState.PENDING, True, True, job.attempts)
+        job_ids, record.jobs = sorted(record.jobs), set()
+        ended = []
+        put_back = []
+        for job_id in job_ids:
+            job = self.jobs[job_id]
+            job.worker_losses += 1
+            if job.worker_losses >= self.lost_after:
+                ended.append(self._final(job_id, JobState.LOST, worker_retired=True))
+            else:
+                job.state = JobState.PENDING
+                put_back.append(job_id)
+                ended.append(Ended(JobState.PENDING, True, True, job.attempts))
+        for job_id in reversed(put_back):
+            self.queue.put_front(job_id)
+        return ended
+
+    def drain(self, worker: str) -> None:
+        """The worker starts no job more (a spot instance got its notice).
+
+        The jobs it runs end as usual; it is not retired and gets no strike.
+        Each of its slots gets RELEASE when it asks. Other workers may now
+        take the retries they left to it: tell the slots that wait.
+        """
+        self._worker(worker).draining = True
 
     def interrupt(self, worker: str, job_id: int) -> None:
         """The job was stopped by an abort: it is pending again, as if never run."""
-        self._running(worker, job_id).job = None
+        self._running(worker, job_id).jobs.remove(job_id)
         self.jobs[job_id].state = JobState.PENDING
         self.queue.put_front(job_id)
 
     def stop(self) -> None:
-        """Start nothing new: every worker is released once its job ends."""
+        """Start nothing new: every slot is released once its job ends."""
         self.stopped = True
 
     def _final(self, job_id: int, state: JobState, *, worker_retired: bool) -> Ended:
@@ -313,6 +372,10 @@ class Scheduler:
 
     def _running(self, worker: str, job_id: int) -> WorkerRecord:
         record = self._worker(worker)
-        if record.job != job_id:
+        if job_id not in record.jobs:
             raise SchedulerError(f"worker {worker} is not running job {job_id}")
         return record
+
+
+def _listed(job_ids: Iterable[int]) -> str:
+    return ", ".join(map(str, sorted(job_ids)))

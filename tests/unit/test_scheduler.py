@@ -259,7 +259,7 @@ def test_a_retired_or_removed_worker_is_no_other_worker() -> None:
     scheduler.end_attempt("b", 2, FAILED)
     scheduler.end_attempt("c", 3, OK)
     scheduler.remove_worker("c")
-    assert scheduler.fail_worker("b") is None  # retired, not yet removed
+    assert scheduler.fail_worker("b") == []  # retired, not yet removed
     assert scheduler.queue.peek(5) == [4, 1, 2]
     assert scheduler.next_job("a") == 4
     scheduler.end_attempt("a", 4, OK)
@@ -393,7 +393,7 @@ def test_failed_worker_puts_its_job_at_the_front_without_a_retry() -> None:
     assert scheduler.next_job("a") == 1
     assert scheduler.next_job("b") == 2
     ended = scheduler.fail_worker("a")
-    assert ended == Ended(JobState.PENDING, requeued=True, worker_retired=True, attempts=0)
+    assert ended == [Ended(JobState.PENDING, requeued=True, worker_retired=True, attempts=0)]
     assert scheduler.jobs[1].state is JobState.PENDING
     assert scheduler.queue.peek(5) == [1, 3]
     assert scheduler.next_job("a") is Wait.RELEASE
@@ -409,8 +409,7 @@ def test_job_is_lost_after_lost_after_worker_failures_in_a_row() -> None:
     for n in range(1, 4):
         scheduler.add_worker(f"w{n}")
         assert scheduler.next_job(f"w{n}") == 1
-        ended = scheduler.fail_worker(f"w{n}")
-        assert ended is not None
+        [ended] = scheduler.fail_worker(f"w{n}")
         if n < 3:
             assert ended == Ended(JobState.PENDING, True, True, attempts=0)
             assert scheduler.queue.peek(1) == [1]
@@ -428,20 +427,20 @@ def test_worker_losses_in_a_row_are_reset_by_a_real_attempt() -> None:
     scheduler.add_worker("w2")
     scheduler.add_worker("w3")
     assert scheduler.next_job("w1") == 1
-    assert scheduler.fail_worker("w1") == Ended(JobState.PENDING, True, True, 0)
+    assert scheduler.fail_worker("w1") == [Ended(JobState.PENDING, True, True, 0)]
     assert scheduler.next_job("w2") == 1
     assert scheduler.end_attempt("w2", 1, FAILED).requeued
     assert scheduler.next_job("w3") == 1
     # One worker failure since the last real attempt: not lost yet.
-    assert scheduler.fail_worker("w3") == Ended(JobState.PENDING, True, True, 1)
+    assert scheduler.fail_worker("w3") == [Ended(JobState.PENDING, True, True, 1)]
     scheduler.add_worker("w4")
     assert scheduler.next_job("w4") == 1
-    assert scheduler.fail_worker("w4") == Ended(JobState.LOST, False, True, 1)
+    assert scheduler.fail_worker("w4") == [Ended(JobState.LOST, False, True, 1)]
 
 
 def test_fail_idle_worker() -> None:
     scheduler = _scheduler(2, "a", "b")
-    assert scheduler.fail_worker("a") is None
+    assert scheduler.fail_worker("a") == []
     assert scheduler.workers["a"].retired
     assert scheduler.next_job("a") is Wait.RELEASE
     assert scheduler.queue.peek(5) == [1, 2]
@@ -510,7 +509,7 @@ def test_interrupt_puts_the_job_back_as_if_never_run() -> None:
     scheduler.interrupt("b", 2)
     assert scheduler.jobs[2].state is JobState.PENDING
     assert scheduler.jobs[2].attempts == 0
-    assert scheduler.workers["b"].job is None
+    assert scheduler.workers["b"].jobs == set()
     assert scheduler.queue.peek(5) == [2, 3]
     assert scheduler.running == 1
     assert scheduler.next_job("b") == 2
@@ -527,7 +526,7 @@ def test_asking_for_a_job_while_running_is_an_error() -> None:
         scheduler.next_job("a")
     # The refused question changed nothing.
     assert scheduler.queue.peek(5) == [2]
-    assert scheduler.workers["a"].job == 1
+    assert scheduler.workers["a"].jobs == {1}
 
 
 def test_unknown_worker_is_an_error() -> None:
@@ -600,10 +599,10 @@ class _Model:
 
 
 def _check(scheduler: Scheduler, model: _Model) -> None:
-    held = [r.job for r in scheduler.workers.values() if r.job is not None]
+    held = [j for r in scheduler.workers.values() for j in r.jobs]
     # No job is on two workers at once.
     assert len(held) == len(set(held))
-    assert {w: r.job for w, r in scheduler.workers.items() if r.job is not None} == model.holding
+    assert {w: j for w, r in scheduler.workers.items() for j in r.jobs} == model.holding
     for job_id, record in scheduler.jobs.items():
         # RUNNING exactly when one worker holds it.
         assert (record.state is JobState.RUNNING) == (job_id in held)
@@ -625,7 +624,7 @@ def _check(scheduler: Scheduler, model: _Model) -> None:
     for worker, record in scheduler.workers.items():
         assert record.retired == (worker in model.retired)
         if record.retired:
-            assert record.job is None
+            assert not record.jobs
 
 
 _RUNNING_ACTIONS = [
@@ -706,7 +705,7 @@ def test_simulation(data: st.DataObject) -> None:
         if status[worker] == "idle":
             action = data.draw(st.sampled_from(_IDLE_ACTIONS))
             if action == "fail_worker":
-                assert scheduler.fail_worker(worker) is None
+                assert scheduler.fail_worker(worker) == []
                 model.retired.add(worker)
                 assert scheduler.next_job(worker) is Wait.RELEASE
                 scheduler.remove_worker(worker)
@@ -767,7 +766,7 @@ def test_simulation(data: st.DataObject) -> None:
             model.queue.appendleft(job)
             status[worker] = "idle"
         elif action == "fail_worker":
-            ended = scheduler.fail_worker(worker)
+            [ended] = scheduler.fail_worker(worker)
             del model.holding[worker]
             model.retired.add(worker)
             model.losses[job] += 1
