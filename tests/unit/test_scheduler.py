@@ -516,6 +516,344 @@ def test_interrupt_puts_the_job_back_as_if_never_run() -> None:
     assert scheduler.end_attempt("b", 2, OK).state is JobState.OK
 
 
+# -- slots -----------------------------------------------------------------------
+
+
+def test_a_worker_with_4_slots_takes_4_jobs_and_a_5th_ask_is_an_error() -> None:
+    scheduler = Scheduler(range(1, 7))
+    scheduler.add_worker("a", slots=4)
+    assert scheduler.workers["a"].free == 4
+    assert [scheduler.next_job("a") for _ in range(4)] == [1, 2, 3, 4]
+    assert scheduler.workers["a"].jobs == {1, 2, 3, 4}
+    assert scheduler.workers["a"].free == 0
+    assert scheduler.running == 4
+    assert all(scheduler.jobs[j].state is JobState.RUNNING for j in (1, 2, 3, 4))
+    with pytest.raises(SchedulerError, match="no slot free"):
+        scheduler.next_job("a")
+    # The refused question changed nothing.
+    assert scheduler.queue.peek(5) == [5, 6]
+    assert scheduler.workers["a"].jobs == {1, 2, 3, 4}
+
+
+def test_slots_must_be_at_least_one() -> None:
+    scheduler = Scheduler([1])
+    for slots in (0, -1):
+        with pytest.raises(SchedulerError):
+            scheduler.add_worker("a", slots=slots)
+    assert not scheduler.workers
+    scheduler.add_worker("a", slots=1)
+    assert scheduler.workers["a"].slots == 1
+
+
+def test_ending_or_interrupting_a_job_frees_its_slot() -> None:
+    scheduler = Scheduler(range(1, 7), retries=1)
+    scheduler.add_worker("a", slots=3)
+    assert [scheduler.next_job("a") for _ in range(3)] == [1, 2, 3]
+    assert scheduler.end_attempt("a", 2, OK).state is JobState.OK
+    assert scheduler.workers["a"].jobs == {1, 3}
+    assert scheduler.workers["a"].free == 1
+    assert scheduler.next_job("a") == 4
+    assert scheduler.end_attempt("a", 3, FAILED).requeued
+    scheduler.interrupt("a", 1)
+    assert scheduler.workers["a"].jobs == {4}
+    assert scheduler.running == 1
+    assert scheduler.queue.peek(5) == [1, 5, 6, 3]
+    # Each slot freed asks again, in any order.
+    assert [scheduler.next_job("a") for _ in range(2)] == [1, 5]
+    with pytest.raises(SchedulerError):
+        scheduler.next_job("a")
+
+
+def test_running_counts_the_jobs_on_every_slot() -> None:
+    scheduler = Scheduler(range(1, 10))
+    scheduler.add_worker("a", slots=3)
+    scheduler.add_worker("b", slots=2)
+    scheduler.add_worker("c")
+    for worker, asks in (("a", 3), ("b", 2), ("c", 1)):
+        for _ in range(asks):
+            assert isinstance(scheduler.next_job(worker), int)
+    assert scheduler.running == 6
+    scheduler.end_attempt("b", 5, OK)
+    assert scheduler.running == 5
+
+
+def test_a_slot_with_nothing_to_start_waits_while_its_worker_runs_a_job() -> None:
+    scheduler = Scheduler([1, 2], retries=1)
+    scheduler.add_worker("cheap", slots=2)
+    scheduler.add_worker("costly", keep_idle=False, slots=3)
+    assert scheduler.next_job("cheap") == 1
+    assert scheduler.next_job("costly") == 2
+    # The queue is empty and jobs run: a cheap worker's slot waits, as ever,
+    # and so does a costly worker's, as it stays anyway for the job it runs.
+    assert scheduler.next_job("cheap") is Wait.WAIT
+    assert scheduler.next_job("costly") is Wait.WAIT
+    assert scheduler.end_attempt("costly", 2, OK).state is JobState.OK
+    # It runs nothing now: a costly worker's slot goes, a cheap one's waits.
+    assert scheduler.next_job("costly") is Wait.RELEASE
+    assert scheduler.next_job("cheap") is Wait.WAIT
+    scheduler.remove_worker("costly")  # every slot of it got RELEASE
+    scheduler.end_attempt("cheap", 1, OK)
+    assert scheduler.next_job("cheap") is Wait.RELEASE
+    assert scheduler.next_job("cheap") is Wait.RELEASE  # its other slot
+
+
+def test_a_retry_passes_over_every_slot_of_the_worker_it_failed_on() -> None:
+    scheduler = Scheduler([1, 2, 3, 4], retries=1)
+    scheduler.add_worker("a", slots=3)
+    scheduler.add_worker("b")
+    assert [scheduler.next_job("a") for _ in range(3)] == [1, 2, 3]
+    assert scheduler.next_job("b") == 4
+    assert scheduler.end_attempt("a", 1, FAILED).requeued
+    assert scheduler.jobs[1].failed_on == "a"
+    # Another slot of "a" leaves job 1 to "b", busy now.
+    assert scheduler.next_job("a") is Wait.WAIT
+    assert scheduler.end_attempt("a", 2, OK).state is JobState.OK
+    assert scheduler.next_job("a") is Wait.WAIT
+    assert scheduler.end_attempt("b", 4, OK).state is JobState.OK
+    assert scheduler.next_job("b") == 1
+    assert scheduler.end_attempt("b", 1, OK) == Ended(JobState.OK, False, False, 2)
+
+
+def test_a_multi_slot_worker_takes_a_retry_it_failed_behind_others() -> None:
+    scheduler = Scheduler(range(1, 6), retries=1)
+    scheduler.add_worker("a", slots=2)
+    scheduler.add_worker("b")
+    assert [scheduler.next_job("a") for _ in range(2)] == [1, 2]
+    assert scheduler.next_job("b") == 3
+    assert scheduler.end_attempt("a", 1, FAILED).requeued
+    assert scheduler.end_attempt("b", 3, FAILED).requeued
+    assert scheduler.queue.peek(5) == [4, 5, 1, 3]
+    assert scheduler.next_job("a") == 4
+    assert scheduler.end_attempt("a", 4, OK).state is JobState.OK
+    assert scheduler.next_job("a") == 5
+    assert scheduler.end_attempt("a", 2, OK).state is JobState.OK
+    # Job 1 failed on "a": its free slot takes job 3 behind it.
+    assert scheduler.next_job("a") == 3
+    assert scheduler.queue.peek(5) == [1]
+    assert scheduler.next_job("b") == 1
+
+
+def test_a_costly_multi_slot_worker_takes_its_failed_retry_once_it_runs_nothing() -> None:
+    scheduler = Scheduler([1, 2, 3], retries=1)
+    scheduler.add_worker("a", keep_idle=False, slots=2)
+    scheduler.add_worker("b")
+    assert [scheduler.next_job("a") for _ in range(2)] == [1, 2]
+    assert scheduler.next_job("b") == 3
+    assert scheduler.end_attempt("a", 1, FAILED).requeued
+    assert scheduler.next_job("a") is Wait.WAIT  # it stays for job 2 anyway
+    assert scheduler.end_attempt("a", 2, OK).state is JobState.OK
+    # Idle now, it takes the retry rather than wait at a cost: as with one slot.
+    assert scheduler.next_job("a") == 1
+
+
+def test_with_one_multi_slot_worker_a_retry_runs_on_it() -> None:
+    scheduler = Scheduler([1, 2], retries=1)
+    scheduler.add_worker("a", slots=2)
+    assert [scheduler.next_job("a") for _ in range(2)] == [1, 2]
+    assert scheduler.end_attempt("a", 1, FAILED).requeued
+    assert scheduler.next_job("a") == 1  # while job 2 still runs on the other slot
+
+
+def test_strikes_count_the_ends_of_every_slot_in_order() -> None:
+    scheduler = Scheduler(range(1, 10), strikes=2)
+    scheduler.add_worker("a", slots=3)
+    scheduler.add_worker("b")
+    assert [scheduler.next_job("a") for _ in range(3)] == [1, 2, 3]
+    assert not scheduler.end_attempt("a", 2, FAILED).worker_retired
+    assert not scheduler.end_attempt("a", 1, OK).worker_retired  # resets the count
+    assert scheduler.next_job("a") == 4
+    assert not scheduler.end_attempt("a", 4, TIMEOUT).worker_retired
+    ended = scheduler.end_attempt("a", 3, FAILED)
+    assert ended == Ended(JobState.FAILED, False, worker_retired=True, attempts=1)
+    assert scheduler.workers["a"].retired
+    # Retired: no slot starts a job, and the worker is no other worker for a retry.
+    assert scheduler.next_job("a") is Wait.RELEASE
+    assert scheduler.next_job("b") == 5
+
+
+def test_a_retired_worker_s_running_jobs_end_as_usual() -> None:
+    scheduler = Scheduler(range(1, 10), strikes=1, retries=1)
+    scheduler.add_worker("a", slots=3)
+    assert [scheduler.next_job("a") for _ in range(3)] == [1, 2, 3]
+    assert scheduler.end_attempt("a", 1, FAILED) == Ended(JobState.PENDING, True, True, 1)
+    assert scheduler.next_job("a") is Wait.RELEASE
+    # Only the end that retired it says so.
+    assert scheduler.end_attempt("a", 2, FAILED) == Ended(JobState.PENDING, True, False, 1)
+    assert scheduler.end_attempt("a", 3, OK) == Ended(JobState.OK, False, False, 1)
+    assert scheduler.workers["a"].retired
+    assert scheduler.next_job("a") is Wait.RELEASE
+    scheduler.remove_worker("a")
+    assert scheduler.queue.peek(10) == [4, 5, 6, 7, 8, 9, 1, 2]
+
+
+def test_fail_worker_puts_every_running_job_back_at_the_front_in_order() -> None:
+    scheduler = Scheduler(range(1, 8), retries=1, lost_after=2)
+    scheduler.add_worker("a", slots=4)
+    scheduler.add_worker("b", slots=4)
+    assert [scheduler.next_job("a") for _ in range(3)] == [1, 2, 3]
+    assert scheduler.next_job("b") == 4
+    ended = scheduler.fail_worker("a")
+    assert ended == [Ended(JobState.PENDING, requeued=True, worker_retired=True, attempts=0)] * 3
+    assert scheduler.workers["a"].retired
+    assert scheduler.workers["a"].jobs == set()
+    assert scheduler.running == 1
+    assert scheduler.queue.peek(10) == [1, 2, 3, 5, 6, 7]
+    assert [scheduler.jobs[j].worker_losses for j in (1, 2, 3)] == [1, 1, 1]
+    assert all(scheduler.jobs[j].state is JobState.PENDING for j in (1, 2, 3))
+    assert scheduler.next_job("a") is Wait.RELEASE
+    scheduler.remove_worker("a")
+    # "b" takes them first; one ends, then "b" fails too: the two it still
+    # runs reach lost_after, the one it took since is put back.
+    assert [scheduler.next_job("b") for _ in range(3)] == [1, 2, 3]
+    assert scheduler.end_attempt("b", 2, OK).state is JobState.OK
+    assert scheduler.next_job("b") == 5
+    assert scheduler.fail_worker("b") == [
+        Ended(JobState.LOST, False, True, 0),  # job 1
+        Ended(JobState.LOST, False, True, 0),  # job 3
+        Ended(JobState.PENDING, True, True, 0),  # job 4
+        Ended(JobState.PENDING, True, True, 0),  # job 5
+    ]
+    assert scheduler.finished[JobState.LOST] == 2
+    assert scheduler.queue.peek(10) == [4, 5, 6, 7]
+    assert scheduler.running == 0
+
+
+def test_fail_worker_gives_its_jobs_in_job_order() -> None:
+    scheduler = Scheduler([3, 1, 2], retries=1)
+    scheduler.add_worker("a", slots=3)
+    assert [scheduler.next_job("a") for _ in range(2)] == [3, 1]
+    assert scheduler.end_attempt("a", 1, FAILED).requeued
+    assert [scheduler.next_job("a") for _ in range(2)] == [2, 1]
+    # Taken as 3, 2, 1; put back, and told, as 1, 2, 3: job 1 made an attempt.
+    assert scheduler.fail_worker("a") == [
+        Ended(JobState.PENDING, True, True, 1),
+        Ended(JobState.PENDING, True, True, 0),
+        Ended(JobState.PENDING, True, True, 0),
+    ]
+    assert scheduler.queue.peek(5) == [1, 2, 3]
+
+
+def test_a_worker_fails_with_jobs_lost_after_a_real_attempt_elsewhere() -> None:
+    scheduler = Scheduler([1, 2], lost_after=2, retries=1)
+    scheduler.add_worker("a", slots=2)
+    scheduler.add_worker("b", slots=2)
+    assert [scheduler.next_job("a") for _ in range(2)] == [1, 2]
+    assert scheduler.fail_worker("a") == [Ended(JobState.PENDING, True, True, 0)] * 2
+    assert [scheduler.next_job("b") for _ in range(2)] == [1, 2]
+    assert scheduler.end_attempt("b", 1, FAILED).requeued  # a real attempt: losses reset
+    assert scheduler.next_job("b") == 1
+    assert scheduler.fail_worker("b") == [
+        Ended(JobState.PENDING, True, True, 1),  # job 1: one loss in a row
+        Ended(JobState.LOST, False, True, 0),  # job 2: the second
+    ]
+
+
+def test_removing_a_worker_with_any_job_is_an_error() -> None:
+    scheduler = Scheduler([1, 2])
+    scheduler.add_worker("a", slots=2)
+    assert [scheduler.next_job("a") for _ in range(2)] == [1, 2]
+    scheduler.end_attempt("a", 1, OK)
+    with pytest.raises(SchedulerError, match="running jobs 2"):
+        scheduler.remove_worker("a")
+    scheduler.end_attempt("a", 2, OK)
+    scheduler.remove_worker("a")
+    assert not scheduler.workers
+
+
+def test_ending_a_job_another_slot_does_not_run_is_an_error() -> None:
+    scheduler = Scheduler([1, 2, 3])
+    scheduler.add_worker("a", slots=2)
+    scheduler.add_worker("b", slots=2)
+    assert [scheduler.next_job("a") for _ in range(2)] == [1, 2]
+    assert scheduler.next_job("b") == 3
+    for worker, job in (("a", 3), ("b", 1), ("a", 4)):
+        with pytest.raises(SchedulerError):
+            scheduler.end_attempt(worker, job, OK)
+        with pytest.raises(SchedulerError):
+            scheduler.interrupt(worker, job)
+    scheduler.end_attempt("a", 1, OK)
+    with pytest.raises(SchedulerError):
+        scheduler.end_attempt("a", 1, OK)  # ended already
+    assert scheduler.workers["a"].jobs == {2}
+    assert scheduler.jobs[3].state is JobState.RUNNING
+
+
+def test_stop_releases_every_free_slot_while_the_jobs_end() -> None:
+    scheduler = Scheduler(range(1, 6))
+    scheduler.add_worker("a", slots=3)
+    assert [scheduler.next_job("a") for _ in range(2)] == [1, 2]
+    scheduler.stop()
+    assert scheduler.next_job("a") is Wait.RELEASE
+    assert scheduler.end_attempt("a", 1, OK).state is JobState.OK
+    assert scheduler.next_job("a") is Wait.RELEASE
+    assert scheduler.end_attempt("a", 2, OK).state is JobState.OK
+    scheduler.remove_worker("a")
+    assert scheduler.queue.peek(5) == [3, 4, 5]
+
+
+# -- drain -----------------------------------------------------------------------
+
+
+def test_a_drained_worker_starts_nothing_and_its_jobs_end_as_usual() -> None:
+    scheduler = Scheduler(range(1, 7), retries=1, strikes=2)
+    scheduler.add_worker("spot", slots=3)
+    scheduler.add_worker("b")
+    assert [scheduler.next_job("spot") for _ in range(2)] == [1, 2]
+    assert scheduler.end_attempt("spot", 1, FAILED).requeued
+    assert scheduler.next_job("spot") == 3
+    assert scheduler.workers["spot"].strikes == 1
+    scheduler.drain("spot")
+    record = scheduler.workers["spot"]
+    # No strike, not retired: draining is no failure.
+    assert record.draining
+    assert not record.retired
+    assert record.strikes == 1
+    assert record.jobs == {2, 3}
+    assert scheduler.next_job("spot") is Wait.RELEASE  # its free slot
+    assert scheduler.end_attempt("spot", 2, OK) == Ended(JobState.OK, False, False, 1)
+    assert scheduler.next_job("spot") is Wait.RELEASE
+    with pytest.raises(SchedulerError):
+        scheduler.remove_worker("spot")  # job 3 still runs
+    assert scheduler.end_attempt("spot", 3, FAILED) == Ended(JobState.PENDING, True, False, 1)
+    assert scheduler.next_job("spot") is Wait.RELEASE
+    assert not scheduler.workers["spot"].retired
+    scheduler.remove_worker("spot")
+    # The jobs left, the retries that failed on it first, go to "b".
+    assert scheduler.queue.peek(10) == [4, 5, 6, 1, 3]
+    assert [_run(scheduler, "b", OK).state for _ in range(5)] == [JobState.OK] * 5
+    assert scheduler.done
+
+
+def test_a_drained_worker_is_no_other_worker_for_a_retry() -> None:
+    scheduler = Scheduler([1, 2], retries=1)
+    scheduler.add_worker("a", slots=2)
+    scheduler.add_worker("spot", slots=2)
+    assert scheduler.next_job("a") == 1
+    assert scheduler.next_job("spot") == 2
+    assert scheduler.end_attempt("a", 1, FAILED).requeued
+    assert scheduler.next_job("a") is Wait.WAIT  # left to "spot"
+    scheduler.drain("spot")
+    # Nobody else will take it: "a" does (the runner wakes its waiting slots).
+    assert scheduler.next_job("a") == 1
+
+
+def test_a_drained_worker_may_still_fail() -> None:
+    scheduler = Scheduler([1, 2, 3])
+    scheduler.add_worker("spot", slots=2)
+    assert [scheduler.next_job("spot") for _ in range(2)] == [1, 2]
+    scheduler.drain("spot")
+    scheduler.drain("spot")  # twice is as once
+    assert scheduler.fail_worker("spot") == [Ended(JobState.PENDING, True, True, 0)] * 2
+    assert scheduler.workers["spot"].retired
+    assert scheduler.queue.peek(5) == [1, 2, 3]
+
+
+def test_draining_an_unknown_worker_is_an_error() -> None:
+    scheduler = Scheduler([1])
+    with pytest.raises(SchedulerError):
+        scheduler.drain("nobody")
+
+
 # -- misuse ----------------------------------------------------------------------
 
 
