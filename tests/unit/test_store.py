@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from cloudtask.config import resolve
-from cloudtask.errors import SessionError
+from cloudtask.errors import SessionError, SessionWriteError
 from cloudtask.scheduler import JobState
 from cloudtask.session.plan import stored_config
 from cloudtask.store import INGEST_BATCH, AttemptEnd, Store
 from cloudtask.store import meta as keys
 from cloudtask.store import schema as store_schema
 from cloudtask.store.reader import StoreReader
+from cloudtask.usage import Usage
 
 
 def test_jobs_stream_in_batches_and_come_back_in_order(tmp_path: Path) -> None:
@@ -142,7 +143,7 @@ def test_a_version_1_store_is_migrated_on_open_and_keeps_its_jobs(tmp_path: Path
     db.close()
 
     store = Store.open(tmp_path)
-    assert store.meta(keys.SCHEMA_VERSION) == store_schema.SCHEMA_VERSION == 2
+    assert store.meta(keys.SCHEMA_VERSION) == store_schema.SCHEMA_VERSION == 3
     assert store.command(1) == "echo 1"
     store.intend_instance("tok", "hub", "hub1", "t3.small", 0.02, 10.0)
     store.instance_launched("tok", "i-1", 11.0)
@@ -151,7 +152,77 @@ def test_a_version_1_store_is_migrated_on_open_and_keeps_its_jobs(tmp_path: Path
     ]
     store.close()
     # Opening again migrates nothing more.
-    assert Store.open(tmp_path).meta(keys.SCHEMA_VERSION) == 2
+    assert Store.open(tmp_path).meta(keys.SCHEMA_VERSION) == 3
+
+
+def version_2_store(directory: Path) -> None:
+    """A store as cloudtask 2 left it: job 1 ended ok on w1, job 2 still running."""
+    db = sqlite3.connect(directory / "store.sqlite")
+    db.executescript(store_schema.SCHEMA + store_schema.MIGRATIONS[1])
+    db.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    db.execute("INSERT INTO jobs (id, line, command, state) VALUES (1, 1, 'echo 1', 'ok')")
+    db.execute("INSERT INTO jobs (id, line, command, state) VALUES (2, 2, 'echo 2', 'running')")
+    db.execute(
+        "INSERT INTO attempts (job, worker, started, ended, outcome, exit_status, tail) "
+        "VALUES (1, 'w1', 1.0, 2.0, 'ok', 0, '1')"
+    )
+    db.execute("INSERT INTO attempts (job, worker, started) VALUES (2, 'w1', 2.0)")
+    db.commit()
+    db.close()
+
+
+def test_a_version_2_store_is_migrated_and_its_attempts_used_nothing_measured(
+    tmp_path: Path,
+) -> None:
+    version_2_store(tmp_path)
+
+    store = Store.open(tmp_path)
+    assert store.meta(keys.SCHEMA_VERSION) == 3
+    assert "workers" in store_schema.tables(store.db)
+    # The attempt that ran under version 2 has no usage; one that ends now has.
+    used = Usage(user_cpu=1.5, system_cpu=0.25, max_rss=64 << 20, output_bytes=12)
+    store.end_attempt(2, 2, JobState.OK, AttemptEnd("ok", 0, None, "2", used), 3.0)
+    store.worker_slots("w1", 4)
+    store.close()
+
+    with StoreReader.open(tmp_path) as reader:
+        (old, new) = reader.attempts()
+        assert (old.outcome, old.usage) == ("ok", None)
+        assert (new.outcome, new.usage) == ("ok", used)
+        assert reader.worker_slots() == {"w1": 4}
+
+
+def test_usage_round_trips_and_none_stays_none(tmp_path: Path) -> None:
+    store = Store.create(tmp_path)
+    store.add_jobs([(1, 1, "a"), (2, 2, "b"), (3, 3, "c")])
+    no_agent = Usage(output_bytes=5)  # a worker without the agent: only bytes counted
+    ends = {
+        1: AttemptEnd("ok", 0, None, "", Usage(0.5, 0.125, 1 << 30, 1 << 20)),
+        2: AttemptEnd("failed", 1, None, "", no_agent),
+        3: AttemptEnd("stopped"),  # no usage at all
+    }
+    for job, end in ends.items():
+        attempt = store.start_attempt(job, "w", 1.0)
+        store.end_attempt(attempt, job, JobState.PENDING, end, 2.0)
+    running = store.start_attempt(1, "w", 3.0)
+
+    with StoreReader.open(tmp_path) as reader:
+        found = {a.id: a for a in reader.attempts()}
+    assert [found[job].usage for job in ends] == [end.usage for end in ends.values()]
+    assert (found[2].user_cpu, found[2].max_rss, found[2].output_bytes) == (None, None, 5)
+    assert (found[3].user_cpu, found[3].output_bytes) == (None, None)
+    assert found[running].usage is None
+    assert found[1].usage is not None and found[1].usage.cpu == 0.625
+
+
+def test_a_worker_s_slots_are_recorded_and_replaced(tmp_path: Path) -> None:
+    store = Store.create(tmp_path)
+    store.worker_slots("w1", 2)
+    store.worker_slots("w2", 8)
+    store.worker_slots("w1", 4)  # a later run with another --slots
+
+    with StoreReader.open(tmp_path) as reader:
+        assert reader.worker_slots() == {"w1": 4, "w2": 8}
 
 
 def test_instances_are_recorded_from_intent_to_destruction(tmp_path: Path) -> None:
@@ -204,6 +275,7 @@ DAMAGE = {
     "key workers not lists": "INSERT OR REPLACE INTO meta VALUES ('session_key_workers', "
     '\'{"k": "w"}\')',
     "a dropped table": "DROP TABLE attempts",
+    "no workers table": "DROP TABLE workers",
     "schema version not ASCII digits": "UPDATE meta SET value = '²' WHERE key = 'schema_version'",
     "runs not a number": "INSERT OR REPLACE INTO meta VALUES ('runs', 'many')",
     "end not a time": "INSERT OR REPLACE INTO meta VALUES ('ended', 'later')",
@@ -235,3 +307,11 @@ def test_a_store_file_that_is_empty_or_garbage_is_refused(tmp_path: Path, conten
 
     with pytest.raises(SessionError, match=r"store\.sqlite: "):
         Store.open(tmp_path)
+
+
+def test_a_slots_record_that_cannot_be_written_is_a_session_write_error(tmp_path: Path) -> None:
+    store = Store.create(tmp_path)
+    store.db.execute("PRAGMA query_only = ON")  # every write fails, as on a full disk
+
+    with pytest.raises(SessionWriteError, match=r"store\.sqlite"):
+        store.worker_slots("w1", 4)

@@ -13,11 +13,14 @@ from cloudtask.store import meta as keys
 from cloudtask.store import schema as store_schema
 from cloudtask.store.check import check_finished
 from cloudtask.store.reader import StoreReader
+from cloudtask.usage import Usage
 
 
 def run_job(store: Store, job: int, outcome: str, state: JobState, at: float) -> int:
     attempt = store.start_attempt(job, f"w{job % 2}", at)
-    store.end_attempt(attempt, job, state, AttemptEnd(outcome, 0, None, f"tail {job}"), at + 1)
+    used = Usage(0.5, 0.25, 1 << 20, job)  # what it used is recorded too, and checks add up
+    end = AttemptEnd(outcome, 0, None, f"tail {job}", used)
+    store.end_attempt(attempt, job, state, end, at + 1)
     return attempt
 
 
@@ -68,6 +71,61 @@ def test_the_reader_reads_an_old_store_as_it_is_and_never_writes(tmp_path: Path)
         assert (reader.instances(), reader.open_instances()) == ([], 0)
     with StoreReader.open(tmp_path) as reader:
         assert reader.meta(keys.SCHEMA_VERSION) == 1
+
+
+def test_the_reader_reads_a_version_2_store_as_using_nothing_measured(tmp_path: Path) -> None:
+    # A store as cloudtask 2 left it (no usage columns, no workers table), made with SQL.
+    db = sqlite3.connect(tmp_path / "store.sqlite")
+    db.executescript(store_schema.SCHEMA + store_schema.MIGRATIONS[1])
+    db.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+    db.execute("INSERT INTO jobs (id, line, command, state) VALUES (1, 1, 'echo 1', 'ok')")
+    db.execute(
+        "INSERT INTO attempts (job, worker, started, ended, outcome) VALUES (1, 'w', 1, 2, 'ok')"
+    )
+    db.commit()
+    db.close()
+
+    with StoreReader.open(tmp_path) as reader, reader.snapshot():
+        assert reader.meta(keys.SCHEMA_VERSION) == 2  # not migrated
+        assert not reader.has_usage()
+        ((_, (tried,)),) = list(reader.jobs_with_attempts())
+        assert (tried.outcome, tried.usage) == ("ok", None)
+        assert [a.usage for a in reader.attempts()] == [None]
+        assert [a.usage for a in reader.attempts_of([1])[1]] == [None]
+        assert reader.usage_totals() == (0, 0, 0.0, 0.0, None, 0)
+        assert (reader.most_cpu(5), reader.most_memory(5), reader.worker_slots()) == ([], [], {})
+
+
+def used_store(directory: Path) -> None:
+    """Jobs 1-4 (1 retried), what they used; job 4's worker had no agent (bytes only)."""
+    store = Store.create(directory)
+    store.add_jobs((n, n, f"job {n}") for n in range(1, 6))
+    used = {
+        1: [Usage(1.0, 0.5, 100, 10), Usage(2.0, 0.5, 300, 20)],  # 4.0 s, peak 300
+        2: [Usage(0.25, 0.25, 900, 30)],  # 0.5 s, peak 900
+        3: [Usage(6.0, 1.0, 200, 40)],  # 7.0 s, peak 200
+        4: [Usage(output_bytes=50)],
+    }
+    for job, uses in used.items():
+        for use in uses:
+            attempt = store.start_attempt(job, "w", 1.0)
+            store.end_attempt(attempt, job, JobState.OK, AttemptEnd("ok", 0, None, "", use), 2.0)
+    store.start_attempt(5, "w", 3.0)  # running: nothing measured yet
+    store.worker_slots("w", 2)
+    store.close()
+
+
+def test_what_the_attempts_used_is_summed_and_ranked_in_sql(tmp_path: Path) -> None:
+    used_store(tmp_path)
+
+    with StoreReader.open(tmp_path) as reader, reader.snapshot():
+        assert reader.has_usage()
+        totals = reader.usage_totals()
+        assert totals == (5, 4, 9.25, 2.25, 900, 150)
+        assert reader.most_cpu(2) == [(3, 7.0, "job 3"), (1, 4.0, "job 1")]
+        assert reader.most_cpu(9) == [(3, 7.0, "job 3"), (1, 4.0, "job 1"), (2, 0.5, "job 2")]
+        assert reader.most_memory(2) == [(2, 900, "job 2"), (1, 300, "job 1")]
+        assert reader.worker_slots() == {"w": 2}
 
 
 def test_a_finished_store_adds_up(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 `StoreReader.open` opens the file read-only (a controller may be writing it
 at that very moment: WAL mode lets both go on) and never takes the session
 lock. It neither migrates nor checks the store: an older schema is read as
-it is (a version 1 store has no instances). Reads inside `snapshot()` see
+it is (a version 1 store has no instances, attempts of a version 2 store
+read as having used nothing measured, every worker of either ran one job at
+a time). Reads inside `snapshot()` see
 one instant of the store; outside it, each query sees the store as it is.
 
 Sessions can hold a million jobs: the queries aggregate in SQL (counts by
@@ -23,7 +25,14 @@ from typing import NamedTuple, TypeVar
 from ..scheduler import JobState
 from . import meta, schema
 from .queries import Queries
-from .records import ATTEMPT_COLUMNS, JOB_COLUMNS, AttemptRecord, InstanceRecord, JobRecord
+from .records import (
+    ATTEMPT_COLUMNS,
+    JOB_COLUMNS,
+    USAGE_COLUMNS,
+    AttemptRecord,
+    InstanceRecord,
+    JobRecord,
+)
 
 T = TypeVar("T")
 
@@ -70,6 +79,35 @@ class WorkerTotals(NamedTuple):
     last_started: float
 
 
+class UsageTotals(NamedTuple):
+    """What the attempts used, summed over them: `measured` attempts recorded
+    any of it, `cpu_measured` their CPU; `max_rss` is the largest peak
+    (None: no attempt's was measured)."""
+
+    measured: int
+    cpu_measured: int
+    user_cpu: float
+    system_cpu: float
+    max_rss: int | None
+    output_bytes: int
+
+
+class JobUse(NamedTuple):
+    """A job among those that used the most: what it used (CPU seconds, over
+    its attempts; or its largest peak memory, in bytes) and its command."""
+
+    job: int
+    used: float
+    command: str
+
+
+# How a job's use of each measure is summed over its attempts, and which attempts count.
+_MEASURES = {
+    "cpu": ("sum(user_cpu + system_cpu)", "user_cpu IS NOT NULL AND system_cpu IS NOT NULL"),
+    "memory": ("max(max_rss)", "max_rss IS NOT NULL"),
+}
+
+
 class StoreReader(Queries):
     """Typed, read-only queries over a session's store."""
 
@@ -108,6 +146,20 @@ class StoreReader(Queries):
     def has_instances(self) -> bool:
         """Whether the store records launched instances (schema 2 on)."""
         return "instances" in self.tables()
+
+    def has_usage(self) -> bool:
+        """Whether attempts record what they used (schema 3 on)."""
+        found = {str(row[1]) for row in self.db.execute("PRAGMA table_info(attempts)")}
+        return set(USAGE_COLUMNS) <= found
+
+    def _attempt_columns(self) -> str:
+        """ATTEMPT_COLUMNS, with NULL for the usage columns a store older than schema 3 lacks."""
+        if self.has_usage():
+            return ATTEMPT_COLUMNS
+        return ", ".join(
+            f"NULL AS {name}" if name in USAGE_COLUMNS else name
+            for name in ATTEMPT_COLUMNS.split(", ")
+        )
 
     def meta_or_none(self, key: meta.Key[T]) -> T | None:
         """A meta value; None when absent or not what cloudtask writes (a report
@@ -149,7 +201,7 @@ class StoreReader(Queries):
         jobs = self.db.execute(f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY id")
         # A second cursor on the same connection; attempts_job orders it by job, then id.
         attempts = self.db.cursor().execute(
-            f"SELECT {ATTEMPT_COLUMNS} FROM attempts ORDER BY job, id"
+            f"SELECT {self._attempt_columns()} FROM attempts ORDER BY job, id"
         )
         pending = attempts.fetchone()
         for row in jobs:
@@ -166,18 +218,20 @@ class StoreReader(Queries):
     def attempts(self, job: int | None = None) -> list[AttemptRecord]:
         """Attempts in the order they started (id order): every one, or the job's."""
         where, values = ("", ()) if job is None else (" WHERE job = ?", (job,))
-        rows = self.db.execute(f"SELECT {ATTEMPT_COLUMNS} FROM attempts{where} ORDER BY id", values)
+        columns = self._attempt_columns()
+        rows = self.db.execute(f"SELECT {columns} FROM attempts{where} ORDER BY id", values)
         return [AttemptRecord(*row) for row in rows]
 
     def attempts_of(self, jobs: Iterable[int]) -> dict[int, list[AttemptRecord]]:
         """The attempts of these jobs, by job, each job's in id order."""
         ids = list(jobs)
         found: dict[int, list[AttemptRecord]] = {}
+        columns = self._attempt_columns()
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = ids[start : start + _IN_CHUNK]
             marks = ", ".join("?" for _ in chunk)
             for row in self.db.execute(
-                f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE job IN ({marks}) ORDER BY job, id",
+                f"SELECT {columns} FROM attempts WHERE job IN ({marks}) ORDER BY job, id",
                 chunk,
             ):
                 attempt = AttemptRecord(*row)
@@ -215,6 +269,52 @@ class StoreReader(Queries):
             "FROM attempts GROUP BY worker"
         )
         return [WorkerTotals(*row) for row in rows]
+
+    # -- what the attempts used (schema 3) ---------------------------------------------
+
+    def usage_totals(self) -> UsageTotals:
+        """What every attempt used, summed in SQL (nothing in a store older than schema 3)."""
+        if not self.has_usage():
+            return UsageTotals(0, 0, 0.0, 0.0, None, 0)
+        row = self.db.execute(
+            "SELECT coalesce(sum(user_cpu IS NOT NULL OR system_cpu IS NOT NULL "
+            "OR max_rss IS NOT NULL OR output_bytes IS NOT NULL), 0), "
+            "coalesce(sum(user_cpu IS NOT NULL AND system_cpu IS NOT NULL), 0), "
+            "total(user_cpu), total(system_cpu), max(max_rss), coalesce(sum(output_bytes), 0) "
+            "FROM attempts"
+        ).fetchone()
+        return UsageTotals(*row)
+
+    def most_cpu(self, limit: int) -> list[JobUse]:
+        """The `limit` jobs that used the most CPU (user and system, over their attempts)."""
+        return self._most("cpu", limit)
+
+    def most_memory(self, limit: int) -> list[JobUse]:
+        """The `limit` jobs with the largest peak memory (of any of their attempts)."""
+        return self._most("memory", limit)
+
+    def _most(self, measure: str, limit: int) -> list[JobUse]:
+        if not self.has_usage():
+            return []
+        used, counted = _MEASURES[measure]
+        rows = self.db.execute(
+            "SELECT top.job, top.used, coalesce(jobs.command, '') FROM ("
+            f"SELECT job, {used} AS used FROM attempts WHERE {counted} "
+            "GROUP BY job ORDER BY used DESC, job LIMIT ?"
+            ") AS top LEFT JOIN jobs ON jobs.id = top.job ORDER BY top.used DESC, top.job",
+            (limit,),
+        )
+        return [JobUse(int(job), used_, str(command)) for job, used_, command in rows]
+
+    # -- workers -----------------------------------------------------------------------
+
+    def worker_slots(self) -> dict[str, int]:
+        """Jobs at once of each worker recorded with --slots (none before schema 3);
+        a worker absent ran one. (The writer's `worker_slots` records them.)"""
+        if "workers" not in self.tables():
+            return {}
+        rows = self.db.execute("SELECT name, slots FROM workers ORDER BY name")
+        return {str(name): int(slots) for name, slots in rows}
 
     # -- launched instances ----------------------------------------------------------
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ..usage import Usage
+
 # Outcomes of an attempt, as stored (None while it runs): ok, failed and
 # timeout use up a try (jobs.attempts counts them); stopped (an abort, a lost
 # worker) and lost (closed on resume: its controller died) do not.
@@ -14,12 +16,14 @@ COUNTED = frozenset({"ok", "failed", "timeout"})
 
 @dataclass(frozen=True, slots=True)
 class AttemptEnd:
-    """How an attempt ended, as stored: outcome is ok, failed, timeout, stopped or lost."""
+    """How an attempt ended, as stored: outcome is ok, failed, timeout, stopped or lost;
+    usage: what it used (None: not measured)."""
 
     outcome: str
     exit_status: int | None = None
     signal: int | None = None
     tail: str = ""
+    usage: Usage | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,23 @@ class AttemptRecord:
     exit_status: int | None
     signal: int | None
     tail: str | None
+    # What it used (schema 3; None: not measured, still running, or an older store).
+    user_cpu: float | None = None
+    system_cpu: float | None = None
+    max_rss: int | None = None
+    output_bytes: int | None = None
+
+    @property
+    def usage(self) -> Usage | None:
+        """What it used; None when nothing was recorded."""
+        values = (self.user_cpu, self.system_cpu, self.max_rss, self.output_bytes)
+        if all(value is None for value in values):
+            return None
+        return Usage(self.user_cpu, self.system_cpu, self.max_rss, self.output_bytes or 0)
+
+
+# The columns schema 3 added to attempts: a reader of an older store reads them as NULL.
+USAGE_COLUMNS = ("user_cpu", "system_cpu", "max_rss", "output_bytes")
 
 
 @dataclass(frozen=True, slots=True)

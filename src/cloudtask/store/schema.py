@@ -13,9 +13,9 @@ from pathlib import Path
 
 from ..errors import SessionError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STORE_NAME = "store.sqlite"
-TABLES = frozenset({"meta", "jobs", "attempts", "instances"})
+TABLES = frozenset({"meta", "jobs", "attempts", "instances", "workers"})
 
 SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,6 +61,16 @@ CREATE TABLE instances (
     note TEXT
 );
 CREATE INDEX instances_open ON instances (destroyed);
+""",
+    # 3: what each attempt used (usage.Usage; NULL: not measured, or from an
+    # older cloudtask, or still running), and how many jobs at once each
+    # worker ran (--slots; a worker not in the table ran one).
+    2: """
+ALTER TABLE attempts ADD COLUMN user_cpu REAL;
+ALTER TABLE attempts ADD COLUMN system_cpu REAL;
+ALTER TABLE attempts ADD COLUMN max_rss INTEGER;
+ALTER TABLE attempts ADD COLUMN output_bytes INTEGER;
+CREATE TABLE workers (name TEXT PRIMARY KEY, slots INTEGER NOT NULL);
 """,
 }
 

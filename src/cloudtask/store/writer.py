@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from ..errors import SessionError, SessionWriteError
 from ..paths import cannot_write
 from ..scheduler import JobState
+from ..usage import Usage
 from . import meta, schema
 from .queries import Queries
 from .records import COUNTED, AttemptEnd
@@ -289,6 +290,16 @@ class Store(Queries):
                 f"UPDATE instances SET {columns} WHERE token = ?", (*values.values(), token)
             )
 
+    # -- workers ---------------------------------------------------------------
+
+    def worker_slots(self, name: str, slots: int) -> None:
+        """How many jobs at once the worker runs (--slots); one that is never
+        recorded ran one at a time."""
+        with self._writing():
+            self.db.execute(
+                "INSERT OR REPLACE INTO workers (name, slots) VALUES (?, ?)", (name, slots)
+            )
+
     # -- attempts --------------------------------------------------------------
 
     def start_attempt(self, job_id: int, worker: str, started: float) -> int:
@@ -305,13 +316,23 @@ class Store(Queries):
     ) -> None:
         """Record how the attempt ended and the job's state after it, in one commit."""
         counted = 1 if end.outcome in COUNTED else 0
+        values = (ended, end.outcome, end.exit_status, end.signal, end.tail)
         with self._writing():
             self.db.execute(
                 "UPDATE attempts SET ended = ?, outcome = ?, exit_status = ?, signal = ?, "
-                "tail = ? WHERE id = ?",
-                (ended, end.outcome, end.exit_status, end.signal, end.tail, attempt),
+                "tail = ?, user_cpu = ?, system_cpu = ?, max_rss = ?, output_bytes = ? "
+                "WHERE id = ?",
+                (*values, *_usage_row(end.usage), attempt),
             )
             self.db.execute(
                 "UPDATE jobs SET state = ?, attempts = attempts + ? WHERE id = ?",
                 (state.value, counted, job_id),
             )
+
+
+def _usage_row(usage: Usage | None) -> tuple[float | None, ...]:
+    """The usage columns of attempts (schema 3), in records.USAGE_COLUMNS's
+    order; NULL: not measured."""
+    if usage is None:
+        return (None, None, None, None)
+    return (usage.user_cpu, usage.system_cpu, usage.max_rss, usage.output_bytes)
