@@ -5,6 +5,6 @@ a process group of its own with no input, streams what it prints, and kills
 every process of the group when the command ends, times out or is stopped.
 """
 
-from .base import RunResult, Transport
+from .base import AgentStart, RunResult, Transport
 
-__all__ = ["RunResult", "Transport"]
+__all__ = ["AgentStart", "RunResult", "Transport"]

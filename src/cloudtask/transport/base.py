@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..usage import Usage
+
 # After SIGTERM a timed-out or stopped command gets this long to end before SIGKILL.
 KILL_GRACE = 1.0
 # Output still coming once the command has ended is read for at most this long:
@@ -24,6 +26,7 @@ class RunResult:
     # Its output was still open DRAIN_LIMIT after it ended (a process that
     # left its group holds it): what that process writes is not read.
     held_open: bool = False
+    usage: Usage | None = None  # what it used; None when not measured
 
     @property
     def ok(self) -> bool:
@@ -37,6 +40,14 @@ class RunResult:
         if self.signal is not None:
             return f"killed by signal {self.signal}"
         return f"exit {self.exit_status}"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStart:
+    """What starting a worker's agent found."""
+
+    cpus: int  # the CPUs its jobs may use (--slots=auto)
+    without_agent: str | None = None  # why commands run one channel each, or None
 
 
 class Transport(Protocol):
@@ -54,6 +65,20 @@ class Transport(Protocol):
 
         Returns when the command and every process it started are gone.
         """
+        ...
+
+    async def start_agent(self) -> AgentStart:
+        """Start running commands through the worker's agent where it can;
+        what the worker is (its CPUs) and, when it runs without one, why."""
+        ...
+
+    def keep_lease(self, seconds: float, action: str, key: str) -> bool:
+        """Set or renew the worker's lease; False when it cannot keep one (no agent)."""
+        ...
+
+    def watch_spot(self, url: str, interval: float, on_notice: Callable[[], None]) -> bool:
+        """Watch the instance metadata at `url` for a spot interruption notice;
+        `on_notice` runs when one comes. False when it cannot (no agent)."""
         ...
 
     async def put_overlay(self, directory: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -12,7 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from ..errors import WorkerError
-from .base import DRAIN_LIMIT, KILL_GRACE, RunResult, first_event
+from ..usage import Usage
+from .base import DRAIN_LIMIT, KILL_GRACE, AgentStart, RunResult, first_event
 
 # Every local job of one controller run carries RUN_TAG=<tag> in its
 # environment, so the next run of the session finds what a killed controller
@@ -51,13 +53,20 @@ class LocalTransport:
         except OSError as exc:
             raise WorkerError(f"cannot start a process: {exc.strerror or exc}") from exc
         assert proc.stdout is not None
-        eof = _stream(loop, proc.stdout.fileno(), output)
+        counted = 0
+
+        def count(data: bytes) -> None:
+            nonlocal counted
+            counted += len(data)
+            output(data)
+
+        eof = _stream(loop, proc.stdout.fileno(), count)
         exited = _exit_future(loop, proc)
         try:
             reason = await first_event(exited, timeout, stop)
             if reason is not None:
                 await _terminate(proc.pid, exited)
-            status = proc.wait()
+            status, resources = _reap(proc)
         finally:
             # Whatever happened, nothing the job started outlives it.
             _kill_group(proc.pid, signal.SIGKILL)
@@ -69,9 +78,20 @@ class LocalTransport:
             loop.remove_reader(proc.stdout.fileno())
             proc.stdout.close()
         timed_out, stopped = reason == "timeout", reason == "stop"
+        usage = Usage(resources.ru_utime, resources.ru_stime, resources.ru_maxrss * 1024, counted)
         if status < 0:
-            return RunResult(None, -status, timed_out, stopped, held_open)
-        return RunResult(status, None, timed_out, stopped, held_open)
+            return RunResult(None, -status, timed_out, stopped, held_open, usage)
+        return RunResult(status, None, timed_out, stopped, held_open, usage)
+
+    async def start_agent(self) -> AgentStart:
+        # Local jobs need no agent: this process runs them (and measures them).
+        return AgentStart(cpus=len(os.sched_getaffinity(0)))
+
+    def keep_lease(self, seconds: float, action: str, key: str) -> bool:
+        return False  # this machine is the user's: never leased
+
+    def watch_spot(self, url: str, interval: float, on_notice: Callable[[], None]) -> bool:
+        return False
 
     async def put_overlay(self, directory: Path) -> None:
         raise WorkerError("the local provider does not copy an overlay onto this machine")
@@ -103,6 +123,19 @@ def _stream(
 
     loop.add_reader(fd, readable)
     return eof
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> tuple[int, resource.struct_rusage]:
+    """Wait for the process and take its exit and its resource use (wait4):
+    Popen's own wait would drop the use."""
+    while True:
+        try:
+            _, status, resources = os.wait4(proc.pid, 0)
+            break
+        except InterruptedError:
+            continue
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, resources
 
 
 def _exit_future(

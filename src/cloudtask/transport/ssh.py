@@ -21,7 +21,9 @@ import asyncssh
 
 from ..errors import WorkerError
 from ..overlay import UNPACK_COMMAND, overlay_tar
-from .base import DRAIN_LIMIT, KILL_GRACE, RunResult, first_event
+from ..usage import Usage
+from .agent import AgentLink, start_agent
+from .base import DRAIN_LIMIT, KILL_GRACE, AgentStart, RunResult, first_event
 
 _WRAPPER = r"""exec 3<&0 </dev/null
 setsid /bin/sh -c "$1" & job=$!
@@ -59,6 +61,27 @@ class SSHTransport:
         self._lost = lost  # why the connection is gone, or None while it is up
         self._reconnect = reconnect
         self._before_close: list[Callable[[SSHTransport], Awaitable[None]]] = []
+        self.agent: AgentLink | None = None  # once started, every command goes through it
+
+    async def start_agent(self) -> AgentStart:
+        started = await start_agent(self.conn, self._lost)
+        if isinstance(started, str):
+            return AgentStart(cpus=1, without_agent=started)
+        self.agent = started
+        return AgentStart(cpus=started.cpus)
+
+    def keep_lease(self, seconds: float, action: str, key: str) -> bool:
+        if self.agent is None:
+            return False
+        self.agent.keep_lease(seconds, action, key)
+        return True
+
+    def watch_spot(self, url: str, interval: float, on_notice: Callable[[], None]) -> bool:
+        if self.agent is None:
+            return False
+        self.agent.on_notice = on_notice
+        self.agent.watch_spot(url, interval)
+        return True
 
     def on_close(self, cleanup: Callable[[SSHTransport], Awaitable[None]]) -> None:
         """Run `cleanup` over a live connection to the worker when closing."""
@@ -73,13 +96,22 @@ class SSHTransport:
         stop: asyncio.Event | None = None,
         env: Mapping[str, str] | None = None,
     ) -> RunResult:
+        if self.agent is not None:
+            return await self.agent.run(command, timeout=timeout, output=output, stop=stop, env=env)
+        counted = 0
+
+        def count(data: bytes) -> None:
+            nonlocal counted
+            counted += len(data)
+            output(data)
+
         try:
             process = await self.conn.create_process(
                 wrapped(command, env), stderr=asyncssh.STDOUT, encoding=None
             )
         except (asyncssh.Error, OSError) as exc:
             raise WorkerError(self._why(exc)) from exc
-        pump = asyncio.ensure_future(_pump(process.stdout, output))
+        pump = asyncio.ensure_future(_pump(process.stdout, count))
         exited = _exit_reported(process)
         closed = asyncio.ensure_future(process.wait_closed())
         ended = asyncio.ensure_future(_first(exited, closed))
@@ -113,7 +145,12 @@ class SSHTransport:
         if process.exit_signal is not None:
             status, signal_number = None, _signal_number(process.exit_signal[0])
         return RunResult(
-            status, signal_number, reason == "timeout", reason == "stop", held_open=held_open
+            status,
+            signal_number,
+            reason == "timeout",
+            reason == "stop",
+            held_open=held_open,
+            usage=Usage(output_bytes=counted),
         )
 
     async def _kill(self, process: Any, ended: asyncio.Future[Any]) -> None:
@@ -152,6 +189,9 @@ class SSHTransport:
         When the connection is gone, the cleanups run over a new one. If they
         cannot run, WorkerError says why, and they stay for another close().
         """
+        if self.agent is not None:
+            agent, self.agent = self.agent, None
+            await agent.close()
         try:
             if self._before_close:
                 over = self
