@@ -8,6 +8,9 @@ needs root), then runs the same --jobs `echo N` jobs on them, one job at a time
 per host, through:
 
   cloudtask          cloudtask --force --workers=FILE --ssh-identity=KEY echo
+                     (jobs through the worker agent, one at a time per worker)
+  cloudtask slots=4  the same with --slots=4: four jobs at once per worker
+  cloudtask no agent the same on hosts without python3: a channel per job
   parallel -M        GNU parallel --sshlogin 1/root@HOST,... --controlmaster
   parallel           GNU parallel --sshlogin 1/root@HOST,... (one ssh per job)
   asyncssh floor     one asyncssh connection per host, a shared queue,
@@ -55,6 +58,9 @@ SUMMARY_RE = re.compile(
 FLOOR_SHARE = 0.5  # at least half the asyncssh floor's jobs per second
 CONTROLMASTER_RATIO = 5.0  # at least 5 times GNU parallel --controlmaster
 CPU_MS_PER_JOB = 1.5  # under 1.5 ms controller CPU per job
+# Targets from issue 15 (the worker agent), at one slot per worker.
+AGENT_FLOOR_RATIO = 1.5  # at least 1.5 times the asyncssh floor's jobs per second
+AGENT_CPU_SHARE = 0.6  # at no more than 0.6 times its controller CPU per job
 
 
 @dataclass
@@ -173,16 +179,23 @@ def check_lines(lines: list[str], jobs: int) -> str | None:
 
 
 def bench_cloudtask(
-    hosts: TestHosts, jobs: int, env: dict[str, str], timeout: float, keep: set[int]
+    hosts: TestHosts,
+    jobs: int,
+    env: dict[str, str],
+    timeout: float,
+    keep: set[int],
+    tool: str = "cloudtask",
+    *options: str,
 ) -> Row:
     argv = [
         CLOUDTASK,
         "--force",
         f"--workers={hosts.workers_file()}",
         f"--ssh-identity={hosts.client_key}",
+        *options,
         "echo",
     ]
-    row, _ = run_tool("cloudtask", argv, jobs, env, timeout, keep)
+    row, _ = run_tool(tool, argv, jobs, env, timeout, keep)
     if row.problem is not None:
         return row
     # stdout would carry the same lines as the session log; the log is read instead.
@@ -280,7 +293,10 @@ def bench_asyncssh(hosts: TestHosts, jobs: int, timeout: float) -> Row:
 
 def print_table(rows: list[Row], jobs: int, host_count: int) -> None:
     ours = next((row for row in rows if row.tool == "cloudtask" and row.problem is None), None)
-    print(f"{jobs} `echo N` jobs on {host_count} test hosts, one job at a time per host")
+    print(
+        f"{jobs} `echo N` jobs on {host_count} test hosts, one job at a time per host "
+        "(but for --slots)"
+    )
     print(
         f"{'tool':<16}{'wall s':>9}{'jobs/s':>9}{'CPU s':>9}{'CPU ms/job':>12}{'cloudtask x':>13}"
     )
@@ -315,7 +331,21 @@ def print_table(rows: list[Row], jobs: int, host_count: int) -> None:
                 rate >= CONTROLMASTER_RATIO * controlmaster,
             )
         )
-    print("targets (issue 3):")
+    if "asyncssh floor" in by_tool:
+        floor_row = by_tool["asyncssh floor"]
+        checks.append(
+            (
+                f"cloudtask >= {AGENT_FLOOR_RATIO:g} x asyncssh floor jobs/s (issue 15)",
+                rate >= AGENT_FLOOR_RATIO * jobs / floor_row.wall,
+            )
+        )
+        checks.append(
+            (
+                f"cloudtask CPU per job <= {AGENT_CPU_SHARE:g} x the floor's (issue 15)",
+                ours.cpu <= AGENT_CPU_SHARE * floor_row.cpu,
+            )
+        )
+    print("targets:")
     for name, ok in checks:
         print(f"  {name}: {'met' if ok else 'MISSED'}")
 
@@ -332,7 +362,7 @@ def main() -> int:
         "--skip",
         action="append",
         default=[],
-        choices=["cloudtask", "parallel-M", "parallel", "asyncssh"],
+        choices=["cloudtask", "slots", "no-agent", "parallel-M", "parallel", "asyncssh"],
         help="leave a tool out (repeatable)",
     )
     args = parser.parse_args()
@@ -369,10 +399,22 @@ def main() -> int:
             progress(bench_asyncssh(hosts, jobs, args.timeout))
         if "cloudtask" not in args.skip:
             progress(bench_cloudtask(hosts, jobs, env, args.timeout, keep))
+        if "slots" not in args.skip:
+            progress(
+                bench_cloudtask(
+                    hosts, jobs, env, args.timeout, keep, "cloudtask slots=4", "--slots=4"
+                )
+            )
         if have_parallel and "parallel-M" not in args.skip:
             progress(bench_parallel(hosts, jobs, env, args.timeout, keep, ssh_wrapper, True))
         if have_parallel and "parallel" not in args.skip:
             progress(bench_parallel(hosts, jobs, env, args.timeout, keep, ssh_wrapper, False))
+        if "no-agent" not in args.skip:
+            # Last: the hosts lose python3 (their sshd restarts with a PATH without it).
+            for host in hosts:
+                host.hide_python()
+            keep = {pid for host in hosts if (pid := host._sshd.pid if host._sshd else None)}
+            progress(bench_cloudtask(hosts, jobs, env, args.timeout, keep, "cloudtask no agent"))
     print_table(rows, jobs, args.hosts)
     return 1 if any(row.problem for row in rows) else 0
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.hosts import runs_of_this_process
+from tests.support.hosts import HARMLESS_LEASE_ACTION, runs_of_this_process
+
+from cloudtask.transport.agent_program import LEASE_PREFIX
 
 
 @pytest.fixture(autouse=True)
@@ -17,6 +23,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
         if name.startswith("CLOUDTASK_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("CLOUDTASK_SESSIONS", str(tmp_path / "sessions"))
+    # A launched test worker's lease never shuts this machine down.
+    monkeypatch.setenv("CLOUDTASK_LEASE_ACTION", HARMLESS_LEASE_ACTION)
     # boto3 must never look for credentials or a region beyond this machine:
     # no instance metadata service (a link-local address), no user's AWS files.
     for name in list(os.environ):
@@ -35,3 +43,18 @@ def no_test_host_left() -> Iterator[None]:
     yield
     left = runs_of_this_process() - before
     assert not left, f"test hosts left running after the module: {sorted(left)}"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_lease_keeper_left() -> Iterator[None]:
+    """The lease keepers launched test workers leave (their leases outlive the
+    run by design) are stopped at the end of the tests."""
+    started = time.time()
+    yield
+    for directory in Path("/tmp").glob(f"{LEASE_PREFIX}*"):
+        with contextlib.suppress(OSError, ValueError):
+            if directory.stat().st_mtime >= started - 1:
+                os.kill(int((directory / "keeper").read_text()), signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            if directory.stat().st_mtime >= started - 1:
+                shutil.rmtree(directory)

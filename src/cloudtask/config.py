@@ -53,6 +53,19 @@ def whole(minimum: int) -> Callable[[str], int]:
 UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+AUTO = "auto"  # --slots=auto: as many jobs at once as the worker has CPUs
+
+
+def slots(text: str) -> int | str:
+    """Jobs at once on each worker: a whole number, or auto (its CPU count)."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return whole(1)(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or auto: the worker's CPU count)") from None
+
+
 def seconds(text: str) -> float:
     """A positive duration: seconds (`90`, `1.5`), or with a unit (`90s`, `15m`, `2h`, `1d`)."""
     value = _duration(text, "")
@@ -260,6 +273,12 @@ class Config:
         "process may use; else 1",
         metavar="N",
     )
+    slots: int | str = option(
+        "jobs each worker runs at once: a number, or auto for the worker's CPU count",
+        slots,
+        default=1,
+        metavar="N|auto",
+    )
     workers: tuple[Address, ...] | None = option(
         "pre-launched workers: a file with one address per line, or addresses "
         "separated by spaces or commas (user@host:port)",
@@ -303,6 +322,14 @@ class Config:
         "how long a launched worker may take to run and answer SSH before it is destroyed",
         seconds,
         default=600.0,
+        metavar="DURATION",
+    )
+    lease: float = option(
+        "a launched worker ends itself (its cloud terminates it on shutdown) unless "
+        "cloudtask renews this lease in time: a backstop for a controller that is gone",
+        seconds,
+        default=600.0,
+        default_help="10m",
         metavar="DURATION",
     )
     pre: str | None = option("setup command run on each worker before its first job", metavar="CMD")
@@ -478,6 +505,7 @@ ONLY_FOR: dict[str, frozenset[str]] = {
     "ssh-identity": _SSH,
     "overlay": _SSH,
     "boot-timeout": _LAUNCH,
+    "lease": _LAUNCH,
     "hourly-price": _LAUNCH,
     "budget": _LAUNCH,
     "hub-apikey": frozenset({"hub"}),

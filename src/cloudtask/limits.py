@@ -20,25 +20,28 @@ FILES_PER_WORKER = 4
 FILES_BESIDES = 64
 
 
-def files_needed(split: int) -> int:
-    return FILES_BESIDES + FILES_PER_WORKER * split
+def files_needed(split: int, local_slots: int = 1) -> int:
+    return FILES_BESIDES + FILES_PER_WORKER * split * local_slots
 
 
-def fit_open_files(split: int) -> None:
+def fit_open_files(split: int, local_slots: int = 1) -> None:
     """Raise the soft limit on open files as far as `split` workers need, up to
     the hard limit; a split that cannot fit is a UsageError naming both numbers.
+    A local worker holds files for each of its `local_slots` jobs at once (an
+    SSH worker's jobs share its connection).
 
     Only as far as needed: every local job inherits the limit, and some
     programs walk every descriptor up to it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = files_needed(split)
+    needed = files_needed(split, local_slots)
     if soft == resource.RLIM_INFINITY or needed <= soft:
         return
     if hard != resource.RLIM_INFINITY and needed > hard:
+        workers = f"{split} workers" + (f" of {local_slots} slots" if local_slots > 1 else "")
         raise UsageError(
-            f"--split: {split} workers need about {needed} open files, and this process "
+            f"--split: {workers} need about {needed} open files, and this process "
             f"may open at most {hard} (ulimit -Hn): give a --split of at most "
-            f"{max_split(hard)}, or raise the limit"
+            f"{max(1, max_split(hard) // local_slots)}, or raise the limit"
         )
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))

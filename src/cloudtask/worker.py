@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TextIO, TypeVar
 
 from . import cost
-from .config import Config
+from .config import AUTO, Config
 from .console import Console, duration, plural
 from .errors import SessionWriteError, WorkerError
 from .halt import Halt
@@ -28,6 +28,10 @@ from .store import AttemptEnd, Store
 from .transport import RunResult, Transport
 
 T = TypeVar("T")
+# A lease is renewed this many times within its duration: one lost renewal
+# (a slow network) does not end a healthy worker.
+LEASE_RENEWALS = 3
+SPOT_POLL = 5.0  # seconds between the agent's looks for a spot interruption notice
 
 
 @dataclass
@@ -164,6 +168,9 @@ class Worker:
         self.failed = False
         # It never took a job: it could not be reached, or its setup failed.
         self.unready = False
+        self._slots: list[asyncio.Future[None]] = []  # a task per job slot
+        self._running: dict[int, str] = {}  # job -> command, in its slots now
+        self._attempts: dict[int, int] = {}  # job -> its attempt's id in the store
 
     async def lifecycle(self) -> None:
         instance = await self._obtain()
@@ -236,13 +243,18 @@ class Worker:
             return
         if transport is None:
             return
+        lease: asyncio.Task[None] | None = None
         try:
-            if not await self._setup(transport, log):
+            slots = await self._setup(transport, log)
+            if slots is None:
                 self.unready = True
                 return
-            self.run.scheduler.add_worker(self.name, keep_idle=self.provider.keep_idle)
+            lease = self._keep_lease(transport, instance)
+            self._watch_spot(transport)
+            self.run.store.worker_slots(self.name, slots)
+            self.run.scheduler.add_worker(self.name, keep_idle=self.provider.keep_idle, slots=slots)
             try:
-                alive = await self._run_jobs(transport, log)
+                alive = await self._run_slots(transport, log, slots)
             finally:
                 if self.name in self.run.scheduler.workers and not self._busy():
                     self.run.scheduler.remove_worker(self.name)
@@ -253,7 +265,46 @@ class Worker:
                 except WorkerError as exc:
                     self._warn(f"{self.name}: --post failed: {exc}")
         finally:
+            if lease is not None:
+                # Its last renewal stands until the instance is destroyed
+                # (moments from now), or runs out if that fails.
+                lease.cancel()
             await self._close(transport)
+
+    def _keep_lease(self, transport: Transport, instance: Instance) -> asyncio.Task[None] | None:
+        """Renew a launched worker's lease while it works; None when it gets none."""
+        action = self.provider.lease_action
+        if action is None:
+            return None
+        seconds = self.run.config.lease
+        # Its launch token: unique to this instance, whichever session or machine.
+        key = instance.token or f"{self.run.session.id}-{self.name}"
+
+        async def renew() -> None:
+            with contextlib.suppress(WorkerError):  # its channel is gone: the jobs say so
+                while transport.keep_lease(seconds, action, key):
+                    await asyncio.sleep(seconds / LEASE_RENEWALS)
+                self._note(f"{self.name}: no agent to keep a lease; the watchdog covers it")
+
+        return asyncio.ensure_future(renew())
+
+    def _watch_spot(self, transport: Transport) -> None:
+        url = self.provider.spot_metadata()
+        if url is None:
+            return
+
+        def notice() -> None:
+            if self.name not in self.run.scheduler.workers:
+                return
+            self._warn(
+                f"{self.name}: spot interruption notice: it takes no new job; "
+                "its running jobs go back to the queue if it goes first"
+            )
+            self.run.scheduler.drain(self.name)
+            self.run.changed()
+
+        if not transport.watch_spot(url, SPOT_POLL, notice):
+            self._note(f"{self.name}: no agent to watch for a spot interruption notice")
 
     async def _close(self, transport: Transport) -> None:
         """Undo what connecting set up; if that fails now, the run tries again at its end."""
@@ -271,19 +322,36 @@ class Worker:
             self.log.write(f"== {text}\n")
 
     def _busy(self) -> bool:
-        return self.run.scheduler.workers[self.name].job is not None
+        return bool(self.run.scheduler.workers[self.name].jobs)
 
-    async def _setup(self, transport: Transport, log: TextIO) -> bool:
-        """Copy the overlay, then run --pre (the session key is authorized on connect)."""
+    def _note(self, text: str) -> None:
+        """Something worth knowing of this worker, said once: on the console and in its log."""
+        self.run.console.line(text)
+        if self.log is not None:
+            self.log.write(f"== {text}\n")
+
+    async def _setup(self, transport: Transport, log: TextIO) -> int | None:
+        """Copy the overlay, start the agent, then run --pre (the session key
+        is authorized on connect): the worker's job slots, or None if it failed."""
         overlay = self.run.config.overlay
         try:
             if overlay is not None:
                 self.run.console.line(f"{self.name} overlay: {overlay}")
                 await transport.put_overlay(overlay)
-            return await self._step(transport, log, "pre", self.run.config.pre)
+            started = await transport.start_agent()
+            if started.without_agent is not None:
+                self._note(
+                    f"{self.name}: no agent ({started.without_agent}): "
+                    "each job runs on an SSH channel of its own"
+                )
+            slots = self.run.config.slots
+            slots = started.cpus if slots == AUTO else int(slots)
+            if not await self._step(transport, log, "pre", self.run.config.pre):
+                return None
+            return slots
         except WorkerError as exc:
             self._warn(f"{self.name}: setup failed: {exc}; it gets no jobs")
-            return False
+            return None
 
     async def _step(
         self, transport: Transport, log: TextIO, label: str, command: str | None
@@ -306,15 +374,27 @@ class Worker:
         )
         return False
 
-    async def _run_jobs(self, transport: Transport, log: TextIO) -> bool:
-        """Run jobs until there is no work for this worker; False if it failed."""
+    async def _run_slots(self, transport: Transport, log: TextIO, slots: int) -> bool:
+        """Run jobs in each slot until there is no work for this worker; False
+        if it failed (then every slot has stopped and its jobs are settled)."""
+        self._slots = [asyncio.ensure_future(self._run_jobs(transport, log)) for _ in range(slots)]
+        try:
+            await asyncio.gather(*self._slots, return_exceptions=True)
+        finally:
+            for slot in self._slots:
+                slot.cancel()
+        return not self.failed
+
+    async def _run_jobs(self, transport: Transport, log: TextIO) -> None:
+        """One slot: run jobs until there is no more work for it, or the worker failed."""
         scheduler, store = self.run.scheduler, self.run.store
-        while True:
+        while not self.failed:
             decision = scheduler.next_job(self.name)
             if decision is Wait.RELEASE:
-                return True
+                return
             if decision is Wait.WAIT:
-                self._doing("idle, waiting for jobs that may come back")
+                if not self._running:
+                    self._doing("idle, waiting for jobs that may come back")
                 await self.run.wait_for_change()
                 continue
             try:
@@ -325,6 +405,7 @@ class Worker:
                 self.run.session.trouble.report(str(exc))
                 continue
             self.run.attempts_started += 1
+            self._attempts[decision] = attempt
             try:
                 await self._run_job(transport, log, decision, attempt)
             except SessionWriteError as exc:
@@ -334,24 +415,49 @@ class Worker:
             except Exception as exc:
                 if not isinstance(exc, WorkerError):
                     exc = WorkerError(f"unexpected {type(exc).__name__}: {exc}")
-                self.failed = True
-                ended = scheduler.fail_worker(self.name)
-                if ended is not None:
-                    store.end_attempt(
-                        attempt, decision, ended.state, AttemptEnd("lost"), time.time()
-                    )
-                self._warn(f"{self.name} failed: {exc}")
-                if ended is not None:
-                    what = "queued again" if ended.requeued else "lost"
-                    self.run.console.line(f"{self.name} job {decision} {what}")
-                return False
+                self._fail(exc)
+                return
             finally:
+                self._attempts.pop(decision, None)
+                self._running.pop(decision, None)
+                self._show_doing()
                 self.run.changed()
+
+    def _fail(self, exc: WorkerError) -> None:
+        """The worker stopped answering: every job it ran goes back to the
+        queue (or is lost), and its other slots stop."""
+        if self.failed:
+            return  # another slot saw it first and settled every job
+        self.failed = True
+        scheduler, store = self.run.scheduler, self.run.store
+        running = sorted(self.run.scheduler.workers[self.name].jobs)
+        ended_jobs = scheduler.fail_worker(self.name)
+        now = time.time()
+        for job_id, ended in zip(running, ended_jobs, strict=True):
+            store.end_attempt(self._attempts[job_id], job_id, ended.state, AttemptEnd("lost"), now)
+        self._warn(f"{self.name} failed: {exc}")
+        for job_id, ended in zip(running, ended_jobs, strict=True):
+            what = "queued again" if ended.requeued else "lost"
+            self.run.console.line(f"{self.name} job {job_id} {what}")
+        current = asyncio.current_task()
+        for slot in self._slots:
+            if slot is not current:
+                slot.cancel()
+
+    def _show_doing(self) -> None:
+        """The live view's line for this worker: its job, or how many it runs."""
+        if len(self._running) == 1:
+            ((job_id, command),) = self._running.items()
+            self._doing(f"job {job_id}: {command}")
+        elif self._running:
+            numbers = ", ".join(str(job_id) for job_id in sorted(self._running))
+            self._doing(f"{len(self._running)} jobs: {numbers}")
 
     async def _run_job(self, transport: Transport, log: TextIO, job_id: int, attempt: int) -> None:
         run, console = self.run, self.run.console
         command = run.store.command(job_id)
-        self._doing(f"job {job_id}: {command}")
+        self._running[job_id] = command
+        self._show_doing()
         console.line(f"{self.name} job {job_id} started: {command}")
         started_at = time.time()
         started = time.monotonic()
@@ -365,13 +471,13 @@ class Worker:
         tail = lines.tail_text()
         if result.stopped:
             run.scheduler.interrupt(self.name, job_id)
-            end = AttemptEnd("stopped", result.exit_status, result.signal, tail)
+            end = AttemptEnd("stopped", result.exit_status, result.signal, tail, result.usage)
             run.store.end_attempt(attempt, job_id, JobState.PENDING, end, time.time())
             console.line(f"{self.name} job {job_id} stopped by {run.stopped_by}: pending again")
             return
         outcome = outcome_of(result)
         ended = run.scheduler.end_attempt(self.name, job_id, outcome)
-        end = AttemptEnd(outcome.value, result.exit_status, result.signal, tail)
+        end = AttemptEnd(outcome.value, result.exit_status, result.signal, tail, result.usage)
         run.store.end_attempt(attempt, job_id, ended.state, end, time.time())
         if run.joblog is not None:
             run.joblog.write(

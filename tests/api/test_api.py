@@ -22,7 +22,7 @@ import pytest
 
 import cloudtask
 from cloudtask.providers.base import Instance, Provider
-from cloudtask.transport.base import RunResult, first_event
+from cloudtask.transport.base import AgentStart, RunResult, first_event
 
 # A script answers one command: its environment in, its output and exit status out.
 Script = Callable[[str, Mapping[str, str]], Awaitable[tuple[bytes, int]]]
@@ -59,6 +59,15 @@ class ScriptedTransport:
         data, status = answer.result()
         output(data)
         return RunResult(status)
+
+    async def start_agent(self) -> AgentStart:
+        return AgentStart(cpus=1)  # the script is its own agent
+
+    def keep_lease(self, seconds: float, action: str, key: str) -> bool:
+        return False
+
+    def watch_spot(self, url: str, interval: float, on_notice: Callable[[], None]) -> bool:
+        return False
 
     async def put_overlay(self, directory: Path) -> None:
         raise AssertionError("no overlay was asked for")

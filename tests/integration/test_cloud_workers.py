@@ -578,3 +578,44 @@ def test_a_run_that_launches_nothing_starts_no_watchdog(
     assert not (session / "watchdog.log").exists()
     assert watchdogs_of(helpers.sessions_dir()) == []
     authorized_keys.assert_unchanged()
+
+
+# -- the lease (SPEC section 14) ---------------------------------------------------------
+# Destroying a test host does not end its processes (the hosts share this
+# machine's process table), so a lease keeper outlives its instance here and
+# runs its harmless action once its last renewal is past: only when it fires
+# tells whether the lease was renewed.
+
+
+def test_a_healthy_run_renews_the_lease_of_its_launched_workers(
+    cloud: Cloud, tmp_path: Path, home: Path, job_script: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fired = tmp_path / "lease-fired"
+    monkeypatch.setenv("CLOUDTASK_LEASE_ACTION", f"touch {fired}")
+    # Two jobs of 3 s on one worker: the run outlasts the 2 s lease thrice over.
+    result = run(cloud, home, job_script, jobs_input(2, "3"), "--split=1", "--lease=2s")
+    ended = time.time()
+    assert result.returncode == 0, result.stderr
+    assert helpers.counts(result) == (0, 2, 0, 0, 0, 2)
+    # It fires only once nothing renews it: after the run (its instance gone).
+    wait_until(fired.exists, 15, "the lease to run out after the run")
+    assert fired.stat().st_mtime >= ended - 0.5
+
+
+def test_a_lease_nobody_renews_ends_the_worker_after_the_controller_dies(
+    cloud: Cloud, tmp_path: Path, home: Path, job_script: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fired = tmp_path / "lease-fired"
+    monkeypatch.setenv("CLOUDTASK_LEASE_ACTION", f"touch {fired}")
+    process = start(
+        cloud, home, tmp_path, jobs_input(2, "30"), "--split=1", "--lease=3s", str(job_script)
+    )
+    wait_until(lambda: len(starts(tmp_path)) >= 1, 60, "a job started")
+    time.sleep(4)  # longer than the lease: the controller renews it meanwhile
+    assert not fired.exists()
+    os.killpg(process.pid, signal.SIGKILL)
+    killed = time.time()
+    process.wait(timeout=10)
+    wait_until(fired.exists, 15, "the lease's action")
+    assert fired.stat().st_mtime >= killed
+    wait_until(lambda: cloud.backend.alive() == [], 60, "the watchdog destroyed it")

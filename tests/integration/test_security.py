@@ -652,7 +652,8 @@ def test_no_secret_leaves_the_controller(
         pid, _, cmdline = line.partition("\t")
         if pid:
             seen[int(pid)] = cmdline.rstrip(" ")
-    assert any("cloudtask-job" in cmdline for cmdline in seen.values())
+    # The scan saw the job's own side: the worker agent that ran it.
+    assert any("cloudtask-agent" in cmdline for cmdline in seen.values())
     controller = table.controller_cmdline.replace(b"\0", b" ").decode(errors="replace").rstrip()
     others = [
         cmdline

@@ -47,6 +47,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
 
+# Test hosts share this machine, its file system and its process table: a
+# launched test worker whose lease runs out must never shut anything down.
+# Every test and harness that starts test hosts imports this module, so the
+# controllers they start (and their agents' lease keepers) get a harmless
+# action; tests/conftest.py sets it again for each test.
+HARMLESS_LEASE_ACTION = "true"
+os.environ["CLOUDTASK_LEASE_ACTION"] = HARMLESS_LEASE_ACTION
+
 SSHD = "/usr/sbin/sshd"
 TEST_NETWORK = ipaddress.IPv4Network("198.18.0.0/15")
 BLOCK_PREFIX = 22  # one run's block: 256 /30s
@@ -379,6 +387,22 @@ class Host:
         self._start_sshd()
         self._wait_ready(time.monotonic() + 15)
         _settle([self])
+
+    def hide_python(self) -> None:
+        """Make the host one without python3: its sshd gives sessions a PATH of
+        every /usr/bin and /usr/sbin program but python (restarting sshd)."""
+        bin_dir = self.directory / "bin-without-python"
+        bin_dir.mkdir(exist_ok=True)
+        for directory in (Path("/usr/sbin"), Path("/usr/bin")):
+            for program in directory.iterdir():
+                link = bin_dir / program.name
+                if not program.name.startswith("python") and not link.exists():
+                    link.symlink_to(program)
+        config = self.directory / "sshd_config"
+        config.write_text(
+            config.read_text().replace("SetEnv SHLVL=1", f"SetEnv SHLVL=1 PATH={bin_dir}")
+        )
+        self.restart_sshd()
 
     def change_host_key(self) -> None:
         """Give the host a new ed25519 host key and restart sshd with it."""

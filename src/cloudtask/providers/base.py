@@ -44,6 +44,9 @@ class Provider(ABC):
     replacing = "launching a replacement"
     # What one worker costs an hour, where known (launched workers).
     price: float | None = None
+    # What a worker runs when its lease runs out (launched workers: a shutdown
+    # its cloud turns into a terminate); None: its workers get no lease.
+    lease_action: str | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> Provider:
@@ -61,6 +64,11 @@ class Provider(ABC):
     async def destroy(self, instance: Instance) -> bool:
         """Let the worker go; nothing of it keeps running or billing. False
         when the cloud did not confirm it (it may still run: said already)."""
+
+    def spot_metadata(self) -> str | None:
+        """The instance metadata service's URL, where workers may get a spot
+        interruption notice (EC2 spot instances); None elsewhere."""
+        return None
 
     def spares(self, started: int) -> int:
         """How many failed workers may be replaced, `started` being in use."""

@@ -88,6 +88,10 @@ class Cloud(ABC):
     # that failed midway may have left one that only the session's tag finds.
     idempotent_launch: ClassVar[bool] = False
 
+    def spot_metadata(self) -> str | None:
+        """Where its spot instances get their interruption notice; None: no spot."""
+        return None
+
     @classmethod
     @abstractmethod
     def from_config(cls, config: Config) -> Cloud:

@@ -34,6 +34,7 @@ import base64
 import binascii
 import dataclasses
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -287,6 +288,10 @@ def _subnet(value: str | None) -> str | None:
 # -- the cloud ---------------------------------------------------------------
 
 
+# The instance metadata service, as instances reach it (tests serve their own).
+METADATA_URL = os.environ.get("CLOUDTASK_EC2_METADATA_URL", "http://169.254.169.254")
+
+
 class EC2Cloud(Cloud):
     name = "ec2"
     listing_lag = VISIBILITY_GRACE
@@ -377,6 +382,9 @@ class EC2Cloud(Cloud):
         instance_id = reservation["Instances"][0]["InstanceId"]
         self._unseen[instance_id] = time.monotonic()
         return instance_id
+
+    def spot_metadata(self) -> str | None:
+        return METADATA_URL if self._spot else None
 
     def run_arguments(self, spec: LaunchSpec) -> dict[str, Any]:
         """The RunInstances arguments for one launch."""

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -51,6 +52,13 @@ POLL_FIRST, POLL_MOST = 0.5, 5.0
 UNCERTAIN_FOR = 90.0
 
 
+# What a launched worker runs when its lease runs out: a shutdown, which its
+# cloud makes a terminate where the launch asked for it (EC2). Tests, whose
+# workers share the machine that runs them, set a harmless one in
+# CLOUDTASK_LEASE_ACTION instead.
+LEASE_ACTION = "sudo -n shutdown -h now 2>/dev/null || shutdown -h now"
+
+
 class LaunchedWorkers(Provider):
     """A source of workers launched on demand on one cloud."""
 
@@ -69,6 +77,7 @@ class LaunchedWorkers(Provider):
         warn: Callable[[str], None],
         boot_limit: float = BOOT_LIMIT,
     ) -> None:
+        self.lease_action = os.environ.get("CLOUDTASK_LEASE_ACTION", LEASE_ACTION)
         self.cloud = cloud
         self.name = cloud.name
         self.store = store
@@ -212,6 +221,9 @@ class LaunchedWorkers(Provider):
                 return transport
             self._booting(instance.name, time.monotonic() - started, "waiting for SSH", why)
             await asyncio.sleep(1.0)
+
+    def spot_metadata(self) -> str | None:
+        return self.cloud.spot_metadata()
 
     def _booting(self, name: str, elapsed: float, what: str, why: str = "") -> None:
         """Say what a booting worker waits for: in the live view, and a line each minute."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from .. import environment
 from ..addresses import Address
 from ..config import (
+    AUTO,
     BY_NAME,
     Config,
     TemplateValues,
@@ -87,7 +88,7 @@ def plan_start(config: Config, jobs: JobSource, frontend: Frontend, loop: asynci
         joblog = open_joblog(config)  # before the input: a bad one wastes no reading
         count = store_jobs(store, command, source, config.input_mode)
         split = split_of(config, targets, count)
-        fit_open_files(split)
+        fit_open_files(split, local_slots(config))
         refuse_unlaunchable(config, targets, split, store, session.id, loop)
         refuse_unsendable_report(config)
         # Said once nothing is refused, before the question.
@@ -155,7 +156,7 @@ def plan_resume(
     if not pending:
         return Plan(config, session, store, targets, cloud, 0, 0, None, keys_left)
     split = split_of(config, targets, pending)
-    fit_open_files(split)
+    fit_open_files(split, local_slots(config))
     refuse_unlaunchable(config, targets, split, store, session.id, loop)
     refuse_unsendable_report(config)
     warn_pointless(config, targets, split, console)
@@ -233,8 +234,19 @@ def stored_config(config: Config) -> dict[str, str]:
 
 
 def split_of(config: Config, targets: Sequence[Target], jobs: int) -> int:
-    """--split, else the default that fits the provider; never more than the jobs."""
-    return min(config.split or len(targets) or local_split(config) or 1, jobs)
+    """--split, else the default that fits the provider; never more workers
+    than the jobs fill (at --slots=N, N jobs each)."""
+    split = config.split or len(targets) or local_split(config) or 1
+    slots = config.slots if isinstance(config.slots, int) else 1
+    return min(split, -(-jobs // slots))
+
+
+def local_slots(config: Config) -> int:
+    """Jobs at once on each local worker (auto: the CPUs here); 1 for SSH workers,
+    whose jobs share a connection."""
+    if config.provider != "local" or config.workers:
+        return 1
+    return usable_cpus() if config.slots == AUTO else int(config.slots)
 
 
 def local_split(config: Config) -> int | None:
