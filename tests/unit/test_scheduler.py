@@ -927,20 +927,27 @@ class _Model:
     queue: deque[int]
     state: dict[int, JobState]
     keep_idle: dict[str, bool]
+    slots: dict[str, int]
     attempts: Counter[int] = field(default_factory=Counter)
     losses: Counter[int] = field(default_factory=Counter)
     consecutive: Counter[str] = field(default_factory=Counter)
-    holding: dict[str, int] = field(default_factory=dict)
+    holding: dict[str, set[int]] = field(default_factory=dict)  # the jobs each worker runs
     retired: set[str] = field(default_factory=set)
+    draining: set[str] = field(default_factory=set)
     failed_on: dict[int, str] = field(default_factory=dict)
     stopped: bool = False
+
+    def runs(self, worker: str) -> set[int]:
+        return self.holding.setdefault(worker, set())
 
 
 def _check(scheduler: Scheduler, model: _Model) -> None:
     held = [j for r in scheduler.workers.values() for j in r.jobs]
-    # No job is on two workers at once.
+    # No job is on two workers (or two slots) at once.
     assert len(held) == len(set(held))
-    assert {w: j for w, r in scheduler.workers.items() for j in r.jobs} == model.holding
+    assert {w: r.jobs for w, r in scheduler.workers.items() if r.jobs} == {
+        w: jobs for w, jobs in model.holding.items() if jobs
+    }
     for job_id, record in scheduler.jobs.items():
         # RUNNING exactly when one worker holds it.
         assert (record.state is JobState.RUNNING) == (job_id in held)
@@ -961,9 +968,12 @@ def _check(scheduler: Scheduler, model: _Model) -> None:
     assert scheduler.done == all(state.final for state in model.state.values())
     for worker, record in scheduler.workers.items():
         assert record.retired == (worker in model.retired)
-        if record.retired:
-            assert not record.jobs
+        assert record.draining == (worker in model.draining)
+        assert record.slots == model.slots[worker]
+        assert 0 <= record.free == record.slots - len(model.runs(worker))
 
+
+_Slot = tuple[str, int]  # a worker and the number of one of its slots
 
 _RUNNING_ACTIONS = [
     *["ok"] * 5,
@@ -971,8 +981,9 @@ _RUNNING_ACTIONS = [
     *["timeout"] * 2,
     *["fail_worker"] * 2,
     "interrupt",
+    "drain",
 ]
-_IDLE_ACTIONS = ["ask"] * 12 + ["fail_worker"]
+_IDLE_ACTIONS = ["ask"] * 12 + ["fail_worker", "drain"]
 
 
 @settings(
@@ -988,14 +999,17 @@ def test_simulation(data: st.DataObject) -> None:
     strikes = data.draw(st.integers(0, 3), label="strikes")
     lost_after = data.draw(st.integers(1, 3), label="lost_after")
     keep = data.draw(st.lists(st.booleans(), min_size=n_workers, max_size=n_workers))
+    n_slots = st.integers(1, 4)
+    slot_counts = data.draw(st.lists(n_slots, min_size=n_workers, max_size=n_workers))
     job_ids = data.draw(st.permutations(range(1, n_jobs + 1)), label="job order")
-    stop_at = data.draw(st.one_of(st.none(), st.none(), st.integers(1, 80)), label="stop at")
+    stop_at = data.draw(st.one_of(st.none(), st.none(), st.integers(1, 120)), label="stop at")
 
     scheduler = Scheduler(job_ids, retries=retries, strikes=strikes, lost_after=lost_after)
     names = [f"w{n}" for n in range(n_workers)]
     keep_idle = dict(zip(names, keep, strict=True))
+    slots = dict(zip(names, slot_counts, strict=True))
     for name in names:
-        scheduler.add_worker(name, keep_idle=keep_idle[name])
+        scheduler.add_worker(name, keep_idle=keep_idle[name], slots=slots[name])
     model = _Model(
         retries=retries,
         strikes=strikes,
@@ -1003,133 +1017,182 @@ def test_simulation(data: st.DataObject) -> None:
         queue=deque(job_ids),
         state=dict.fromkeys(job_ids, JobState.PENDING),
         keep_idle=keep_idle,
+        slots=slots,
     )
-    # Where each worker is, from the runner's side.
-    status = dict.fromkeys(names, "idle")  # idle | waiting | running | released
-    release_order: list[str] = []
-    interrupts = 0
+    # Where each slot of each worker is, from the runner's side.
+    status: dict[_Slot, str] = {}  # idle | waiting | running | released
+    slot_job: dict[_Slot, int] = {}
+    for name in names:
+        status.update(dict.fromkeys(((name, n) for n in range(slots[name])), "idle"))
+    removed: list[str] = []  # the workers the runner ended, in order
+    interrupts = drains = replacements = 0
     _check(scheduler, model)
 
-    replacements = 0
+    def slots_of(worker: str) -> list[_Slot]:
+        return [(worker, n) for n in range(slots[worker])]
 
-    def replace(failed: str) -> None:
-        """Sometimes the runner launches a new worker in place of a failed one."""
+    def replace(gone: str) -> None:
+        """Sometimes the runner launches a new worker in place of a failed or drained one."""
         nonlocal replacements
-        if replacements < 5 and data.draw(st.booleans(), label=f"replace {failed}"):
+        if replacements < 5 and data.draw(st.booleans(), label=f"replace {gone}"):
             replacements += 1
             name = f"r{replacements}"
             keep_idle[name] = data.draw(st.booleans(), label=f"keep {name} idle")
-            scheduler.add_worker(name, keep_idle=keep_idle[name])
+            slots[name] = data.draw(n_slots, label=f"{name} slots")
+            scheduler.add_worker(name, keep_idle=keep_idle[name], slots=slots[name])
             names.append(name)
-            status[name] = "idle"
+            status.update(dict.fromkeys(slots_of(name), "idle"))
 
     def wake_waiting() -> None:
-        for name in names:
-            if status[name] == "waiting":
-                status[name] = "idle"
+        """Something changed: every waiting slot asks again (the runner's run.changed())."""
+        for slot, where in status.items():
+            if where == "waiting":
+                status[slot] = "idle"
+
+    def end_worker(worker: str) -> None:
+        """The runner ends the worker: every slot of it got RELEASE, it runs nothing."""
+        assert all(status[slot] == "released" for slot in slots_of(worker))
+        assert not scheduler.workers[worker].jobs
+        scheduler.remove_worker(worker)
+        removed.append(worker)
+        wake_waiting()
+
+    def release(slot: _Slot) -> None:
+        status[slot] = "released"
+        if all(status[s] == "released" for s in slots_of(slot[0])):
+            end_worker(slot[0])
+
+    def fail(worker: str) -> None:
+        ended = scheduler.fail_worker(worker)
+        model.retired.add(worker)
+        expected, put_back = [], []
+        for job in sorted(model.holding.pop(worker, set())):
+            model.losses[job] += 1
+            if model.losses[job] >= lost_after:
+                model.state[job] = JobState.LOST
+                expected.append(Ended(JobState.LOST, False, True, model.attempts[job]))
+            else:
+                model.state[job] = JobState.PENDING
+                put_back.append(job)
+                expected.append(Ended(JobState.PENDING, True, True, model.attempts[job]))
+        model.queue.extendleft(reversed(put_back))
+        assert ended == expected
+        assert not scheduler.workers[worker].jobs
+        assert scheduler.next_job(worker) is Wait.RELEASE
+        # The runner stops every slot of a failed worker and ends it.
+        for slot in slots_of(worker):
+            status[slot] = "released"
+            slot_job.pop(slot, None)
+        end_worker(worker)
+        replace(worker)
+
+    def drain(worker: str) -> None:
+        nonlocal drains
+        drains += 1
+        strikes_before = scheduler.workers[worker].strikes
+        scheduler.drain(worker)
+        model.draining.add(worker)
+        assert scheduler.workers[worker].strikes == strikes_before
+        replace(worker)
+        wake_waiting()
 
     for step in range(1, 100_000):
-        if all(s == "released" for s in status.values()):
+        if all(where == "released" for where in status.values()):
             break
         if step == stop_at:
             scheduler.stop()
             model.stopped = True
             wake_waiting()
-        actors = [w for w in names if status[w] in ("idle", "running")]
-        # Liveness: a waiting worker waits on a running job, whose end wakes it.
-        assert actors, f"every worker waits and nothing runs: {status}"
-        worker = data.draw(st.sampled_from(actors))
+        actors = [slot for slot, where in status.items() if where in ("idle", "running")]
+        # Liveness: a waiting slot waits on a running job, whose end wakes it.
+        assert actors, f"every slot waits and nothing runs: {status}"
+        slot = data.draw(st.sampled_from(actors))
+        worker = slot[0]
 
-        if status[worker] == "idle":
+        if status[slot] == "idle":
             action = data.draw(st.sampled_from(_IDLE_ACTIONS))
+            if action == "drain" and drains >= 2:
+                action = "ask"
             if action == "fail_worker":
-                assert scheduler.fail_worker(worker) == []
-                model.retired.add(worker)
-                assert scheduler.next_job(worker) is Wait.RELEASE
-                scheduler.remove_worker(worker)
-                status[worker] = "released"
-                release_order.append(worker)
-                replace(worker)
-                _check(scheduler, model)
-                continue
-            answer = scheduler.next_job(worker)
-            if worker in model.retired or model.stopped:
-                expected: int | Wait = Wait.RELEASE
-            elif model.queue:
-                others = [w for w in names if w != worker and status[w] != "released"]
-                others = [w for w in others if w not in model.retired]
-                mine = [j for j in model.queue if others and model.failed_on.get(j) == worker]
-                sight = itertools.islice(model.queue, LOOK_AHEAD)
-                if others and all(j in mine for j in sight) and keep_idle[worker]:
+                fail(worker)
+            elif action == "drain":
+                drain(worker)
+            else:
+                answer = scheduler.next_job(worker)
+                mine_running = model.runs(worker)
+                # A slot may wait if that costs nothing: its worker is cheap to
+                # keep, or stays anyway for a job it runs in another slot.
+                may_wait = keep_idle[worker] or bool(mine_running)
+                expected: int | Wait
+                if worker in model.retired or worker in model.draining or model.stopped:
+                    expected = Wait.RELEASE
+                elif model.queue:
+                    others = [w for w in names if w != worker and w not in removed]
+                    others = [w for w in others if w not in model.retired | model.draining]
+                    mine = [j for j in model.queue if others and model.failed_on.get(j) == worker]
+                    sight = itertools.islice(model.queue, LOOK_AHEAD)
+                    if others and all(j in mine for j in sight) and may_wait:
+                        expected = Wait.WAIT
+                    else:
+                        expected = next((j for j in model.queue if j not in mine), model.queue[0])
+                elif any(model.holding.values()) and may_wait:
                     expected = Wait.WAIT
                 else:
-                    expected = next((j for j in model.queue if j not in mine), model.queue[0])
-            elif model.holding and keep_idle[worker]:
-                expected = Wait.WAIT
-            else:
-                expected = Wait.RELEASE
-            assert answer == expected
-            if isinstance(answer, int):
-                assert worker not in model.retired  # a retired worker never gets a job
-                assert model.state[answer] is JobState.PENDING
-                model.queue.remove(answer)
-                model.state[answer] = JobState.RUNNING
-                model.holding[worker] = answer
-                status[worker] = "running"
-            elif answer is Wait.WAIT:
-                status[worker] = "waiting"
-            else:
-                if worker not in model.retired and not model.stopped:
-                    # Released only when there is nothing to run...
-                    assert not scheduler.queue
-                    # ...and, for a worker cheap to keep, nothing that may come back.
-                    if keep_idle[worker]:
-                        assert scheduler.running == 0
-                scheduler.remove_worker(worker)
-                status[worker] = "released"
-                release_order.append(worker)
+                    expected = Wait.RELEASE
+                assert answer == expected
+                if isinstance(answer, int):
+                    # A retired or drained worker never gets a job.
+                    assert worker not in model.retired | model.draining
+                    assert model.state[answer] is JobState.PENDING
+                    model.queue.remove(answer)
+                    model.state[answer] = JobState.RUNNING
+                    mine_running.add(answer)
+                    slot_job[slot] = answer
+                    status[slot] = "running"
+                elif answer is Wait.WAIT:
+                    status[slot] = "waiting"
+                else:
+                    if worker not in model.retired | model.draining and not model.stopped:
+                        # Released only when there is nothing to run, and the
+                        # worker runs nothing itself...
+                        assert not scheduler.queue
+                        assert not scheduler.workers[worker].jobs
+                        # ...and, for a worker cheap to keep, nothing that may come back.
+                        if keep_idle[worker]:
+                            assert scheduler.running == 0
+                    release(slot)
             _check(scheduler, model)
             continue
 
-        # The worker is running a job.
-        job = model.holding[worker]
+        # The slot is running a job.
+        job = slot_job[slot]
         action = data.draw(st.sampled_from(_RUNNING_ACTIONS))
-        if action == "interrupt" and interrupts >= 3:
+        if (action == "interrupt" and interrupts >= 3) or (action == "drain" and drains >= 2):
             action = "ok"
         if action == "interrupt":
             interrupts += 1
             scheduler.interrupt(worker, job)
-            del model.holding[worker]
+            model.runs(worker).remove(job)
+            del slot_job[slot]
             model.state[job] = JobState.PENDING
             model.queue.appendleft(job)
-            status[worker] = "idle"
+            status[slot] = "idle"
         elif action == "fail_worker":
-            [ended] = scheduler.fail_worker(worker)
-            del model.holding[worker]
-            model.retired.add(worker)
-            model.losses[job] += 1
-            if model.losses[job] >= lost_after:
-                model.state[job] = JobState.LOST
-                assert ended == Ended(JobState.LOST, False, True, model.attempts[job])
-            else:
-                model.state[job] = JobState.PENDING
-                model.queue.appendleft(job)
-                assert ended == Ended(JobState.PENDING, True, True, model.attempts[job])
-            assert scheduler.next_job(worker) is Wait.RELEASE
-            scheduler.remove_worker(worker)
-            status[worker] = "released"
-            release_order.append(worker)
-            replace(worker)
+            fail(worker)
+        elif action == "drain":
+            drain(worker)  # the job runs on
         else:
             outcome = Outcome(action)
             ended = scheduler.end_attempt(worker, job, outcome)
-            del model.holding[worker]
+            model.runs(worker).remove(job)
+            del slot_job[slot]
             model.attempts[job] += 1
             model.losses[job] = 0
             if outcome is Outcome.OK:
                 model.consecutive[worker] = 0
                 expected_state = JobState.OK
             else:
+                # Consecutive in the order the attempts end, whichever slot ran them.
                 model.consecutive[worker] += 1
                 if model.attempts[job] <= retries:
                     expected_state = JobState.PENDING
@@ -1140,7 +1203,9 @@ def test_simulation(data: st.DataObject) -> None:
                 else:
                     expected_state = JobState.TIMEOUT
             model.state[job] = expected_state
-            retire = strikes > 0 and model.consecutive[worker] >= strikes
+            retire = (
+                strikes > 0 and model.consecutive[worker] >= strikes and worker not in model.retired
+            )
             if retire:
                 # Retired at exactly `strikes` consecutive failures, not later.
                 assert model.consecutive[worker] == strikes
@@ -1151,16 +1216,16 @@ def test_simulation(data: st.DataObject) -> None:
                 worker_retired=retire,
                 attempts=model.attempts[job],
             )
-            status[worker] = "idle"
+            status[slot] = "idle"
         wake_waiting()
         _check(scheduler, model)
     else:
         pytest.fail("the simulation did not end")
 
-    # Every worker has been released.
+    # Every worker has been ended.
     assert not scheduler.workers
     assert scheduler.running == 0
-    assert sorted(release_order) == sorted(names)
+    assert sorted(removed) == sorted(names)
     assert JobState.RUNNING not in model.state.values()
     assert sum(scheduler.finished.values()) + len(model.queue) == n_jobs
     unfinished = [j for j, state in model.state.items() if not state.final]
@@ -1170,11 +1235,12 @@ def test_simulation(data: st.DataObject) -> None:
         assert not scheduler.done
         if not model.stopped:
             # Work was left only because the workers that could do it were
-            # retired: every worker cheap to keep, and the last one to go.
-            assert all(w in model.retired for w in names if keep_idle[w])
-            assert release_order[-1] in model.retired
+            # retired or drained: every worker cheap to keep, and the last one to go.
+            gone = model.retired | model.draining
+            assert all(w in gone for w in names if keep_idle[w])
+            assert removed[-1] in gone
             if all(keep_idle.values()):
-                assert model.retired == set(names)
+                assert gone == set(names)
     else:
         assert scheduler.done
         assert not scheduler.jobs
