@@ -183,6 +183,7 @@ def test_cost_and_efficiency_of_launched_workers_are_exact() -> None:
     assert data["cost"] == {
         "instances": 2,
         "instance_hours": 1.5,
+        "slot_hours": 1.5,
         "work_hours": 1.125,
         "efficiency": 0.75,
         "total": 0.5 * 0.0208 + 0.096,
@@ -197,6 +198,41 @@ def test_cost_and_efficiency_of_launched_workers_are_exact() -> None:
     assert worker["instances"][0]["cost"] == 0.5 * 0.0208
     assert worker["efficiency"] == 0.75
     assert worker["not_destroyed"] is False
+
+
+def test_efficiency_counts_slot_time_a_4_slot_worker_has_4_times_the_room() -> None:
+    digest = d.load(launched_session(slots={"hub2": 4}))
+
+    hub1, hub2 = digest.workers
+    assert (hub1.slots, hub1.capacity, hub1.efficiency) == (1, 1800.0, 0.75)
+    # 2700 s of work in an hour of 4 slots: 14400 slot-seconds.
+    assert (hub2.slots, hub2.capacity, hub2.efficiency) == (4, 14400.0, 0.1875)
+    cost = digest.cost
+    assert cost is not None
+    assert (cost.instance_hours, cost.slot_hours, cost.work_hours) == (1.5, 4.5, 1.125)
+    assert cost.efficiency == 0.25
+
+    text = d.to_text(digest)
+    assert (
+        "  work: 1.1250 hours of 4.5000 slot hours (instance hours x slots); "
+        "efficiency (work / slot hours): 25.0%\n"
+    ) in text
+    (head, first, second) = text.split("workers (2):\n")[1].splitlines()[:3]
+    assert " lifetime  slots  instance " in head
+    assert first.startswith("  hub1 ") and " 30 min 00 s      1  i-0001 " in first
+    assert first.endswith("75.0%  yes")
+    assert " 1 h 00 min      4  i-0002 " in second and second.endswith("18.8%  yes")
+
+    page = html(digest, None)
+    workers = page.split("Workers (2)")[1].split("</table>")[0]
+    assert "<th>lifetime</th><th>slots</th><th>instance</th>" in workers
+    assert '<td class="n">4</td>' in workers and "18.8%" in workers
+    assert "efficiency (work / slot hours): 25.0%</p>" in page
+
+    data = d.to_json(digest)
+    validate(data)
+    assert [(w["slots"], w["efficiency"]) for w in data["workers"]] == [(1, 0.75), (4, 0.1875)]
+    assert (data["cost"]["slot_hours"], data["cost"]["efficiency"]) == (4.5, 0.25)
 
 
 def test_an_undestroyed_instance_is_flagged_and_costs_until_now() -> None:

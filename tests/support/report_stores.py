@@ -73,8 +73,9 @@ def attempt(
     store.end_attempt(number, job, state, AttemptEnd(outcome, exit_status, None, tail), T0 + end)
 
 
-def launched_session() -> Path:
-    """Two launched workers, both destroyed, with prices.
+def launched_session(slots: dict[str, int] | None = None) -> Path:
+    """Two launched workers, both destroyed, with prices; `slots`: the jobs at
+    once recorded for a worker (--slots; a worker absent ran one).
 
     hub1 (t3.small, $0.0208/h): launched at T0, destroyed T0+1800 s: 0.5 h;
       job 1 ok 900 s, job 2 failed 450 s: work 1350 s, efficiency 0.75.
@@ -83,6 +84,8 @@ def launched_session() -> Path:
     """
     path, store = new_store(jobs=5)
     store.begin_run(T0)
+    for name, count in (slots or {}).items():
+        store.worker_slots(name, count)
     store.intend_instance("tok1", "hub", "hub1", "t3.small", 0.0208, T0 - 5)
     store.instance_launched("tok1", "i-0001", T0)
     store.instance_running("tok1", "10.0.0.1", T0 + 30)

@@ -55,6 +55,7 @@ def _worker_json(worker: Worker) -> dict[str, Any]:
         **_times("first_started", worker.first_started),
         **_times("last_ended", worker.last_ended),
         "lifetime_seconds": worker.lifetime,
+        "slots": worker.slots,
         "efficiency": worker.efficiency,
         "not_destroyed": worker.not_destroyed,
         "instances": [_instance_json(instance) for instance in worker.instances],
@@ -117,6 +118,7 @@ def to_json(digest: Digest) -> dict[str, Any]:
         else {
             "instances": cost.instances,
             "instance_hours": cost.instance_hours,
+            "slot_hours": cost.slot_hours,
             "work_hours": cost.work_hours,
             "efficiency": cost.efficiency,
             "total": cost.total,

@@ -375,6 +375,7 @@ def _cost(workers: Sequence[Worker], figures: Projection | None) -> Cost | None:
     return Cost(
         instances=len(instances),
         instance_seconds=sum(instance.seconds for instance in instances),
+        slot_seconds=sum(worker.capacity or 0.0 for worker in workers if worker.launched),
         work_seconds=sum(worker.work_seconds for worker in workers if worker.launched),
         # The live view and --budget take their figures from the same function.
         total=None if figures is None else figures.spent,
@@ -395,7 +396,7 @@ def logged_workers(session_dir: Path) -> list[str]:
         return []
 
 
-def _no_jobs(name: str, instances: tuple[Instance, ...]) -> Worker:
+def _no_jobs(name: str, instances: tuple[Instance, ...], slots: int) -> Worker:
     """A worker that ran no job; a launched one lived (and cost) all the same."""
     lifetime = sum(instance.seconds for instance in instances) if instances else None
     return Worker(
@@ -413,6 +414,7 @@ def _no_jobs(name: str, instances: tuple[Instance, ...]) -> Worker:
         last_ended=None,
         lifetime=lifetime,
         instances=instances,
+        slots=slots,
     )
 
 
@@ -471,6 +473,7 @@ class _Reader:
         """One row per worker name, aggregated by the store (never one per attempt);
         `logged` names the workers with a log, those with no attempt included."""
         rows = self.store.worker_totals()
+        slots = self.store.worker_slots()  # a worker absent ran one job at a time
         by_name: dict[str, list[Instance]] = {}
         for instance in self.instances():
             by_name.setdefault(instance.name, []).append(instance)
@@ -504,14 +507,15 @@ class _Reader:
                 last_ended=last,
                 lifetime=lifetime,
                 instances=instances,
+                slots=slots.get(name, 1),
             )
         # Launched instances that never ran a job are workers too (they cost).
         for name, unused in by_name.items():
-            workers[name] = _no_jobs(name, tuple(unused))
+            workers[name] = _no_jobs(name, tuple(unused), slots.get(name, 1))
         # So is every worker that got as far as connecting (it has a log): set
         # up and released with no job left for it, or its --pre failed.
         for name in logged:
-            workers.setdefault(name, _no_jobs(name, ()))
+            workers.setdefault(name, _no_jobs(name, (), slots.get(name, 1)))
         return tuple(workers[name] for name in sorted(workers, key=natural_key))
 
     def last_seen(self, meta: _Meta, workers: Iterable[Worker]) -> float | None:

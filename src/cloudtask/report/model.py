@@ -38,6 +38,13 @@ SESSION_STATES = (
 )
 
 
+def busy(work_seconds: float, capacity: float | None) -> float | None:
+    """Efficiency: time spent on jobs over the slot-time there was for them (a
+    worker's time x its slots: one that runs 4 jobs at once has 4 seconds of
+    room a second). None with no slot-time. The one place the share is made."""
+    return work_seconds / capacity if capacity else None
+
+
 class DigestError(CloudtaskError):
     """The session cannot be read: not a session directory, or a corrupt store."""
 
@@ -130,6 +137,12 @@ class Worker:
     # First start to last end; for a launched worker, its instances' billed life.
     lifetime: float | None
     instances: tuple[Instance, ...] = ()
+    slots: int = 1  # jobs it ran at once (--slots); 1 when the store does not say
+
+    @property
+    def capacity(self) -> float | None:
+        """Slot-time: its lifetime x its slots."""
+        return None if self.lifetime is None else self.lifetime * self.slots
 
     @property
     def launched(self) -> bool:
@@ -145,10 +158,8 @@ class Worker:
 
     @property
     def efficiency(self) -> float | None:
-        """Work time over lifetime, for a launched worker."""
-        if not self.launched or not self.lifetime:
-            return None
-        return self.work_seconds / self.lifetime
+        """Work time over slot-time (lifetime x slots), for a launched worker."""
+        return busy(self.work_seconds, self.capacity) if self.launched else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +212,7 @@ class Cost:
 
     instances: int
     instance_seconds: float
+    slot_seconds: float  # instance time x the slots of its worker (Worker.capacity)
     work_seconds: float  # attempts' durations on launched workers
     total: float | None  # dollars, of the instances with a price; None when none has one
     unpriced: int  # instances with no known price, left out of the total
@@ -214,13 +226,17 @@ class Cost:
         return self.instance_seconds / 3600
 
     @property
+    def slot_hours(self) -> float:
+        return self.slot_seconds / 3600
+
+    @property
     def work_hours(self) -> float:
         return self.work_seconds / 3600
 
     @property
     def efficiency(self) -> float | None:
-        """Work hours over instance hours: the share of paid time spent on jobs."""
-        return self.work_seconds / self.instance_seconds if self.instance_seconds else None
+        """Work hours over slot hours: the share of paid slot-time spent on jobs."""
+        return busy(self.work_seconds, self.slot_seconds)
 
 
 @dataclass(frozen=True, slots=True)

@@ -222,6 +222,7 @@ def _workers(digest: Digest) -> Section:
     workers, limit = digest.workers, digest.jobs.limit
     shown = workers if limit is None else workers[:limit]
     launched = any(worker.launched for worker in workers)
+    slots = any(worker.slots > 1 for worker in workers)
     columns = [
         Column("worker"),
         Column("jobs", right=True),
@@ -229,6 +230,7 @@ def _workers(digest: Digest) -> Section:
         Column("not ok", right=True),
         Column("work", right=True),
         Column("lifetime", right=True),
+        *([Column("slots", right=True)] if slots else []),
         Column("instance"),
         Column("size"),
         Column("$/hour"),
@@ -236,7 +238,7 @@ def _workers(digest: Digest) -> Section:
     ]
     if launched:  # what only launched workers have
         columns += [Column("efficiency", right=True), Column("destroyed")]
-    rows = tuple(_worker_row(worker, launched) for worker in shown)
+    rows = tuple(_worker_row(worker, launched, slots) for worker in shown)
     return Section(
         "workers",
         f"workers ({len(workers)})",
@@ -246,7 +248,8 @@ def _workers(digest: Digest) -> Section:
     )
 
 
-def _worker_row(worker: Worker, launched: bool) -> tuple[str, ...]:
+def _worker_row(worker: Worker, launched: bool, slots: bool) -> tuple[str, ...]:
+    """Its cells; `slots`: with its slots (some worker ran more than one job at once)."""
     instances = worker.instances
     row = (
         printable(worker.name),
@@ -255,6 +258,7 @@ def _worker_row(worker: Worker, launched: bool) -> tuple[str, ...]:
         str(worker.not_ok),
         span(worker.work_seconds),
         span(worker.lifetime),
+        *([str(worker.slots)] if slots else []),
         ",".join(printable(i.instance_id or "?") for i in instances) or "-",
         ",".join(sorted({i.size or "?" for i in instances})) or "-",
         ",".join(sorted({_price(i.hourly_price) for i in instances})) or "-",
@@ -382,11 +386,18 @@ def _cost(digest: Digest) -> Section | None:
     total = dollars(cost.total)
     if cost.unpriced:
         total += f" (without {plural(cost.unpriced, 'instance')} of unknown price)"
-    lines = [
-        f"total: {total} for {cost.instance_hours:.4f} instance hours",
-        f"work: {cost.work_hours:.4f} hours; efficiency (work / instance hours): "
-        f"{percent(cost.efficiency)}",
-    ]
+    lines = [f"total: {total} for {cost.instance_hours:.4f} instance hours"]
+    if cost.slot_seconds == cost.instance_seconds:  # one job at a time on each
+        lines.append(
+            f"work: {cost.work_hours:.4f} hours; efficiency (work / instance hours): "
+            f"{percent(cost.efficiency)}"
+        )
+    else:
+        lines.append(
+            f"work: {cost.work_hours:.4f} hours of {cost.slot_hours:.4f} slot hours "
+            f"(instance hours x slots); efficiency (work / slot hours): "
+            f"{percent(cost.efficiency)}"
+        )
     if projected := projection_text(digest):
         lines.append(f"projected: {projected}")
     if budget is not None:
