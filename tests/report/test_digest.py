@@ -7,11 +7,15 @@ import io
 import json
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.support.helpers import sessions_dir
 from tests.support.report_stores import (
     JOB,
+    LONG_COMMAND,
+    MIB,
     ONE_IN_THE_PLURAL,
     T0,
     attempt,
@@ -21,14 +25,17 @@ from tests.support.report_stores import (
     launched_session,
     new_store,
     real_session,
+    used_session,
     validate,
 )
 
 from cloudtask.report import digest as d
 from cloudtask.report.html import html
 from cloudtask.scheduler import JobState
+from cloudtask.session import SessionDir
 from cloudtask.store import Store
 from cloudtask.store import meta as keys
+from cloudtask.store import schema as store_schema
 from cloudtask.store.reader import StoreReader
 
 # -- a real session, run by the cloudtask command --------------------------------------
@@ -274,6 +281,124 @@ def test_an_undestroyed_instance_is_flagged_and_costs_until_now() -> None:
     assert data["workers"][0]["not_destroyed"] is True
     assert data["workers"][0]["instances"][0]["destroyed"] is None
     assert data["workers"][1]["instances"][0]["cost"] is None
+
+
+# -- what the jobs used: the resources section --------------------------------------------
+
+
+def test_what_the_jobs_used_is_totalled_with_the_jobs_that_used_most() -> None:
+    digest = d.load(used_session())
+
+    used = digest.resources
+    assert used is not None
+    assert (used.measured, used.cpu_measured) == (5, 4)
+    assert (used.user_cpu, used.system_cpu, used.cpu) == (13.75, 3.0, 16.75)
+    assert (used.max_rss, used.output_bytes) == (512 * MIB, 3_148_900)
+    assert [(j.job, j.used) for j in used.most_cpu] == [(2, 12.0), (1, 4.5), (4, 0.25)]
+    assert [(j.job, j.used) for j in used.most_memory] == [(2, 512 * MIB), (1, 96 * MIB), (4, MIB)]
+
+    text = d.to_text(digest)
+    section = text.split("\nresources:\n")[1]
+    shown = LONG_COMMAND[:97] + "..."  # cut as the other tables cut a command
+    assert section.startswith(
+        "  CPU          17 s (user 14 s, system 3.00 s)\n"
+        "  peak memory  512.0 MiB (job 2)\n"
+        "  output       3.0 MiB (3,148,900 bytes)\n"
+        "  most CPU:\n"
+        "    job     CPU  command\n"
+        f"      2    12 s  {shown}\n"
+        f"      1  4.50 s  {JOB} 1\n"
+        f"      4  0.25 s  {JOB} 4\n"
+        "  most memory:\n"
+        "    job  peak memory  command\n"
+        f"      2    512.0 MiB  {shown}\n"
+        f"      1     96.0 MiB  {JOB} 1\n"
+        f"      4      1.0 MiB  {JOB} 4\n"
+        "  CPU and memory not measured for 1 attempt (on workers without the agent)\n"
+    )
+
+    page = html(digest, None)
+    resources = page.split('<h2 id="resources">Resources</h2>')[1]
+    assert "<tr><td>CPU</td><td>17 s (user 14 s, system 3.00 s)</td></tr>" in resources
+    assert "<tr><td>output</td><td>3.0 MiB (3,148,900 bytes)</td></tr>" in resources
+    most_cpu = resources.split("<caption>most CPU</caption>")[1].split("</table>")[0]
+    assert '<tr><td class="n">2</td><td class="n">12 s</td><td><code>render --scene=' in most_cpu
+    assert LONG_COMMAND in most_cpu  # a page wraps it whole
+    most_memory = resources.split("<caption>most memory</caption>")[1].split("</table>")[0]
+    assert '<td class="n">96.0 MiB</td>' in most_memory
+    assert "<p>CPU and memory not measured for 1 attempt" in resources
+
+    data = d.to_json(digest)
+    validate(data)
+    totals = data["resources"]
+    assert (totals["cpu_seconds"], totals["user_cpu_seconds"], totals["system_cpu_seconds"]) == (
+        16.75,
+        13.75,
+        3.0,
+    )
+    assert (totals["max_rss_bytes"], totals["output_bytes"]) == (512 * MIB, 3_148_900)
+    assert [(j["job"], j["cpu_seconds"]) for j in totals["most_cpu"]] == [
+        (2, 12.0),
+        (1, 4.5),
+        (4, 0.25),
+    ]
+    assert totals["most_memory"][0] == {
+        "job": 2,
+        "max_rss_bytes": 512 * MIB,
+        "command": LONG_COMMAND,
+    }
+    first, second = (a["usage"] for a in data["jobs"][0]["attempts"])
+    assert first == {
+        "user_cpu_seconds": 1.5,
+        "system_cpu_seconds": 0.5,
+        "max_rss_bytes": 64 * MIB,
+        "wall_seconds": 2.0,
+        "output_bytes": 2048,
+    }
+    assert second["max_rss_bytes"] == 96 * MIB
+    # A worker without the agent: its bytes, and the wall time the store keeps.
+    assert data["jobs"][2]["attempts"][0]["usage"] == {
+        "user_cpu_seconds": None,
+        "system_cpu_seconds": None,
+        "max_rss_bytes": None,
+        "wall_seconds": 1.0,
+        "output_bytes": 100,
+    }
+
+
+def version_2_session() -> Path:
+    """A session as cloudtask 2 left it (no usage columns, no workers table), made with SQL."""
+    path = SessionDir.create(sessions_dir()).path
+    db = sqlite3.connect(path / "store.sqlite")
+    db.executescript(store_schema.SCHEMA + store_schema.MIGRATIONS[1])
+    db.executemany(
+        "INSERT INTO meta VALUES (?, ?)",
+        [("schema_version", "2"), ("state", "finished"), ("started", str(T0))],
+    )
+    db.execute("INSERT INTO jobs VALUES (1, 1, 'echo 1', 'ok', 1)")
+    db.execute(
+        "INSERT INTO attempts (job, worker, started, ended, outcome, exit_status, tail) "
+        f"VALUES (1, 'local1', {T0}, {T0 + 2}, 'ok', 0, '1')"
+    )
+    db.commit()
+    db.close()
+    return path
+
+
+@pytest.mark.parametrize("made", [version_2_session, launched_session])
+def test_a_session_with_nothing_measured_has_no_resources_section(made: Callable[[], Path]) -> None:
+    digest = d.load(made())
+
+    assert digest.resources is None
+    assert all(w.slots == 1 for w in digest.workers)
+    assert "resources" not in d.to_text(digest)
+    assert 'id="resources"' not in html(digest, None)
+    data = d.to_json(digest)
+    validate(data)
+    assert data["resources"] is None
+    usage = data["jobs"][0]["attempts"][0]["usage"]
+    assert usage["user_cpu_seconds"] is usage["max_rss_bytes"] is usage["output_bytes"] is None
+    assert usage["wall_seconds"] == data["jobs"][0]["attempts"][0]["duration_seconds"]
 
 
 # -- why a session stopped, and --budget ---------------------------------------------------

@@ -352,6 +352,15 @@ def test_a_killed_controller_is_reported_interrupted() -> None:
         "exit_status": None,
         "signal": None,
         "tail": "",
+        "usage": dict.fromkeys(
+            (
+                "user_cpu_seconds",
+                "system_cpu_seconds",
+                "max_rss_bytes",
+                "wall_seconds",
+                "output_bytes",
+            )
+        ),
     }
     assert JobState.RUNNING.value == data["jobs"][0]["state"]
 

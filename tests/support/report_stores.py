@@ -23,6 +23,7 @@ from cloudtask.scheduler import JobState
 from cloudtask.session import SessionDir
 from cloudtask.store import INGEST_BATCH, AttemptEnd, Store
 from cloudtask.store import meta as keys
+from cloudtask.usage import Usage
 
 T0 = 1_800_000_000.0  # a round start time (2027-01-15T08:00:00Z)
 # One of something the reports count, said in the plural ("1 jobs").
@@ -68,9 +69,11 @@ def attempt(
     state: JobState,
     exit_status: int | None = None,
     tail: str = "",
+    usage: Usage | None = None,
 ) -> None:
     number = store.start_attempt(job, worker, T0 + start)
-    store.end_attempt(number, job, state, AttemptEnd(outcome, exit_status, None, tail), T0 + end)
+    end_of = AttemptEnd(outcome, exit_status, None, tail, usage)
+    store.end_attempt(number, job, state, end_of, T0 + end)
 
 
 def launched_session(slots: dict[str, int] | None = None) -> Path:
@@ -99,6 +102,38 @@ def launched_session(slots: dict[str, int] | None = None) -> Path:
     store.instance_destroyed("tok1", T0 + 1800)
     store.instance_destroyed("tok2", T0 + 3600)
     store.end_run(T0 + 3600, "incomplete")
+    store.close()
+    return path
+
+
+MIB = 1 << 20
+LONG_COMMAND = "render --scene=" + "very-long-scene-name-" * 10 + " 2"
+
+
+def used_session() -> Path:
+    """Four jobs on two workers, with what each attempt used.
+
+    job 1: failed (1.5 + 0.5 s CPU, 64 MiB, 2048 bytes), then ok (2.0 + 0.5 s,
+      96 MiB, 1024 bytes): 4.5 s, peak 96 MiB;
+    job 2 (LONG_COMMAND): 10.0 + 2.0 s, 512 MiB, 3 MiB of output;
+    job 3: on a worker without the agent: 100 bytes, nothing else measured;
+    job 4: 0.25 + 0 s, 1 MiB, no output.
+    In all 16.75 s of CPU (user 13.75, system 3.0), 3,148,900 bytes of output.
+    """
+    path, store = new_store()
+    store.add_jobs(
+        [(1, 1, f"{JOB} 1"), (2, 2, LONG_COMMAND), (3, 3, f"{JOB} 3"), (4, 4, f"{JOB} 4")]
+    )
+    store.begin_run(T0)
+    ok = JobState.OK
+    attempt(
+        store, 1, "w1", 0, 2, "failed", JobState.PENDING, 1, "", Usage(1.5, 0.5, 64 * MIB, 2048)
+    )
+    attempt(store, 2, "w2", 0, 12, "ok", ok, 0, "", Usage(10.0, 2.0, 512 * MIB, 3 * MIB))
+    attempt(store, 1, "w1", 2, 5, "ok", ok, 0, "", Usage(2.0, 0.5, 96 * MIB, 1024))
+    attempt(store, 3, "w1", 5, 6, "ok", ok, 0, "", Usage(output_bytes=100))
+    attempt(store, 4, "w2", 12, 13, "ok", ok, 0, "", Usage(0.25, 0.0, MIB, 0))
+    store.end_run(T0 + 13, "finished")
     store.close()
     return path
 

@@ -43,6 +43,20 @@ def span(seconds: float | None) -> str:
     return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
 
 
+def size(count: int | None) -> str:
+    """Bytes for people: 900 B, 1.5 KiB, 3.1 MiB, 2.0 GiB."""
+    if count is None:
+        return "-"
+    if count < 1024:
+        return f"{count} B"
+    value = float(count)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+    return f"{value / 1024:.1f} TiB"
+
+
 def dollars(amount: float | None) -> str:
     if amount is None:
         return "unknown"

@@ -25,6 +25,7 @@ body { font-family: sans-serif; font-size: 14px; margin: 1.5em; color: #222; }
 h1 { font-size: 1.5em; margin-bottom: 0.2em; }
 h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; margin: 0.5em 0; }
+caption { text-align: left; font-weight: bold; padding: 0.3em 0; }
 th, td { border: 1px solid #ddd; padding: 0.2em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
@@ -104,11 +105,12 @@ def _section(section: Section) -> list[str]:
     parts = [f'<h2 id="{_e(section.key)}">{_e(heading)}</h2>']
     if section.table is not None:
         parts.append(_table(section.table))
+    parts += [_table(table) for table in section.tables]
     if section.entries:
         parts.append(
             '<dl class="jobs">' + "".join(_entry(entry) for entry in section.entries) + "</dl>"
         )
-    if section.table is None and not section.entries and section.empty:
+    if section.table is None and not section.tables and not section.entries and section.empty:
         parts.append(f'<p class="note">{_e(section.empty)}</p>')
     if section.more:
         parts.append(f'<p class="more">{_e(section.more)}</p>')
@@ -137,7 +139,8 @@ def _table(table: Table) -> str:
         + "</tr>\n"
         for row in table.rows
     )
-    return f"<table>{head}<tbody>\n{body}</tbody></table>"
+    caption = "" if table.caption is None else f"<caption>{_e(table.caption)}</caption>"
+    return f"<table>{caption}{head}<tbody>\n{body}</tbody></table>"
 
 
 def _entry(entry: Entry) -> str:

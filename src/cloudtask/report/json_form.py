@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from .formats import iso
-from .model import JOB_STATES, Attempt, Digest, Instance, Job, Worker
+from .model import JOB_STATES, Attempt, Digest, Instance, Job, Resources, Worker
 
 FORMAT = "cloudtask-digest"
 FORMAT_VERSION = 1
@@ -62,6 +62,18 @@ def _worker_json(worker: Worker) -> dict[str, Any]:
     }
 
 
+def usage_json(attempt: Attempt) -> dict[str, Any]:
+    """What the attempt used; null for what is not known (not measured, not ended)."""
+    used = attempt.usage
+    return {
+        "user_cpu_seconds": None if used is None else used.user_cpu,
+        "system_cpu_seconds": None if used is None else used.system_cpu,
+        "max_rss_bytes": None if used is None else used.max_rss,
+        "wall_seconds": attempt.duration,
+        "output_bytes": None if used is None else used.output_bytes,
+    }
+
+
 def attempt_json(attempt: Attempt) -> dict[str, Any]:
     return {
         "worker": attempt.worker,
@@ -72,6 +84,7 @@ def attempt_json(attempt: Attempt) -> dict[str, Any]:
         "exit_status": attempt.exit_status,
         "signal": attempt.signal,
         "tail": attempt.tail,
+        "usage": usage_json(attempt),
     }
 
 
@@ -83,6 +96,29 @@ def job_json(job: Job) -> dict[str, Any]:
         "state": job.state,
         "counted_attempts": job.counted_attempts,
         "attempts": [attempt_json(attempt) for attempt in job.attempts],
+    }
+
+
+def resources_json(used: Resources | None) -> dict[str, Any] | None:
+    """What the attempts used, summed, and the jobs that used the most; None:
+    nothing measured."""
+    if used is None:
+        return None
+    return {
+        "attempts_measured": used.measured,
+        "cpu_measured": used.cpu_measured,
+        "user_cpu_seconds": used.user_cpu,
+        "system_cpu_seconds": used.system_cpu,
+        "cpu_seconds": used.cpu,
+        "max_rss_bytes": used.max_rss,
+        "output_bytes": used.output_bytes,
+        "most_cpu": [
+            {"job": j.job, "cpu_seconds": j.used, "command": j.command} for j in used.most_cpu
+        ],
+        "most_memory": [
+            {"job": j.job, "max_rss_bytes": int(j.used), "command": j.command}
+            for j in used.most_memory
+        ],
     }
 
 
@@ -133,6 +169,7 @@ def to_json(digest: Digest) -> dict[str, Any]:
             "projected": budget.projected,
             "stopped": budget.stopped,
         },
+        "resources": resources_json(digest.resources),
         "jobs_listed": {
             "limit": digest.jobs.limit,
             "complete": len(listed) == counts.total,

@@ -38,6 +38,7 @@ from .bars import RowBuilder
 from .model import (
     DEFAULT_LIMIT,
     JOB_STATES,
+    MOST_SHOWN,
     NOT_OK_STATES,
     TIMELINE_BARS,
     TIMELINE_COLUMNS,
@@ -52,7 +53,9 @@ from .model import (
     Instance,
     Job,
     JobLists,
+    JobUse,
     Life,
+    Resources,
     SessionInfo,
     Summary,
     Timeline,
@@ -146,6 +149,7 @@ def load(
         last_seen = reader.last_seen(meta, workers)
         info = _session_info(session_dir, meta, held, generated, last_seen)
         jobs = reader.job_lists(limit)
+        resources = reader.resources()
         drawn = reader.timeline(info, workers, last_seen) if timeline else None
     config = meta.config
     figures = projection(reader.records, generated, _time_left(info, counts))
@@ -159,6 +163,7 @@ def load(
         generated=generated,
         timeline=drawn,
         budget=_budget(info, dict(config), figures, bool(reader.records), meta),
+        resources=resources,
     )
 
 
@@ -533,6 +538,27 @@ class _Reader:
         known = [t for t in times if t is not None]
         return max(known) if known else None
 
+    def resources(self) -> Resources | None:
+        """What the attempts used, aggregated by the store; None when nothing was
+        measured (a session from before cloudtask measured anything)."""
+        totals = self.store.usage_totals()
+        if not totals.measured:
+            return None
+
+        def most(rows: Iterable[tuple[int, float, str]]) -> tuple[JobUse, ...]:
+            return tuple(JobUse(int(job), used, str(command)) for job, used, command in rows)
+
+        return Resources(
+            measured=int(totals.measured),
+            cpu_measured=int(totals.cpu_measured),
+            user_cpu=float(totals.user_cpu),
+            system_cpu=float(totals.system_cpu),
+            max_rss=None if totals.max_rss is None else int(totals.max_rss),
+            output_bytes=int(totals.output_bytes),
+            most_cpu=most(self.store.most_cpu(MOST_SHOWN)),
+            most_memory=most(self.store.most_memory(MOST_SHOWN)),
+        )
+
     # -- jobs ------------------------------------------------------------------
 
     def _attempt(self, record: AttemptRecord) -> Attempt:
@@ -547,6 +573,7 @@ class _Reader:
             record.exit_status,
             record.signal,
             record.tail or "",
+            record.usage,
         )
 
     def job_lists(self, limit: int | None) -> JobLists:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CloudtaskError
+from ..usage import Usage
 
 DEFAULT_LIMIT = 50  # jobs listed of each kind, and rows of the workers table in text
 # The timeline's resolution: attempts shorter than a column gather into one
@@ -20,6 +21,7 @@ TIMELINE_COLUMNS = 500
 TIMELINE_BARS = 6000
 TIMELINE_MIN_COLUMNS = 25
 TIMELINE_ROWS = 200  # workers drawn on the timeline; the rest are counted
+MOST_SHOWN = 5  # jobs named among those that used the most CPU, and memory
 
 JOB_STATES = ("pending", "running", "ok", "failed", "timeout", "lost")
 NOT_OK_STATES = ("failed", "timeout", "lost")
@@ -171,6 +173,7 @@ class Attempt:
     exit_status: int | None
     signal: int | None
     tail: str
+    usage: Usage | None = None  # what it used; None: not measured (or not ended)
 
     @property
     def duration(self) -> float | None:
@@ -252,6 +255,33 @@ class Budget:
 
 
 @dataclass(frozen=True, slots=True)
+class JobUse:
+    """A job among those that used the most."""
+
+    job: int
+    used: float  # CPU seconds over its attempts, or its largest peak memory in bytes
+    command: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What the session's attempts used (usage.Usage, summed); the jobs that used most."""
+
+    measured: int  # attempts with anything measured
+    cpu_measured: int  # attempts whose CPU was measured (a worker with the agent)
+    user_cpu: float  # seconds
+    system_cpu: float
+    max_rss: int | None  # the largest peak, bytes; None: no attempt's was measured
+    output_bytes: int
+    most_cpu: tuple[JobUse, ...]  # at most MOST_SHOWN, the most first
+    most_memory: tuple[JobUse, ...]
+
+    @property
+    def cpu(self) -> float:
+        return self.user_cpu + self.system_cpu
+
+
+@dataclass(frozen=True, slots=True)
 class Bar:
     """One bar of the timeline: an attempt, or attempts gathered below a column's width.
 
@@ -305,6 +335,7 @@ class Digest:
     generated: float  # when the digest was read: "now" for live and undestroyed times
     timeline: Timeline | None = field(default=None)
     budget: Budget | None = None  # None: no --budget
+    resources: Resources | None = None  # None: no attempt has anything measured
 
 
 @dataclass(frozen=True, slots=True)

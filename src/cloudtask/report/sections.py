@@ -15,12 +15,13 @@ a page; cut in text, where a page wraps them), which cells warn (`Flagged`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..console import plural
 from ..output import printable
-from .formats import COMMAND_SHOWN, clock, counts_text, dollars, how_ended, percent, span
-from .model import Counts, Digest, Instance, Job, Worker
+from .formats import COMMAND_SHOWN, clock, counts_text, dollars, how_ended, percent, size, span
+from .model import Counts, Digest, Instance, Job, JobUse, Resources, Worker
 
 TAIL_SHOWN = 10  # last lines of output shown with a job that is not ok
 TABLE_COMMAND_SHOWN = 100  # characters of a command in a table cell, in text
@@ -45,6 +46,7 @@ class Table:
     columns: tuple[Column, ...]
     rows: tuple[tuple[str, ...], ...]
     header: bool = True  # False: name and value pairs, shown without a header row
+    caption: str | None = None  # what a table after a section's first one shows
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,7 @@ class Section:
     key: str  # a stable name: "workers", "failed", ...
     title: str
     table: Table | None = None
+    tables: tuple[Table, ...] = ()  # more, each under its caption, after `table`
     entries: tuple[Entry, ...] = ()
     empty: str | None = None  # what is said when nothing is listed
     more: str | None = None  # how many were left out: "... and 3 more"
@@ -99,6 +102,7 @@ def report(digest: Digest) -> Report:
         _pending(digest),
         _failed(digest),
         _succeeded(digest),
+        _resources(digest),
         _cost(digest),
     ]
     return Report(
@@ -363,6 +367,58 @@ def _succeeded(digest: Digest) -> Section:
         Table(columns, rows) if rows else None,
         more=_more(len(jobs), counts.ok),
     )
+
+
+def _resources(digest: Digest) -> Section | None:
+    """What the jobs used, and those that used the most; left out when nothing
+    was measured (sessions from before cloudtask measured it)."""
+    used = digest.resources
+    if used is None:
+        return None
+    lines = []
+    if unmeasured := used.measured - used.cpu_measured:
+        lines.append(
+            f"CPU and memory not measured for {plural(unmeasured, 'attempt')} "
+            "(on workers without the agent)"
+        )
+    tables = (
+        _most("most CPU", Column("CPU", right=True), used.most_cpu, span),
+        _most("most memory", Column("peak memory", right=True), used.most_memory, _bytes),
+    )
+    return Section(
+        "resources",
+        "resources",
+        Table((Column("total"), Column("used")), _use_totals(used), header=False),
+        tables=tuple(table for table in tables if table.rows),
+        lines=tuple(lines),
+    )
+
+
+def _use_totals(used: Resources) -> tuple[tuple[str, str], ...]:
+    """CPU (when measured), the largest peak memory (and whose), output."""
+    cpu = f"{span(used.cpu)} (user {span(used.user_cpu)}, system {span(used.system_cpu)})"
+    whose = f" (job {used.most_memory[0].job})" if used.most_memory else ""
+    output = size(used.output_bytes)
+    if used.output_bytes >= 1024:
+        output += f" ({used.output_bytes:,} bytes)"
+    rows = (
+        ("CPU", cpu) if used.cpu_measured else None,
+        ("peak memory", size(used.max_rss) + whose) if used.max_rss is not None else None,
+        ("output", output),
+    )
+    return tuple(row for row in rows if row is not None)
+
+
+def _bytes(used: float) -> str:
+    return size(int(used))
+
+
+def _most(
+    caption: str, column: Column, jobs: tuple[JobUse, ...], said: Callable[[float], str]
+) -> Table:
+    """The jobs that used the most of something, the most first."""
+    rows = tuple((str(job.job), said(job.used), printable(job.command)) for job in jobs)
+    return Table((Column("job", right=True), column, _command_column()), rows, caption=caption)
 
 
 def _cost(digest: Digest) -> Section | None:

@@ -42,9 +42,13 @@ def _section(section: Section) -> list[str]:
     out = [f"{section.title}:"]
     if section.table is not None:
         out += _table(section.table)
+    for table in section.tables:  # each under its caption
+        if table.caption:
+            out.append(f"  {table.caption}:")
+        out += _table(table, "    " if table.caption else "  ")
     for entry in section.entries:
         out += _entry(entry)
-    if section.table is None and not section.entries and section.empty:
+    if section.table is None and not section.tables and not section.entries and section.empty:
         out.append(f"  ({section.empty})")
     if section.more:
         out.append(f"  {section.more}")
@@ -52,7 +56,7 @@ def _section(section: Section) -> list[str]:
     return out
 
 
-def _table(table: Table) -> list[str]:
+def _table(table: Table, indent: str = "  ") -> list[str]:
     columns = table.columns
     rows = [
         tuple(_cut(cell, c.cut) for cell, c in zip(row, columns, strict=True)) for row in table.rows
@@ -61,7 +65,7 @@ def _table(table: Table) -> list[str]:
         rows.insert(0, tuple(column.title for column in columns))
     widths = [max(len(row[c]) for row in rows) for c in range(len(columns))]
     return [
-        "  "
+        indent
         + "  ".join(
             cell.rjust(width) if column.right else cell.ljust(width)
             for cell, width, column in zip(row, widths, columns, strict=True)
