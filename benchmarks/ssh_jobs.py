@@ -15,6 +15,9 @@ per host, through:
   parallel           GNU parallel --sshlogin 1/root@HOST,... (one ssh per job)
   asyncssh floor     one asyncssh connection per host, a shared queue,
                      conn.run('echo N') one at a time per host: the floor
+                     (a program of its own, this script with --floor, so its
+                     CPU counts its interpreter, imports and connections, as
+                     every other row's does)
 
 and prints one table: wall seconds, jobs per second, controller CPU (user +
 system seconds of the controller's whole process tree: ssh clients and
@@ -236,7 +239,9 @@ def bench_parallel(
     return row
 
 
-async def asyncssh_loop(hosts: TestHosts, jobs: int, known_hosts: Path) -> str | None:
+async def asyncssh_loop(
+    addresses: list[tuple[str, int]], key: str, known_hosts: str, jobs: int
+) -> str | None:
     """Every job through one connection per host, one at a time per host."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for n in range(1, jobs + 1):
@@ -256,16 +261,16 @@ async def asyncssh_loop(hosts: TestHosts, jobs: int, known_hosts: Path) -> str |
     connections = await asyncio.gather(
         *(
             asyncssh.connect(
-                host.address,
-                port=host.port,
+                address,
+                port=port,
                 username="root",
-                client_keys=[str(hosts.client_key)],
-                known_hosts=str(known_hosts),
+                client_keys=[key],
+                known_hosts=known_hosts,
                 kex_algs=["curve25519-sha256", "curve25519-sha256@libssh.org"],
                 agent_path=None,
                 config=None,
             )
-            for host in hosts
+            for address, port in addresses
         )
     )
     try:
@@ -277,18 +282,32 @@ async def asyncssh_loop(hosts: TestHosts, jobs: int, known_hosts: Path) -> str |
     return f"{failures} jobs failed" if failures else check_lines(outputs, jobs)
 
 
-def bench_asyncssh(hosts: TestHosts, jobs: int, timeout: float) -> Row:
-    known_hosts = hosts.known_hosts_file()
-    before = time.process_time()
-    started = time.monotonic()
-    try:
-        problem = asyncio.run(asyncio.wait_for(asyncssh_loop(hosts, jobs, known_hosts), timeout))
-    except TimeoutError:
-        problem = f"timed out after {timeout:.0f} s"
-    except (OSError, asyncssh.Error) as error:
-        problem = f"{type(error).__name__}: {error}"
-    wall = time.monotonic() - started
-    return Row("asyncssh floor", wall, time.process_time() - before, problem)
+def floor_program(argv: list[str]) -> int:
+    """The asyncssh floor as a program of its own (--floor JOBS KEY KNOWN_HOSTS
+    ADDRESS:PORT...): its CPU is then counted as every other tool's, the
+    interpreter, the imports and the connections included."""
+    jobs, key, known_hosts, *targets = argv
+    addresses = [(target.rsplit(":", 1)[0], int(target.rsplit(":", 1)[1])) for target in targets]
+    problem = asyncio.run(asyncssh_loop(addresses, key, known_hosts, int(jobs)))
+    print(problem or "ok")
+    return 0 if problem is None else 1
+
+
+def bench_asyncssh(hosts: TestHosts, jobs: int, timeout: float, keep: set[int]) -> Row:
+    targets = [f"{host.address}:{host.port}" for host in hosts]
+    argv = [
+        sys.executable,
+        __file__,
+        "--floor",
+        str(jobs),
+        str(hosts.client_key),
+        str(hosts.known_hosts_file()),
+        *targets,
+    ]
+    row, out = run_tool("asyncssh floor", argv, jobs, dict(os.environ), timeout, keep)
+    if row.problem is None and out.strip() != "ok":
+        row.problem = out.strip() or "no answer"
+    return row
 
 
 def print_table(rows: list[Row], jobs: int, host_count: int) -> None:
@@ -396,7 +415,7 @@ def main() -> int:
 
         print(f"{args.hosts} test hosts up; {jobs} jobs per tool", file=sys.stderr, flush=True)
         if "asyncssh" not in args.skip:
-            progress(bench_asyncssh(hosts, jobs, args.timeout))
+            progress(bench_asyncssh(hosts, jobs, args.timeout, keep))
         if "cloudtask" not in args.skip:
             progress(bench_cloudtask(hosts, jobs, env, args.timeout, keep))
         if "slots" not in args.skip:
@@ -420,4 +439,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--floor"]:
+        sys.exit(floor_program(sys.argv[2:]))
     sys.exit(main())

@@ -212,19 +212,22 @@ class Agent:
             self.selector.register(fd, selectors.EVENT_READ, "output")
 
     def read_output(self, fd: int) -> None:
+        """Read what the job wrote, and its end of file if it is there already:
+        a short job's output, its end and its exit then go out in one write."""
         job = self.by_fd.get(fd)
         if job is None:
             return
-        try:
-            data = os.read(fd, READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if data:
+        for _ in range(2):  # at most READ_SIZE more: a loud job cannot starve the others
+            try:
+                data = os.read(fd, READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.close_stream(job, fd)
+                return
             self.send(job.streams[fd], job.number, data)
-        else:
-            self.close_stream(job, fd)
 
     def close_stream(self, job: Job, fd: int) -> None:
         self.selector.unregister(fd)
