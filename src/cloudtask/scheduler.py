@@ -153,6 +153,8 @@ class JobQueue:
         A fresh job never ran, so it is never passed over: the source is read
         no further than popleft reads it.
         """
+        if not self._front and not self._back:  # only fresh jobs: the first it is
+            return self._fresh.popleft() if self._fill(1) else None
         for part, index, job_id in itertools.islice(self._candidates(), limit):
             if part is self._fresh or not passed_over(job_id):
                 del part[index]

@@ -204,3 +204,50 @@ def test_the_default_split_fits_the_open_files_a_given_one_is_refused_past_them(
     assert split_shown(result.stdout) == 1
     refused = run(["bash", "-c", command.replace("--force", "--force --split=2")], input=None)
     assert_usage_error(refused, "--split: 2 workers need about 72 open files")
+
+
+# -- --slots ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "split"),
+    [
+        (["--split=4"], 4),  # one slot each: a worker per job, as before slots
+        (["--split=4", "--slots=1"], 4),
+        (["--split=4", "--slots=2"], 2),  # 4 jobs fill two workers of two slots
+        (["--split=4", "--slots=3"], 2),
+        (["--split=4", "--slots=8"], 1),
+        (["--split=4", "--slots=auto"], 4),  # the CPUs are known on the workers only
+    ],
+)
+def test_the_split_is_never_more_workers_than_the_jobs_fill(options: list[str], split: int) -> None:
+    result = cloudtask(*options, "true", input=b"x\n" * 4)
+
+    assert result.returncode == 0, result.stderr
+    assert split_shown(result.stdout) == split
+    assert counts(result) == (0, 4, 0, 0, 0, 4)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", ""])
+def test_a_bad_slots_value_is_a_usage_error(value: str) -> None:
+    result = cloudtask(f"--slots={value}", "true", input=b"x\n")
+
+    assert_usage_error(result, "--slots")
+    assert not sessions_dir().exists() or not any(sessions_dir().iterdir())
+
+
+def test_slots_run_local_jobs_at_once(tmp_path: object) -> None:
+    """Three jobs that each wait for all three to have started end only if
+    one local worker runs them at the same time."""
+    marks = f"{tmp_path}/marks"
+    os.mkdir(marks)
+    wait = (
+        f"touch {marks}/$CLOUDTASK_JOB; n=0; "
+        f"while [ $(ls {marks} | wc -l) -lt 3 ] && [ $n -lt 200 ]; do sleep 0.05; n=$((n+1)); "
+        f"done; [ $(ls {marks} | wc -l) -ge 3 ]"
+    )
+    result = cloudtask("--split=1", "--slots=3", "sh", "-c", wait, input=b"a\nb\nc\n")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert split_shown(result.stdout) == 1
+    assert counts(result) == (0, 3, 0, 0, 0, 3)

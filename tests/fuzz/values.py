@@ -356,8 +356,10 @@ def path_values(examples: Sequence[str]) -> st.SearchStrategy[bytes]:
 def cli_values(option: Option) -> st.SearchStrategy[bytes]:
     """Text values for an option, valid and not: what a command line or environment gives."""
     name = option.name
-    if name in ("split", "retries", "strikes", "resume", "retry", "timeout", "keepalive"):
+    if name in ("split", "retries", "strikes", "resume", "retry", "timeout", "keepalive", "lease"):
         return numbers
+    if name == "slots":
+        return st.one_of(numbers, pool(["auto", "AUTO", " auto ", "auto1", "2", "64"]))
     if name in ("hourly-price", "budget"):
         return st.one_of(numbers, pool(["$1", "$0.5", "0.01", "$", "$$1"]))
     special: dict[str, st.SearchStrategy[bytes]] = {

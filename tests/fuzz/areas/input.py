@@ -54,5 +54,16 @@ def job_input(draw: st.DrawFn) -> bytes:
 
 @st.composite
 def input_cases(draw: st.DrawFn) -> Case:
-    options = draw(st.sampled_from([[], [], [b"--split=2"], [b"--split=3", b"--retries=1"]]))
+    options = draw(
+        st.sampled_from(
+            [
+                [],
+                [],
+                [b"--split=2"],
+                [b"--split=3", b"--retries=1"],
+                [b"--slots=3"],
+                [b"--slots=auto"],
+            ]
+        )
+    )
     return Case("input", "cloudtask", (*options, b"true"), stdin=draw(job_input()))

@@ -18,6 +18,7 @@ RESUME_EXTRAS = [
     [b"--sessions=<TMP>/sessions"], [b"--sessions=<TMP>/nowhere"], [b"--report=sh: true"],
     [b"--report=py: 1/0"], [b"--halt=fail=1"], [b"--retries=2"], [b"--overlay=overlay"],
     [b"--pre=exit 3"], [b"--post=false"], [b"--user=x"], [b"--sessions=file.txt"],
+    [b"--slots=2"], [b"--slots=auto"], [b"--lease=1s"],
 ]  # fmt: skip
 
 

@@ -27,7 +27,7 @@ def workers_cases(draw: st.DrawFn) -> Case:
     extras = [
         [b"--split=1"], [b"--split=2"], [b"--split=5"], [enc("--user=ü")], [b"--ssh-identity=key"],
         [b"--keepalive=0.1"], [b"--overlay=overlay"], [b"--pre=true"], [b"--provider=hub"],
-        [b"--timeout=0.5"], [b"--strikes=1"],
+        [b"--timeout=0.5"], [b"--strikes=1"], [b"--slots=2"], [b"--slots=auto"],
     ]  # fmt: skip
     for extra in draw(st.lists(st.sampled_from(extras), max_size=2)):
         argv += extra
