@@ -251,7 +251,10 @@ class Worker:
                 return
             lease = self._keep_lease(transport, instance)
             self._watch_spot(transport)
-            self.run.store.worker_slots(self.name, slots)
+            try:
+                self.run.store.worker_slots(self.name, slots)
+            except SessionWriteError as exc:  # a full disk: the run stops, as for a job
+                self.run.session.trouble.report(str(exc))
             self.run.scheduler.add_worker(self.name, keep_idle=self.provider.keep_idle, slots=slots)
             try:
                 alive = await self._run_slots(transport, log, slots)
@@ -379,10 +382,15 @@ class Worker:
         if it failed (then every slot has stopped and its jobs are settled)."""
         self._slots = [asyncio.ensure_future(self._run_jobs(transport, log)) for _ in range(slots)]
         try:
-            await asyncio.gather(*self._slots, return_exceptions=True)
+            ended = await asyncio.gather(*self._slots, return_exceptions=True)
         finally:
             for slot in self._slots:
                 slot.cancel()
+        for outcome in ended:  # a slot cancelled by _fail is no news; anything else is
+            if isinstance(outcome, BaseException) and not isinstance(
+                outcome, asyncio.CancelledError
+            ):
+                raise outcome
         return not self.failed
 
     async def _run_jobs(self, transport: Transport, log: TextIO) -> None:

@@ -110,3 +110,25 @@ def test_a_worker_without_python3_runs_its_jobs_one_channel_each(
     assert len(rows) == 3 and all(cpu is None and out and out > 0 for cpu, out in rows)
     assert_no_job_processes(hosts)
     authorized_keys.assert_unchanged()
+
+
+def test_a_loud_job_and_a_quiet_one_share_a_worker_and_every_byte_is_counted(
+    hosts: TestHosts, home: Path, authorized_keys: KeysSnapshot
+) -> None:
+    """30 MB of random bytes through the agent while another job runs beside
+    it: the channel's flow control holds the agent back, never loses a byte."""
+    loud = 30_000_000
+    result = cloudtask(
+        home,
+        f"--workers={hosts[2].login}",
+        "--slots=2",
+        "sh",
+        "-c",
+        'if [ "$0" = loud ]; then head -c 30000000 /dev/urandom; else sleep 0.5; echo quiet; fi',
+        input=b"loud\nquiet\nquiet\n",
+        identity=hosts.client_key,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = store_rows(result, "SELECT job, output_bytes FROM attempts ORDER BY job")
+    assert rows == [(1, loud), (2, 6), (3, 6)]
+    authorized_keys.assert_unchanged()

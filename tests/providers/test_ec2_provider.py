@@ -206,6 +206,14 @@ def test_spot_request_reaches_ec2(ami: str, client: Any) -> None:
     assert run(cloud.describe(instance_id)).state is InstanceState.GONE
 
 
+def test_spot_workers_watch_the_metadata_service_and_on_demand_ones_do_not(ami: str) -> None:
+    """The agent of a spot worker polls the instance metadata for the
+    interruption notice (the link-local service every instance reaches)."""
+    assert make_cloud(ami, ec2_type="spot").spot_metadata() == "http://169.254.169.254"
+    assert make_cloud(ami).spot_metadata() is None
+    assert make_cloud(ami, ec2_type="on-demand").spot_metadata() is None
+
+
 def test_subnet_and_security_groups_reach_ec2(ami: str, client: Any) -> None:
     vpc = client.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     subnet = client.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]

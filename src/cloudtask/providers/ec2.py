@@ -288,8 +288,9 @@ def _subnet(value: str | None) -> str | None:
 # -- the cloud ---------------------------------------------------------------
 
 
-# The instance metadata service, as instances reach it (tests serve their own).
-METADATA_URL = os.environ.get("CLOUDTASK_EC2_METADATA_URL", "http://169.254.169.254")
+# The instance metadata service, as instances reach it (CLOUDTASK_EC2_METADATA_URL
+# for tests that serve their own).
+METADATA_URL = "http://169.254.169.254"
 
 
 class EC2Cloud(Cloud):
@@ -384,7 +385,9 @@ class EC2Cloud(Cloud):
         return instance_id
 
     def spot_metadata(self) -> str | None:
-        return METADATA_URL if self._spot else None
+        if not self._spot:
+            return None
+        return os.environ.get("CLOUDTASK_EC2_METADATA_URL", METADATA_URL)
 
     def run_arguments(self, spec: LaunchSpec) -> dict[str, Any]:
         """The RunInstances arguments for one launch."""

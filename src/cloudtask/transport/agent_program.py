@@ -28,6 +28,7 @@ with no seconds left (a cancel) removes it.
 import errno
 import json
 import os
+import select
 import selectors
 import signal
 import struct
@@ -97,6 +98,11 @@ class Agent:
             try:
                 written = os.write(1, view)
             except InterruptedError:
+                continue
+            except BlockingIOError:
+                # Output and input may be one socket (sshd's socketpair), made
+                # non-blocking for the input: wait until the channel takes more.
+                select.select([], [1], [])
                 continue
             except OSError:
                 self.quit()  # the controller is gone
