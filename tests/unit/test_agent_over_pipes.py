@@ -3,7 +3,7 @@
 The agent program is started exactly as on a worker (python3 -c reading its
 source from its input) and driven by the controller's AgentLink; only the
 channel is a pair of pipes. The SSH side is tested in
-tests/integration/test_agent.py.
+tests/integration/test_agent_ssh.py.
 """
 
 from __future__ import annotations
