@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.server
 import os
 import signal
 import threading
@@ -19,10 +18,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from tests.support.agent_pipe import start_link
+from tests.support.imds import NOTICE, Metadata, metadata_service
 
 import cloudtask
 from cloudtask.providers.base import Instance, Provider
@@ -31,38 +30,10 @@ from cloudtask.transport.agent import AgentLink
 from cloudtask.transport.base import AgentStart, RunResult
 
 
-class Metadata(http.server.BaseHTTPRequestHandler):
-    """IMDSv2: a token, then 404 at spot/instance-action until a notice is set."""
-
-    notice: bytes | None = None
-
-    def do_PUT(self) -> None:
-        self._answer(200, b"token")
-
-    def do_GET(self) -> None:
-        if self.path.endswith("/spot/instance-action") and Metadata.notice is not None:
-            self._answer(200, Metadata.notice)
-        else:
-            self._answer(404, b"")
-
-    def _answer(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def metadata() -> Iterator[str]:
-    Metadata.notice = None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def metadata() -> Iterator[Metadata]:
+    with metadata_service() as service:
+        yield service
 
 
 @dataclass
@@ -106,7 +77,7 @@ class SpotAgents(Provider):
     """Agents on this machine; the first is a spot instance, which watches
     the metadata server."""
 
-    metadata: str
+    metadata: Metadata
     name: str = "spot"
     links: dict[str, AgentLink] = field(default_factory=dict)
     launches: int = 0
@@ -124,11 +95,11 @@ class SpotAgents(Provider):
         return True
 
     def spot_metadata(self) -> str | None:
-        return self.metadata
+        return self.metadata.url
 
 
 def test_a_spot_notice_drains_the_worker_and_its_jobs_survive_it(
-    metadata: str, tmp_path: Path
+    metadata: Metadata, tmp_path: Path
 ) -> None:
     """Worker spot1 gets the notice while it runs two jobs: one ends after
     the notice, and spot1 starts nothing in its place; then its "instance"
@@ -156,7 +127,7 @@ true"""
         deadline = time.monotonic() + 30
         while len(list(marks.glob("*-spot1"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        Metadata.notice = b'{"action": "terminate", "time": "2026-12-07T20:00:00Z"}'
+        metadata.notice = NOTICE
         time.sleep(1.0)  # the agent looks every 0.2 s here: the notice is in
         noticed.write_text(repr(time.time()))
         time.sleep(1.0)  # spot1's first job ends; its slot takes nothing new

@@ -11,16 +11,14 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
-import http.server
 import os
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from tests.support.agent_pipe import start_link
+from tests.support.imds import NOTICE, metadata_service
 from tests.support.wait import wait_until
 
 from cloudtask.transport import agent_program
@@ -239,50 +237,16 @@ def test_a_renewed_lease_does_not_fire_and_a_cancel_ends_its_keeper(
 # -- spot notices ----------------------------------------------------------------
 
 
-class Metadata(http.server.BaseHTTPRequestHandler):
-    """IMDSv2 as the agent sees it: a token, then 404 until there is a notice."""
-
-    notice: bytes | None = None
-    tokens = 0
-
-    def do_PUT(self) -> None:
-        Metadata.tokens += 1
-        self._answer(200, b"token-1")
-
-    def do_GET(self) -> None:
-        if self.headers.get("X-aws-ec2-metadata-token") != "token-1":
-            self._answer(401, b"")
-        elif self.path == "/latest/meta-data/spot/instance-action" and Metadata.notice:
-            self._answer(200, Metadata.notice)
-        else:
-            self._answer(404, b"")
-
-    def _answer(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 def test_a_spot_notice_reaches_the_controller() -> None:
-
     async def body(link: AgentLink) -> None:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
         noticed = asyncio.Event()
         link.on_notice = noticed.set
-        try:
-            link.watch_spot(f"http://127.0.0.1:{server.server_address[1]}", 0.1)
+        with metadata_service() as metadata:
+            link.watch_spot(metadata.url, 0.1)
             await asyncio.sleep(0.5)
-            assert not noticed.is_set() and Metadata.tokens >= 1
-            Metadata.notice = b'{"action": "terminate", "time": "2026-12-07T20:00:00Z"}'
+            assert not noticed.is_set() and metadata.tokens >= 1 and metadata.refused == 0
+            metadata.notice = NOTICE
             await asyncio.wait_for(noticed.wait(), 5)
-            assert link.notice == Metadata.notice
-        finally:
-            server.shutdown()
-            server.server_close()
+            assert link.notice == NOTICE
 
     on_agent(body)
