@@ -137,7 +137,7 @@ def lines(state: Snapshot, height: int) -> list[str]:
     out += [f"  {name.ljust(width)}  {printable(what)}" for name, what in shown]
     if len(shown) < len(state.doing):
         rest = state.doing[len(shown) :]
-        running = sum(1 for _, what in rest if what.startswith("job "))
+        running = sum(1 for _, what in rest if what.startswith(("job ", "jobs ")))
         out.append(f"  ... and {len(rest)} more ({running} running a job)")
     return out
 

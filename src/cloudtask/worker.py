@@ -458,8 +458,7 @@ class Worker:
             ((job_id, command),) = self._running.items()
             self._doing(f"job {job_id}: {command}")
         elif self._running:
-            numbers = ", ".join(str(job_id) for job_id in sorted(self._running))
-            self._doing(f"{len(self._running)} jobs: {numbers}")
+            self._doing("jobs " + ", ".join(str(job_id) for job_id in sorted(self._running)))
 
     async def _run_job(self, transport: Transport, log: TextIO, job_id: int, attempt: int) -> None:
         run, console = self.run, self.run.console

@@ -297,3 +297,14 @@ def test_a_frame_never_scrolls_and_never_wraps() -> None:
     term.feed(drawn)
     assert term.screen()[7:] == ["x" * 38 + "…", "short", ""]
     assert (term.y, term.x) == (0, 0)
+
+
+def test_workers_running_several_jobs_count_as_running_in_the_summary() -> None:
+    doing = {f"w{n}": f"jobs {n}, {n + 200}" for n in range(100)}
+    doing |= {f"v{n}": f"job {n}: true" for n in range(100)}
+    doing |= {"idle": "idle, waiting for jobs that may come back"}
+    state = snapshot(1, 1000, FINAL, 0, 300, 5.0, doing, [], 0.0)
+
+    shown = lines(state, 12)
+
+    assert shown[-1] == "  ... and 193 more (192 running a job)"
