@@ -33,6 +33,7 @@ from tests.support.ssh import (
 from tests.support.testcloud import APIKEY, Cloud
 from tests.support.wait import wait_until
 
+from cloudtask.store import Store
 from cloudtask.store import meta as keys
 from cloudtask.store.reader import StoreReader
 from cloudtask.transport.agent_program import LEASE_PREFIX
@@ -600,9 +601,9 @@ def test_a_healthy_run_renews_the_lease_of_its_launched_workers(
     fired = tmp_path / "lease-fired"
     monkeypatch.setenv("CLOUDTASK_LEASE_ACTION", f"touch {fired}")
     before = set(Path("/tmp").glob(f"{LEASE_PREFIX}*"))
-    # Two jobs of 3 s on one worker: the run outlasts the 2 s lease thrice over.
+    # Two jobs of 1.5 s on one worker: the run outlasts the 2 s lease.
     process = start(
-        cloud, home, tmp_path, jobs_input(2, "3"), "--split=1", "--lease=2s", str(job_script)
+        cloud, home, tmp_path, jobs_input(2, "1.5"), "--split=1", "--lease=2s", str(job_script)
     )
     wait_until(lambda: len(starts(tmp_path)) >= 1, 60, "a job started")
     leases = [d for d in Path("/tmp").glob(f"{LEASE_PREFIX}*") if d not in before]
@@ -612,7 +613,7 @@ def test_a_healthy_run_renews_the_lease_of_its_launched_workers(
         seen.update(lease_deadlines(leases))
         time.sleep(0.2)
     assert process.returncode == 0, (tmp_path / "out").read_text()
-    # Renewed: a deadline pushed on at least once a lease's time (2 s) over 6 s.
+    # Renewed: a deadline pushed on every third of the lease while jobs ran.
     assert len(seen) >= 3, seen
     assert not fired.exists()
     assert cloud.backend.alive() == []
@@ -652,3 +653,32 @@ def test_a_lease_nobody_renews_ends_the_worker_when_the_controller_machine_is_go
     )
     assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
     assert cloud.backend.alive() == []
+
+
+def test_a_resume_with_nothing_to_run_exits_1_while_a_launch_is_unsettled(
+    cloud: Cloud, tmp_path: Path, home: Path, job_script: Path
+) -> None:
+    """Found by the chaos run: a session whose jobs are all done while a
+    killed run's launch may still make a server. Its resume has nothing to
+    run, and says so, but the server may bill: exit 1, as after a run. With
+    every server gone, the same resume exits 0."""
+    result = run(cloud, home, job_script, jobs_input(2, "0"), "--split=1")
+    assert result.returncode == 0, result.stderr
+    session = helpers.summary(result).id
+    env = env_for(home) | {"CLOUDTASK_HUB_APIKEY": APIKEY}
+
+    idle = helpers.run([CLOUDTASK, f"--resume={session}"], env=env, timeout=120)
+    assert idle.returncode == 0, idle.stdout + idle.stderr
+    assert "is finished: nothing to run" in idle.stdout
+    assert "may still be running" not in idle.stderr
+
+    # As a run SIGKILLed just after recording its launch intent leaves it.
+    store = Store.open(helpers.sessions_dir() / str(session))
+    store.intend_instance("f00dfeedcafe0001", "hub", "hub9", "t3.small", None, time.time())
+    store.close()
+    resumed = helpers.run([CLOUDTASK, f"--resume={session}"], env=env, timeout=120)
+    assert resumed.returncode == 1, resumed.stdout + resumed.stderr
+    assert "is finished: nothing to run" in resumed.stdout
+    assert "0/2 !OK" in resumed.stdout
+    assert "hub9 may still be running: the watchdog's sweep is under way" in resumed.stderr
+    assert f"cloudtask-destroy-workers --session={session}" in resumed.stderr

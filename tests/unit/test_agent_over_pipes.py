@@ -219,16 +219,16 @@ def test_a_renewed_lease_does_not_fire_and_a_cancel_ends_its_keeper(
 
     async def body(link: AgentLink) -> None:
         fired = tmp_path / "fired"
-        for _ in range(8):  # 2.4 s of renewals of a 1 s lease
+        for _ in range(7):  # 1.75 s of renewals of a 1 s lease
             link.keep_lease(1.0, f"touch {fired}", lease_key)
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.25)
         assert not fired.exists()
         directory = Path("/tmp") / f"{agent_program.LEASE_PREFIX}{lease_key}"
         keeper = int((directory / "keeper").read_text())
         link.keep_lease(0, f"touch {fired}", lease_key)
         wait_until(lambda: not directory.exists(), 5, "the lease cancelled")
         wait_until(lambda: not Path(f"/proc/{keeper}").exists(), 5, "the keeper gone")
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.2)
         assert not fired.exists()
 
     on_agent(body)

@@ -23,7 +23,7 @@ from ..report.run import report
 from ..runner import RunSummary, run_session
 from ..session_keys import recorded_key, remove_left_keys, worker_id
 from ..ssh import SessionKey
-from ..store import meta
+from ..store import Store, meta
 from ..watchdog import LOG_NAME, Watchdog
 from .cleanup import (
     after_the_run,
@@ -36,7 +36,7 @@ from .cleanup import (
     stop_leftover_jobs,
     watched,
 )
-from .directory import locks_released
+from .directory import SessionDir, locks_released
 from .frontend import Frontend
 from .plan import JobSource, Plan, plan_resume, plan_start
 from .result import SessionResult, job_counts
@@ -73,12 +73,11 @@ def finish_idle(plan: Plan, frontend: Frontend, loop: asyncio.Runner) -> Session
     config, session, store, console = plan.config, plan.session, plan.store, frontend.console
     if plan.keys_left:
         loop.run(earlier_keys_removal(config, session, store, console, plan.keys_left))
+    left_running: list[str] = []
     if plan.cloud is not None and not settled(store, time.time()):
         # Not all is known to be gone yet: a watchdog goes on after this process.
         with Watchdog.started(session, config):
-            console.warn(
-                "launched instances may still be running: the watchdog's sweep is under way"
-            )
+            left_running = warn_left_running(config, session, store, console)
     if store.meta(meta.STATE) != "finished":
         # Its last controller died after the last job ended (or was stopped
         # then): the session ended when its last job did.
@@ -88,7 +87,30 @@ def finish_idle(plan: Plan, frontend: Frontend, loop: asyncio.Runner) -> Session
     frontend.last_stretch()
     counts = store.counts()
     frontend.say(summary_line(session.id, 0, counts))
-    return SessionResult(session.id, session.path, "finished", job_counts(counts), ExitStatus.OK)
+    # Every job is done, but a server that may still bill is not all ok.
+    status = ExitStatus.NOT_OK if left_running else ExitStatus.OK
+    return SessionResult(
+        session.id,
+        session.path,
+        "finished",
+        job_counts(counts),
+        status,
+        left_running=tuple(left_running),
+    )
+
+
+def warn_left_running(
+    config: Config, session: SessionDir, store: Store, console: Console
+) -> list[str]:
+    """Say which launched servers are not known to be destroyed, and what
+    ends them; their names."""
+    left = [record.name for record in store.instances(open_only=True)]
+    console.warn(
+        f"{', '.join(left) or 'launched instances'} may still be running: "
+        f"the watchdog's sweep is under way ({session.path / LOG_NAME}); "
+        f"or run cloudtask-destroy-workers --session={session.id}" + sessions_option(config)
+    )
+    return left
 
 
 def drive_run(plan: Plan, frontend: Frontend, loop: asyncio.Runner) -> SessionResult:
@@ -190,13 +212,7 @@ def drive_run(plan: Plan, frontend: Frontend, loop: asyncio.Runner) -> SessionRe
             if settled(store, time.time()):
                 dog.release()  # every launched instance is destroyed: nothing left to watch
             else:
-                left_running = [record.name for record in store.instances(open_only=True)]
-                console.warn(
-                    f"{', '.join(left_running) or 'launched instances'} may still be running: "
-                    f"the watchdog's sweep is under way ({session.path / LOG_NAME}); "
-                    f"or run cloudtask-destroy-workers --session={session.id}"
-                    + sessions_option(config)
-                )
+                left_running = warn_left_running(config, session, store, console)
         say_how_it_ended(plan, summary, console)
         if config.report:
             report(config.report, session, summary.elapsed, console.line, console.warn)
