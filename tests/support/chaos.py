@@ -510,7 +510,15 @@ class Round:
         self.judge_hook(
             run, where, output, expected=run.ended_by == "itself" and not nothing_to_run
         )
-        return run.ended_by == "itself" and status == 0 and summary is not None
+        # Finished: every job ok, whether or not the run exits 1 for a launch
+        # it cannot confirm gone yet (the watchdog's, checked at the end).
+        return (
+            run.ended_by == "itself"
+            and summary is not None
+            and summary["not_ok"] == "0"
+            and summary["pending"] == "0"
+            and (status == 0 or LEFT_RUNNING in output)
+        )
 
     def judge_hook(self, run: ControllerRun, where: str, output: str, expected: bool) -> None:
         if run.hook == OK_HOOK:

@@ -226,10 +226,23 @@ async def start_agent(
     except (asyncssh.Error, OSError) as exc:
         process.close()
         raise WorkerError(lost() or str(exc)) from exc
-    stderr.cancel()
+    except BaseException:  # cancelled (an abort): the channel goes with it
+        process.close()
+        raise
+    finally:
+        _let_go(stderr)
     link = AgentLink(process, int(hello.get("cpus") or 1), lost)
     link.listen()
     return link
+
+
+def _let_go(task: asyncio.Future[Any]) -> None:
+    """Stop a task we no longer wait for; an error it ended with is seen (asyncio
+    would otherwise print it, traceback and all, when the task is collected)."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
 
 
 async def _why_no_agent(process: Any, stderr: asyncio.Future[bytes], exc: Exception) -> str:
@@ -240,7 +253,6 @@ async def _why_no_agent(process: Any, stderr: asyncio.Future[bytes], exc: Except
     said = b""
     if stderr.done() and not stderr.cancelled() and stderr.exception() is None:
         said = stderr.result()
-    stderr.cancel()
     if process.exit_status == _NO_PYTHON:
         return "no python3"
     lines = said.decode(errors="replace").strip().splitlines()
