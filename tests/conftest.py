@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.support.hosts import HARMLESS_LEASE_ACTION, runs_of_this_process
-
-from cloudtask.transport.agent_program import LEASE_PREFIX
+from tests.support.testcloud import remove_leases
 
 
 @pytest.fixture(autouse=True)
@@ -51,10 +47,4 @@ def no_lease_keeper_left() -> Iterator[None]:
     run by design) are stopped at the end of the tests."""
     started = time.time()
     yield
-    for directory in Path("/tmp").glob(f"{LEASE_PREFIX}*"):
-        with contextlib.suppress(OSError, ValueError):
-            if directory.stat().st_mtime >= started - 1:
-                os.kill(int((directory / "keeper").read_text()), signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            if directory.stat().st_mtime >= started - 1:
-                shutil.rmtree(directory)
+    remove_leases(started)

@@ -12,6 +12,10 @@ test cloud: such a backend behind the Hub API test server.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -21,6 +25,8 @@ from tests.support import helpers
 from tests.support.hosts import TestHosts
 from tests.support.hubserver import HubServer
 from tests.support.processes import stop_watchdogs
+
+from cloudtask.transport.agent_program import LEASE_PREFIX
 
 APIKEY = "hub-key-7d1f0c2a-never-shown"
 
@@ -98,6 +104,7 @@ class Cloud:
     """The test cloud: a Hub API server whose instances are test hosts."""
 
     def __init__(self, tmp_path: Path, boot_delay: float = 0.0, apikey: str = APIKEY) -> None:
+        self.started = time.time()
         self.backend = HostsBackend(tmp_path, boot_delay=boot_delay)
         self.hub = HubServer(apikey, self.backend).start()
 
@@ -114,4 +121,19 @@ class Cloud:
         # Watchdogs have until now to finish; the cloud they sweep goes away.
         stop_watchdogs(helpers.sessions_dir())
         self.hub.stop()
-        return self.backend.close()
+        left = self.backend.close()
+        remove_leases(self.started)
+        return left
+
+
+def remove_leases(since: float) -> None:
+    """Remove the lease directories the agents of launched test workers made
+    since then (on a real instance they go with its disk), stopping any
+    keeper still running (a destroyed host's keeper died with it)."""
+    for directory in Path("/tmp").glob(f"{LEASE_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            if directory.stat().st_mtime < since - 1:
+                continue
+            with contextlib.suppress(ValueError, ProcessLookupError):
+                os.kill(int((directory / "keeper").read_text()), signal.SIGKILL)
+            shutil.rmtree(directory)
