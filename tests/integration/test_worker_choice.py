@@ -171,12 +171,19 @@ def test_an_unknown_host_in_a_list_leaves_out_only_its_worker(
 def test_a_failed_job_is_retried_on_another_worker(
     hosts: TestHosts, home: Path, tmp_path: Path, authorized_keys: KeysSnapshot
 ) -> None:
-    """Each job fails once, wherever it runs first: its retry goes to the other worker."""
+    """Each job fails once, wherever it runs first: its retry goes to the other worker.
+
+    A first attempt fails only once both workers have started a job: a retry
+    goes elsewhere when another worker is there, and one still connecting
+    (or starting its agent) is not there yet."""
     tried = tmp_path / "tried"
     tried.mkdir()
+    marks = tmp_path / "marks"
     command = (
         'addr=$(echo "$SSH_CONNECTION" | cut -d" " -f3); '
-        f'echo "$1 $addr" >> {tmp_path}/marks; '
+        f'echo "$1 $addr" >> {marks}; n=0; '
+        f"while [ $(cut -d' ' -f2 {marks} | sort -u | wc -l) -lt 2 ] && [ $n -lt 300 ]; "
+        "do sleep 0.05; n=$((n+1)); done; "
         f"mkdir {tried}/$1 2>/dev/null && exit 1; true"
     )
     result = cloudtask(
@@ -193,7 +200,7 @@ def test_a_failed_job_is_retried_on_another_worker(
     assert result.returncode == 0, result.stderr
     assert helpers.counts(result) == (0, 4, 0, 0, 0, 4)
     runs: dict[str, list[str]] = {}
-    for line in (tmp_path / "marks").read_text().splitlines():
+    for line in marks.read_text().splitlines():
         job, addr = line.split()
         runs.setdefault(job, []).append(addr)
     assert sorted(runs) == ["1", "2", "3", "4"]
