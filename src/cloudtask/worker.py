@@ -319,19 +319,17 @@ class Worker:
             self.run.unclosed[self.name] = transport
 
     def _warn(self, text: str) -> None:
-        """A problem of this worker: on the console, and in the worker's own log."""
-        self.run.console.warn(text)
+        """A problem of this worker: a warning on the console, and in its own log."""
+        self._note(text, warning=True)
+
+    def _note(self, text: str, *, warning: bool = False) -> None:
+        """Something worth knowing of this worker: on the console and in its own log."""
+        (self.run.console.warn if warning else self.run.console.line)(text)
         if self.log is not None:
             self.log.write(f"== {text}\n")
 
     def _busy(self) -> bool:
         return bool(self.run.scheduler.workers[self.name].jobs)
-
-    def _note(self, text: str) -> None:
-        """Something worth knowing of this worker, said once: on the console and in its log."""
-        self.run.console.line(text)
-        if self.log is not None:
-            self.log.write(f"== {text}\n")
 
     async def _setup(self, transport: Transport, log: TextIO) -> int | None:
         """Copy the overlay, start the agent, then run --pre (the session key

@@ -77,7 +77,6 @@ class AgentLink:
     _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _reader: asyncio.Task[None] | None = None
     _ended: str | None = None  # why the agent's channel is gone
-    _stderr: bytes = b""
 
     def listen(self) -> None:
         self._reader = asyncio.ensure_future(self._read_frames())
